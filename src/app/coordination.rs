@@ -1,0 +1,457 @@
+//! The coordination service of the paper's evaluation (Section VI-B): a tree of znodes.
+//!
+//! Every znode has a path (`/a/b`), data, a data version that `set_data` increments, and
+//! children. Operations mirror ZooKeeper's: create (optionally sequential), delete and set data
+//! with an expected version, get data, exists, get children. Each fails with a
+//! [`CoordError`] that says what went wrong; malformed operations are answered, never executed.
+//!
+//! ```
+//! use tara::app::Application;
+//! use tara::app::coordination::{CoordOp, CoordResponse, Coordination, decode_result};
+//!
+//! let mut service = Coordination::default();
+//! let op = CoordOp::Create { path: "/app".into(), data: b"x".to_vec(), sequential: false };
+//! let result = decode_result(&service.execute(&op.encode())).unwrap();
+//! assert_eq!(result, Ok(CoordResponse::Created { path: "/app".into() }));
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Application, RestoreError};
+
+/// The longest path accepted, in bytes.
+pub const PATH_BYTES_MAX: usize = 1024;
+/// The most data a znode may hold, in bytes (ZooKeeper's default limit).
+pub const DATA_BYTES_MAX: usize = 1 << 20;
+
+/// An operation on the coordination service.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum CoordOp {
+    /// Creates a znode; with `sequential`, a 10-digit counter of the parent is appended to the
+    /// name, so concurrent creators get distinct, ordered names.
+    Create {
+        /// The path (or path prefix when sequential).
+        path: String,
+        /// The initial data.
+        data: Vec<u8>,
+        /// Append the parent's sequence counter to the name.
+        sequential: bool,
+    },
+    /// Deletes a znode that has no children, if its version matches (any version if `None`).
+    Delete {
+        /// The path.
+        path: String,
+        /// The expected data version.
+        version: Option<u32>,
+    },
+    /// Replaces a znode's data if its version matches (any version if `None`).
+    SetData {
+        /// The path.
+        path: String,
+        /// The new data.
+        data: Vec<u8>,
+        /// The expected data version.
+        version: Option<u32>,
+    },
+    /// Reads a znode's data, version and number of children.
+    GetData {
+        /// The path.
+        path: String,
+    },
+    /// Tells whether a znode exists, with its stat.
+    Exists {
+        /// The path.
+        path: String,
+    },
+    /// Lists a znode's children, in name order.
+    GetChildren {
+        /// The path.
+        path: String,
+    },
+}
+
+/// The metadata of a znode.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Stat {
+    /// The data version: 0 at creation, incremented by every `SetData`.
+    pub version: u32,
+    /// The number of children.
+    pub num_children: u32,
+}
+
+/// A successful answer.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum CoordResponse {
+    /// The znode was created under this path.
+    Created {
+        /// The path of the new znode (with the sequence suffix if sequential).
+        path: String,
+    },
+    /// The znode was deleted.
+    Deleted,
+    /// The data was replaced; the new stat.
+    Set(Stat),
+    /// The data and stat of a znode.
+    Data {
+        /// The data.
+        data: Vec<u8>,
+        /// The stat.
+        stat: Stat,
+    },
+    /// Whether the znode exists, and its stat if it does.
+    Exists(Option<Stat>),
+    /// The names of the children, sorted.
+    Children(Vec<String>),
+}
+
+/// Why an operation failed.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum CoordError {
+    /// The znode does not exist.
+    NoNode(String),
+    /// A znode already exists at the path.
+    NodeExists(String),
+    /// The expected version does not match the znode's version.
+    BadVersion {
+        /// The path.
+        path: String,
+        /// The version the operation expected.
+        expected: u32,
+        /// The znode's version.
+        actual: u32,
+    },
+    /// The znode has children and cannot be deleted.
+    NotEmpty(String),
+    /// The parent of the path does not exist.
+    NoParent(String),
+    /// The operation is malformed (bad path, too much data, undecodable bytes).
+    Malformed(String),
+}
+
+impl std::fmt::Display for CoordError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CoordError::NoNode(path) => write!(f, "no node: {path} does not exist"),
+            CoordError::NodeExists(path) => write!(f, "node exists: {path} already exists"),
+            CoordError::BadVersion { path, expected, actual } => {
+                write!(f, "bad version: {path} is at version {actual}, the operation expected {expected}")
+            }
+            CoordError::NotEmpty(path) => write!(f, "not empty: {path} has children; delete them first"),
+            CoordError::NoParent(path) => write!(f, "no parent: the parent of {path} does not exist; create it first"),
+            CoordError::Malformed(reason) => write!(f, "malformed operation: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for CoordError {}
+
+/// The outcome of an operation, as decoded from result bytes.
+pub type CoordResult = Result<CoordResponse, CoordError>;
+
+impl CoordOp {
+    /// The operation as bytes for [`Application::execute`].
+    pub fn encode(&self) -> Vec<u8> {
+        bincode::serialize(self).unwrap_or_default()
+    }
+
+    /// True if the operation changes nothing.
+    pub fn is_read(&self) -> bool {
+        matches!(self, CoordOp::GetData { .. } | CoordOp::Exists { .. } | CoordOp::GetChildren { .. })
+    }
+}
+
+/// Decodes result bytes produced by [`Coordination::execute`].
+pub fn decode_result(bytes: &[u8]) -> Result<CoordResult, String> {
+    bincode::deserialize(bytes).map_err(|e| format!("malformed coordination result: {e}"))
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+struct Znode {
+    data: Vec<u8>,
+    version: u32,
+    children: BTreeSet<String>,
+    next_sequential: u64,
+}
+
+impl Znode {
+    fn stat(&self) -> Stat {
+        Stat { version: self.version, num_children: self.children.len() as u32 }
+    }
+}
+
+/// The replicated tree of znodes. The root `/` always exists.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Coordination {
+    nodes: BTreeMap<String, Znode>,
+}
+
+impl Default for Coordination {
+    fn default() -> Self {
+        let mut nodes = BTreeMap::new();
+        nodes.insert("/".to_string(), Znode::default());
+        Coordination { nodes }
+    }
+}
+
+/// Checks a path: absolute, no empty, `.` or `..` components, no trailing slash, no NUL.
+pub fn validate_path(path: &str) -> Result<(), CoordError> {
+    let bad = |why: &str| Err(CoordError::Malformed(format!("invalid path {path:?}: {why}")));
+    if path.len() > PATH_BYTES_MAX {
+        return bad(&format!("longer than {PATH_BYTES_MAX} bytes"));
+    }
+    if !path.starts_with('/') {
+        return bad("must start with '/'");
+    }
+    if path == "/" {
+        return Ok(());
+    }
+    if path.ends_with('/') {
+        return bad("must not end with '/'");
+    }
+    if path.contains('\0') {
+        return bad("must not contain NUL");
+    }
+    for component in path[1..].split('/') {
+        match component {
+            "" => return bad("empty component ('//')"),
+            "." | ".." => return bad("'.' and '..' are not allowed"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The parent path and the last component of a valid, non-root path.
+fn split(path: &str) -> (&str, &str) {
+    let cut = path.rfind('/').unwrap_or(0);
+    let parent = if cut == 0 { "/" } else { &path[..cut] };
+    (parent, &path[cut + 1..])
+}
+
+fn check_data(data: &[u8]) -> Result<(), CoordError> {
+    if data.len() > DATA_BYTES_MAX {
+        return Err(CoordError::Malformed(format!("{} bytes of data exceed the limit of {DATA_BYTES_MAX}", data.len())));
+    }
+    Ok(())
+}
+
+fn check_version(path: &str, expected: Option<u32>, actual: u32) -> Result<(), CoordError> {
+    match expected {
+        Some(expected) if expected != actual => Err(CoordError::BadVersion { path: path.to_string(), expected, actual }),
+        _ => Ok(()),
+    }
+}
+
+impl Coordination {
+    /// Applies a decoded operation.
+    pub fn apply(&mut self, op: CoordOp) -> CoordResult {
+        match op {
+            CoordOp::Create { path, data, sequential } => self.create(path, data, sequential),
+            CoordOp::Delete { path, version } => self.delete(&path, version),
+            CoordOp::SetData { path, data, version } => self.set_data(&path, data, version),
+            CoordOp::GetData { path } => {
+                let node = self.node(&path)?;
+                Ok(CoordResponse::Data { data: node.data.clone(), stat: node.stat() })
+            }
+            CoordOp::Exists { path } => {
+                validate_path(&path)?;
+                Ok(CoordResponse::Exists(self.nodes.get(&path).map(Znode::stat)))
+            }
+            CoordOp::GetChildren { path } => Ok(CoordResponse::Children(self.node(&path)?.children.iter().cloned().collect())),
+        }
+    }
+
+    /// The number of znodes, the root included.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// True if only the root exists.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.len() == 1
+    }
+
+    fn node(&self, path: &str) -> Result<&Znode, CoordError> {
+        validate_path(path)?;
+        self.nodes.get(path).ok_or_else(|| CoordError::NoNode(path.to_string()))
+    }
+
+    fn create(&mut self, path: String, data: Vec<u8>, sequential: bool) -> CoordResult {
+        validate_path(&path)?;
+        check_data(&data)?;
+        if path == "/" {
+            return Err(CoordError::NodeExists(path));
+        }
+        let (parent_path, _) = split(&path);
+        let parent = self.nodes.get_mut(parent_path).ok_or_else(|| CoordError::NoParent(path.clone()))?;
+        let path = if sequential {
+            let numbered = format!("{path}{:010}", parent.next_sequential);
+            parent.next_sequential += 1;
+            numbered
+        } else {
+            path
+        };
+        if self.nodes.contains_key(&path) {
+            return Err(CoordError::NodeExists(path));
+        }
+        let (parent_path, name) = split(&path);
+        if let Some(parent) = self.nodes.get_mut(parent_path) {
+            parent.children.insert(name.to_string());
+        }
+        self.nodes.insert(path.clone(), Znode { data, ..Znode::default() });
+        Ok(CoordResponse::Created { path })
+    }
+
+    fn delete(&mut self, path: &str, version: Option<u32>) -> CoordResult {
+        let node = self.node(path)?;
+        if path == "/" {
+            return Err(CoordError::Malformed("the root znode cannot be deleted".into()));
+        }
+        check_version(path, version, node.version)?;
+        if !node.children.is_empty() {
+            return Err(CoordError::NotEmpty(path.to_string()));
+        }
+        self.nodes.remove(path);
+        let (parent_path, name) = split(path);
+        if let Some(parent) = self.nodes.get_mut(parent_path) {
+            parent.children.remove(name);
+        }
+        Ok(CoordResponse::Deleted)
+    }
+
+    fn set_data(&mut self, path: &str, data: Vec<u8>, version: Option<u32>) -> CoordResult {
+        validate_path(path)?;
+        check_data(&data)?;
+        let node = self.nodes.get_mut(path).ok_or_else(|| CoordError::NoNode(path.to_string()))?;
+        check_version(path, version, node.version)?;
+        node.data = data;
+        node.version = node.version.wrapping_add(1);
+        Ok(CoordResponse::Set(node.stat()))
+    }
+}
+
+impl Application for Coordination {
+    fn execute(&mut self, op: &[u8]) -> Vec<u8> {
+        let result = match bincode::deserialize::<CoordOp>(op) {
+            Ok(op) => self.apply(op),
+            Err(e) => Err(CoordError::Malformed(format!("cannot decode coordination operation ({} bytes): {e}", op.len()))),
+        };
+        bincode::serialize(&result).unwrap_or_default()
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        bincode::serialize(&self.nodes).unwrap_or_default()
+    }
+
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError> {
+        let nodes: BTreeMap<String, Znode> = bincode::deserialize(snapshot).map_err(|e| RestoreError(e.to_string()))?;
+        if !nodes.contains_key("/") {
+            return Err(RestoreError("the snapshot has no root znode".into()));
+        }
+        self.nodes = nodes;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(c: &mut Coordination, op: CoordOp) -> CoordResult {
+        decode_result(&c.execute(&op.encode())).unwrap()
+    }
+
+    fn create(path: &str) -> CoordOp {
+        CoordOp::Create { path: path.into(), data: b"d".to_vec(), sequential: false }
+    }
+
+    #[test]
+    fn create_get_set_delete() {
+        let mut c = Coordination::default();
+        assert_eq!(run(&mut c, create("/a")), Ok(CoordResponse::Created { path: "/a".into() }));
+        assert_eq!(run(&mut c, create("/a/b")), Ok(CoordResponse::Created { path: "/a/b".into() }));
+        let data = run(&mut c, CoordOp::GetData { path: "/a".into() });
+        assert_eq!(data, Ok(CoordResponse::Data { data: b"d".to_vec(), stat: Stat { version: 0, num_children: 1 } }));
+        let set = run(&mut c, CoordOp::SetData { path: "/a/b".into(), data: b"e".to_vec(), version: Some(0) });
+        assert_eq!(set, Ok(CoordResponse::Set(Stat { version: 1, num_children: 0 })));
+        assert_eq!(run(&mut c, CoordOp::GetChildren { path: "/a".into() }), Ok(CoordResponse::Children(vec!["b".into()])));
+        assert_eq!(run(&mut c, CoordOp::Delete { path: "/a/b".into(), version: Some(1) }), Ok(CoordResponse::Deleted));
+        assert_eq!(run(&mut c, CoordOp::Exists { path: "/a/b".into() }), Ok(CoordResponse::Exists(None)));
+        assert_eq!(run(&mut c, CoordOp::Exists { path: "/a".into() }), Ok(CoordResponse::Exists(Some(Stat { version: 0, num_children: 0 }))));
+    }
+
+    #[test]
+    fn sequential_names_are_distinct_and_ordered() {
+        let mut c = Coordination::default();
+        run(&mut c, create("/locks")).unwrap();
+        let op = CoordOp::Create { path: "/locks/l-".into(), data: vec![], sequential: true };
+        let first = run(&mut c, op.clone());
+        let second = run(&mut c, op);
+        assert_eq!(first, Ok(CoordResponse::Created { path: "/locks/l-0000000000".into() }));
+        assert_eq!(second, Ok(CoordResponse::Created { path: "/locks/l-0000000001".into() }));
+    }
+
+    /// Every error case of the coordination service, with the operation that causes it.
+    #[test]
+    fn each_error_case() {
+        let mut c = Coordination::default();
+        run(&mut c, create("/a")).unwrap();
+        run(&mut c, create("/a/b")).unwrap();
+        let cases: Vec<(CoordOp, CoordError)> = vec![
+            (CoordOp::GetData { path: "/x".into() }, CoordError::NoNode("/x".into())),
+            (CoordOp::SetData { path: "/x".into(), data: vec![], version: None }, CoordError::NoNode("/x".into())),
+            (CoordOp::Delete { path: "/x".into(), version: None }, CoordError::NoNode("/x".into())),
+            (CoordOp::GetChildren { path: "/x".into() }, CoordError::NoNode("/x".into())),
+            (create("/a"), CoordError::NodeExists("/a".into())),
+            (create("/"), CoordError::NodeExists("/".into())),
+            (
+                CoordOp::SetData { path: "/a".into(), data: vec![], version: Some(7) },
+                CoordError::BadVersion { path: "/a".into(), expected: 7, actual: 0 },
+            ),
+            (
+                CoordOp::Delete { path: "/a/b".into(), version: Some(3) },
+                CoordError::BadVersion { path: "/a/b".into(), expected: 3, actual: 0 },
+            ),
+            (CoordOp::Delete { path: "/a".into(), version: None }, CoordError::NotEmpty("/a".into())),
+            (create("/q/r"), CoordError::NoParent("/q/r".into())),
+        ];
+        for (op, expected) in cases {
+            assert_eq!(run(&mut c, op.clone()), Err(expected), "{op:?}");
+        }
+    }
+
+    #[test]
+    fn malformed_operations_are_answered_not_executed() {
+        let mut c = Coordination::default();
+        let before = c.clone();
+        for path in ["a", "/a/", "//a", "/a/./b", "/a/../b", "/a\0b"] {
+            let result = run(&mut c, create(path));
+            assert!(matches!(result, Err(CoordError::Malformed(_))), "{path:?} gave {result:?}");
+        }
+        let big = CoordOp::Create { path: "/big".into(), data: vec![0; DATA_BYTES_MAX + 1], sequential: false };
+        assert!(matches!(run(&mut c, big), Err(CoordError::Malformed(_))));
+        let garbage = decode_result(&c.execute(&[9, 9, 9, 9, 9])).unwrap();
+        assert!(matches!(garbage, Err(CoordError::Malformed(_))));
+        assert!(matches!(run(&mut c, CoordOp::Delete { path: "/".into(), version: None }), Err(CoordError::Malformed(_))));
+        assert_eq!(c, before, "nothing changed");
+    }
+
+    #[test]
+    fn snapshot_round_trip() {
+        let mut c = Coordination::default();
+        run(&mut c, create("/a")).unwrap();
+        let mut d = Coordination::default();
+        d.restore(&c.snapshot()).unwrap();
+        assert_eq!(c, d);
+        assert_eq!(c.digest(), d.digest());
+        assert!(d.restore(&[0xde, 0xad]).is_err());
+    }
+
+    #[test]
+    fn errors_read_clearly() {
+        let e = CoordError::BadVersion { path: "/a".into(), expected: 1, actual: 2 };
+        assert_eq!(e.to_string(), "bad version: /a is at version 2, the operation expected 1");
+    }
+}

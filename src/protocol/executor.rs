@@ -1,0 +1,464 @@
+//! The executor stage (Sections III-C and III-D): commits, executes in order, checkpoints.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::client_table::{ClientTable, Verdict};
+use super::params::Params;
+use super::quorum::Announced;
+use super::tuple::{Checkpoint, Commit, Executed, Fetch, Outcome, Reply, Request, Stable, Transfer};
+use super::window::Window;
+use crate::app::{Application, fnv1a, fnv1a_extend};
+
+/// Checkpoints kept in memory per executor: the newest two, so that one is always complete
+/// while the next is being taken.
+const CHECKPOINTS_KEPT: usize = 2;
+
+/// The tuples an executor emits; the host routes each kind to its stage.
+#[derive(Debug, Default)]
+pub struct ExecutorOutbox {
+    /// Results, to the reply sink of each command's source.
+    pub replies: Vec<Reply>,
+    /// Checkpoint announcements, to every garbage-collection source.
+    pub checkpoints: Vec<Checkpoint>,
+    /// Executed commands, in sequence order, for a consuming dataflow (when enabled).
+    pub executed: Vec<Executed>,
+    /// State-transfer requests, to the executor named in each.
+    pub fetches: Vec<Fetch>,
+    /// Checkpoints sent to lagging executors.
+    pub transfers: Vec<Transfer>,
+}
+
+/// Votes for one sequence number in one view.
+#[derive(Clone, Debug)]
+struct Slot {
+    view: u64,
+    /// Bit k is set once committer k's commit arrived.
+    votes: u64,
+    request: Request,
+}
+
+/// What a checkpoint holds (Section III-D): the application snapshot, the per-client executed
+/// timestamps and the reply cache, plus the executor's own counters so that a replica restored
+/// from it reports the same history as one that executed everything.
+#[derive(Serialize, Deserialize)]
+struct CheckpointState {
+    sequence: u64,
+    history: u64,
+    executed: u64,
+    clients: ClientTable,
+    app: Vec<u8>,
+}
+
+/// A lagging executor's state-transfer attempt.
+#[derive(Debug)]
+struct Fetching {
+    peer: u32,
+    sent_us: u64,
+}
+
+/// Executor replica `e` (2f+1 of them), holding one instance of the application.
+///
+/// A sequence number commits once f+1 distinct committers sent a commit for it in the view the
+/// executor is in (Section III-C). Committed requests execute strictly in sequence order, with
+/// duplicate detection per client. Before executing `s` with `s mod CP == 0` the executor takes a
+/// checkpoint and announces it (Section III-D). An executor that falls behind the stability
+/// threshold and stops making progress fetches a peer's checkpoint and continues from there.
+pub struct Executor<A: Application> {
+    id: u32,
+    executors: u32,
+    quorum: u32,
+    checkpoint_interval: u64,
+    transfer_timeout_us: u64,
+    emit_executed: bool,
+    view: u64,
+    stable: Announced,
+    next: u64,
+    slots: Window<Slot>,
+    app: A,
+    clients: ClientTable,
+    checkpoints: VecDeque<(u64, Arc<Vec<u8>>)>,
+    history: u64,
+    executed: u64,
+    stalled_at: u64,
+    stalled_since_us: u64,
+    fetching: Option<Fetching>,
+    transfers_restored: u64,
+}
+
+impl<A: Application> Executor<A> {
+    /// Executor replica `id` of a deployment with `params`, executing on `app`.
+    pub fn new(id: u32, params: &Params, app: A) -> Executor<A> {
+        Executor {
+            id,
+            executors: params.executors() as u32,
+            quorum: params.quorum() as u32,
+            checkpoint_interval: params.checkpoint_interval,
+            transfer_timeout_us: 20_000,
+            emit_executed: false,
+            view: 0,
+            stable: Announced::new(params.gc_sources(), params.quorum(), 0),
+            next: 0,
+            slots: Window::new(0, 2 * params.window),
+            app,
+            clients: ClientTable::new(params.client_window),
+            checkpoints: VecDeque::new(),
+            history: fnv1a(b"tara"),
+            executed: 0,
+            stalled_at: 0,
+            stalled_since_us: 0,
+            fetching: None,
+            transfers_restored: 0,
+        }
+    }
+
+    /// Emit an [`Executed`] tuple for every executed command (off by default: it costs copies).
+    pub fn emit_executed(mut self, emit: bool) -> Self {
+        self.emit_executed = emit;
+        self
+    }
+
+    /// How long an executor behind the threshold waits without progress before fetching a
+    /// checkpoint, and between attempts.
+    pub fn transfer_timeout_us(mut self, timeout_us: u64) -> Self {
+        self.transfer_timeout_us = timeout_us;
+        self
+    }
+
+    /// The next sequence number to execute: everything below it has been executed.
+    pub fn next(&self) -> u64 {
+        self.next
+    }
+
+    /// Commands executed (not counting duplicates answered from the cache).
+    pub fn executed(&self) -> u64 {
+        self.executed
+    }
+
+    /// A hash chain over every executed command and its result, in order: two replicas with
+    /// the same `next` and `history` executed the same sequence with the same results.
+    pub fn history(&self) -> u64 {
+        self.history
+    }
+
+    /// A digest of the application state and the duplicate-detection table.
+    pub fn state_digest(&self) -> u64 {
+        let table = bincode::serialize(&self.clients.ordered()).unwrap_or_default();
+        let hash = fnv1a_extend(fnv1a(&self.app.digest().to_le_bytes()), &table);
+        fnv1a_extend(hash, &self.next.to_le_bytes())
+    }
+
+    /// The stability threshold this replica adopted.
+    pub fn stable(&self) -> u64 {
+        self.stable.adopted()
+    }
+
+    /// Slots held in the window plus results held for duplicate detection (state, for bounds).
+    pub fn held(&self) -> usize {
+        self.slots.occupied() + self.clients.results_held()
+    }
+
+    /// Times this replica caught up by restoring a peer's checkpoint.
+    pub fn transfers_restored(&self) -> u64 {
+        self.transfers_restored
+    }
+
+    /// The application instance (read only).
+    pub fn app(&self) -> &A {
+        &self.app
+    }
+
+    /// A commit: counted if it is for the current view; executes whatever became ready.
+    pub fn on_commit(&mut self, commit: Commit, out: &mut ExecutorOutbox) {
+        if commit.view != self.view || commit.committer >= 64 || commit.sequence < self.next {
+            return;
+        }
+        let view = self.view;
+        let Some(slot) = self.slots.get_or_insert_with(commit.sequence, || Slot { view, votes: 0, request: commit.request.clone() })
+        else {
+            return;
+        };
+        if slot.view != commit.view {
+            *slot = Slot { view: commit.view, votes: 0, request: commit.request.clone() };
+        }
+        if slot.request.id() != commit.request.id() {
+            return;
+        }
+        slot.votes |= 1 << commit.committer;
+        self.execute_ready(out);
+    }
+
+    /// A stability announcement from a garbage-collection source.
+    pub fn on_stable(&mut self, stable: Stable) {
+        self.stable.report(stable.source, stable.sequence);
+    }
+
+    /// A peer asks for a checkpoint: answer with the newest one that covers what it needs.
+    pub fn on_fetch(&mut self, fetch: Fetch, out: &mut ExecutorOutbox) {
+        if fetch.to != self.id {
+            return;
+        }
+        if let Some((sequence, state)) = self.checkpoints.back().filter(|(s, _)| *s >= fetch.sequence) {
+            out.transfers.push(Transfer { executor: self.id, to: fetch.executor, sequence: *sequence, state: state.clone() });
+        }
+    }
+
+    /// A peer's checkpoint arrived: restore it if it moves this replica forward.
+    /// A checkpoint that does not decode or restore is dropped; the next attempt asks another peer.
+    pub fn on_transfer(&mut self, transfer: Transfer, out: &mut ExecutorOutbox) {
+        if transfer.to != self.id || transfer.sequence <= self.next {
+            return;
+        }
+        let Ok(state) = bincode::deserialize::<CheckpointState>(&transfer.state) else { return };
+        if state.sequence != transfer.sequence || self.app.restore(&state.app).is_err() {
+            return;
+        }
+        self.next = state.sequence;
+        self.history = state.history;
+        self.executed = state.executed;
+        self.clients = state.clients;
+        self.slots.advance(self.next);
+        self.fetching = None;
+        self.transfers_restored += 1;
+        self.keep_checkpoint(transfer.sequence, transfer.state);
+        out.checkpoints.push(Checkpoint { executor: self.id, sequence: transfer.sequence });
+        self.execute_ready(out);
+    }
+
+    /// Time passed: an executor behind the threshold that made no progress fetches a checkpoint.
+    pub fn on_tick(&mut self, now_us: u64, out: &mut ExecutorOutbox) {
+        if self.next != self.stalled_at {
+            self.stalled_at = self.next;
+            self.stalled_since_us = now_us;
+            self.fetching = None;
+        }
+        let behind = self.next < self.stable();
+        if !behind || now_us.saturating_sub(self.stalled_since_us) < self.transfer_timeout_us {
+            return;
+        }
+        let peer = match &self.fetching {
+            None => (self.id + 1) % self.executors,
+            Some(f) if now_us.saturating_sub(f.sent_us) >= self.transfer_timeout_us => self.next_peer(f.peer),
+            Some(_) => return,
+        };
+        self.fetching = Some(Fetching { peer, sent_us: now_us });
+        out.fetches.push(Fetch { executor: self.id, to: peer, sequence: self.stable() });
+    }
+
+    fn next_peer(&self, peer: u32) -> u32 {
+        let next = (peer + 1) % self.executors;
+        if next == self.id { (next + 1) % self.executors } else { next }
+    }
+
+    fn is_committed(&self, sequence: u64) -> bool {
+        self.slots.get(sequence).is_some_and(|slot| slot.votes.count_ones() >= self.quorum)
+    }
+
+    fn execute_ready(&mut self, out: &mut ExecutorOutbox) {
+        loop {
+            self.checkpoint_if_due(out);
+            if !self.is_committed(self.next) {
+                return;
+            }
+            let Some(slot) = self.slots.take(self.next) else { return };
+            self.execute(self.next, &slot.request, out);
+            self.next += 1;
+            self.slots.advance(self.next);
+        }
+    }
+
+    /// Section III-D: checkpoint before executing `s` with `s mod CP == 0`.
+    fn checkpoint_if_due(&mut self, out: &mut ExecutorOutbox) {
+        let due = self.next > 0 && self.next % self.checkpoint_interval == 0;
+        let taken = self.checkpoints.back().is_some_and(|(s, _)| *s >= self.next);
+        if !due || taken {
+            return;
+        }
+        let state = CheckpointState {
+            sequence: self.next,
+            history: self.history,
+            executed: self.executed,
+            clients: self.clients.clone(),
+            app: self.app.snapshot(),
+        };
+        let Ok(bytes) = bincode::serialize(&state) else { return };
+        self.keep_checkpoint(self.next, Arc::new(bytes));
+        out.checkpoints.push(Checkpoint { executor: self.id, sequence: self.next });
+    }
+
+    fn keep_checkpoint(&mut self, sequence: u64, state: Arc<Vec<u8>>) {
+        self.checkpoints.push_back((sequence, state));
+        while self.checkpoints.len() > CHECKPOINTS_KEPT {
+            self.checkpoints.pop_front();
+        }
+    }
+
+    fn execute(&mut self, sequence: u64, request: &Request, out: &mut ExecutorOutbox) {
+        for (index, command) in request.commands.iter().enumerate() {
+            let (outcome, result) = match self.clients.check(command.client, command.timestamp) {
+                Verdict::Cached(result) => (Outcome::Cached, result.to_vec()),
+                Verdict::Expired => (Outcome::Expired, Vec::new()),
+                Verdict::Execute => {
+                    let result = self.app.execute(&command.op);
+                    self.clients.record(command.client, command.timestamp, result.clone());
+                    self.chain(sequence, command.client, command.timestamp, &command.op, &result);
+                    if self.emit_executed {
+                        let executed = Executed { executor: self.id, sequence, index: index as u32, command: command.clone(), result: result.clone() };
+                        out.executed.push(executed);
+                    }
+                    (Outcome::Executed, result)
+                }
+            };
+            let (client, timestamp) = (command.client, command.timestamp);
+            out.replies.push(Reply { executor: self.id, source: request.source, client, timestamp, outcome, result });
+        }
+    }
+
+    fn chain(&mut self, sequence: u64, client: u64, timestamp: u64, op: &[u8], result: &[u8]) {
+        let mut hash = self.history;
+        for number in [sequence, client, timestamp] {
+            hash = fnv1a_extend(hash, &number.to_le_bytes());
+        }
+        hash = fnv1a_extend(fnv1a_extend(hash, op), result);
+        self.history = hash;
+        self.executed += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::kv::{KvOp, KvStore};
+    use crate::protocol::tuple::Command;
+
+    fn params() -> Params {
+        Params { window: 8, checkpoint_interval: 4, client_window: 4, ..Params::default() }
+    }
+
+    fn put(client: u64, timestamp: u64, key: &str) -> Command {
+        Command { client, timestamp, op: KvOp::Put { key: key.into(), value: b"v".to_vec() }.encode() }
+    }
+
+    fn request(number: u64, commands: Vec<Command>) -> Request {
+        Request { source: 0, number, commands: Arc::from(commands) }
+    }
+
+    fn commit(committer: u32, sequence: u64, view: u64, request: &Request) -> Commit {
+        Commit { committer, sequence, view, request: request.clone() }
+    }
+
+    fn executor() -> Executor<KvStore> {
+        Executor::new(0, &params(), KvStore::default()).emit_executed(true)
+    }
+
+    /// Section III-C: a request commits after f+1 commits from different committers.
+    #[test]
+    fn commits_after_f_plus_one_distinct_committers() {
+        let mut e = executor();
+        let mut out = ExecutorOutbox::default();
+        let r = request(1, vec![put(1, 1, "a")]);
+        e.on_commit(commit(0, 0, 0, &r), &mut out);
+        e.on_commit(commit(0, 0, 0, &r), &mut out);
+        assert_eq!(e.next(), 0, "the same committer twice is one vote");
+        e.on_commit(commit(2, 0, 0, &r), &mut out);
+        assert_eq!(e.next(), 1);
+        assert_eq!(out.replies.len(), 1);
+        assert_eq!(out.replies[0].outcome, Outcome::Executed);
+    }
+
+    /// Section III-C: commits count only for the view the executor is in.
+    #[test]
+    fn ignores_commits_of_other_views() {
+        let mut e = executor();
+        let mut out = ExecutorOutbox::default();
+        let r = request(1, vec![put(1, 1, "a")]);
+        e.on_commit(commit(0, 0, 1, &r), &mut out);
+        e.on_commit(commit(1, 0, 1, &r), &mut out);
+        assert_eq!(e.next(), 0);
+    }
+
+    /// Section III-C: execution follows sequence order, whatever order commits arrive in.
+    #[test]
+    fn executes_strictly_in_sequence_order() {
+        let mut e = executor();
+        let mut out = ExecutorOutbox::default();
+        let r0 = request(1, vec![put(1, 1, "a")]);
+        let r1 = request(2, vec![put(2, 1, "b")]);
+        e.on_commit(commit(0, 1, 0, &r1), &mut out);
+        e.on_commit(commit(1, 1, 0, &r1), &mut out);
+        assert_eq!(e.next(), 0, "1 is committed but 0 is not");
+        e.on_commit(commit(1, 0, 0, &r0), &mut out);
+        e.on_commit(commit(2, 0, 0, &r0), &mut out);
+        assert_eq!(e.next(), 2);
+        let order: Vec<u64> = out.executed.iter().map(|x| x.command.client).collect();
+        assert_eq!(order, vec![1, 2]);
+    }
+
+    /// Section III-C: a duplicate is answered from the cache and not executed again.
+    #[test]
+    fn a_duplicate_is_answered_from_the_cache() {
+        let mut e = executor();
+        let mut out = ExecutorOutbox::default();
+        let r0 = request(1, vec![put(1, 1, "a")]);
+        let r1 = request(2, vec![put(1, 1, "a")]);
+        for (s, r) in [(0, &r0), (1, &r1)] {
+            e.on_commit(commit(0, s, 0, r), &mut out);
+            e.on_commit(commit(1, s, 0, r), &mut out);
+        }
+        assert_eq!(e.executed(), 1);
+        assert_eq!(out.replies.iter().map(|r| r.outcome).collect::<Vec<_>>(), vec![Outcome::Executed, Outcome::Cached]);
+        assert_eq!(out.replies[0].result, out.replies[1].result);
+    }
+
+    /// Section III-D: a checkpoint is taken before executing s with s mod CP == 0.
+    #[test]
+    fn checkpoints_every_interval() {
+        let mut e = executor();
+        let mut out = ExecutorOutbox::default();
+        for s in 0..9 {
+            let r = request(s + 1, vec![put(1, s + 1, "k")]);
+            e.on_commit(commit(0, s, 0, &r), &mut out);
+            e.on_commit(commit(1, s, 0, &r), &mut out);
+        }
+        assert_eq!(out.checkpoints.iter().map(|c| c.sequence).collect::<Vec<_>>(), vec![4, 8]);
+    }
+
+    /// Section III-D: a lagging executor loads a peer's checkpoint and continues from it.
+    #[test]
+    fn catches_up_by_state_transfer() {
+        let mut ahead = executor();
+        let mut out = ExecutorOutbox::default();
+        for s in 0..4 {
+            let r = request(s + 1, vec![put(1, s + 1, &format!("k{s}"))]);
+            ahead.on_commit(commit(0, s, 0, &r), &mut out);
+            ahead.on_commit(commit(1, s, 0, &r), &mut out);
+        }
+        let mut behind = Executor::new(1, &params(), KvStore::default());
+        behind.on_stable(Stable { source: 0, sequence: 4 });
+        behind.on_stable(Stable { source: 1, sequence: 4 });
+        let mut lag = ExecutorOutbox::default();
+        behind.on_tick(0, &mut lag);
+        assert!(lag.fetches.is_empty(), "waits for the timeout first");
+        behind.on_tick(1_000_000, &mut lag);
+        let fetch = lag.fetches.pop().expect("fetches after the timeout");
+        assert_eq!((fetch.executor, fetch.sequence), (1, 4));
+        let mut answer = ExecutorOutbox::default();
+        ahead.on_fetch(Fetch { to: 0, ..fetch }, &mut answer);
+        let transfer = answer.transfers.pop().expect("the peer answers");
+        behind.on_transfer(transfer, &mut lag);
+        assert_eq!(behind.next(), 4);
+        assert_eq!(behind.state_digest(), ahead.state_digest());
+        assert_eq!(behind.history(), ahead.history());
+    }
+
+    #[test]
+    fn a_corrupt_transfer_is_dropped() {
+        let mut behind = executor();
+        let mut out = ExecutorOutbox::default();
+        let transfer = Transfer { executor: 1, to: 0, sequence: 4, state: Arc::new(vec![1, 2, 3]) };
+        behind.on_transfer(transfer, &mut out);
+        assert_eq!(behind.next(), 0);
+    }
+}

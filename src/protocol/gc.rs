@@ -1,0 +1,83 @@
+//! The garbage-collection source stage (Section III-D): computes the stability threshold.
+
+use super::params::Params;
+use super::quorum::Announced;
+use super::tuple::{Checkpoint, Stable};
+
+/// Garbage-collection source replica `g` (2f+1 of them).
+///
+/// It keeps the highest checkpoint reported by each executor and selects the stability
+/// threshold as the (f+1)-th highest: at least one copy of that checkpoint survives f crashes.
+/// Whenever the threshold rises it emits `<STABLE, g, s>` to every proposer, committer and
+/// executor; it also repeats the current threshold periodically so that a replica that missed
+/// a tuple or restarted learns it (receivers treat repeats as no-ops).
+#[derive(Debug)]
+pub struct GcSource {
+    id: u32,
+    checkpoints: Announced,
+    repeat_us: u64,
+    announced_us: u64,
+}
+
+impl GcSource {
+    /// Garbage-collection source `id` of a deployment with `params`.
+    pub fn new(id: u32, params: &Params) -> GcSource {
+        GcSource { id, checkpoints: Announced::new(params.executors(), params.quorum(), 0), repeat_us: 100_000, announced_us: 0 }
+    }
+
+    /// The current stability threshold.
+    pub fn threshold(&self) -> u64 {
+        self.checkpoints.adopted()
+    }
+
+    /// A checkpoint notification: emits a stable tuple if the threshold rose.
+    pub fn on_checkpoint(&mut self, checkpoint: Checkpoint, now_us: u64, out: &mut Vec<Stable>) {
+        if self.checkpoints.report(checkpoint.executor, checkpoint.sequence).is_some() {
+            self.announce(now_us, out);
+        }
+    }
+
+    /// Time passed: repeats a non-zero threshold that has not been announced for a while.
+    pub fn on_tick(&mut self, now_us: u64, out: &mut Vec<Stable>) {
+        if self.threshold() > 0 && now_us.saturating_sub(self.announced_us) >= self.repeat_us {
+            self.announce(now_us, out);
+        }
+    }
+
+    fn announce(&mut self, now_us: u64, out: &mut Vec<Stable>) {
+        self.announced_us = now_us;
+        out.push(Stable { source: self.id, sequence: self.threshold() });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Section III-D: the threshold is the (f+1)-th highest checkpoint of distinct executors.
+    #[test]
+    fn announces_when_f_plus_one_executors_checkpointed() {
+        let mut g = GcSource::new(1, &Params::default());
+        let mut out = Vec::new();
+        g.on_checkpoint(Checkpoint { executor: 0, sequence: 128 }, 0, &mut out);
+        assert!(out.is_empty());
+        g.on_checkpoint(Checkpoint { executor: 2, sequence: 256 }, 0, &mut out);
+        assert_eq!(out, vec![Stable { source: 1, sequence: 128 }]);
+        g.on_checkpoint(Checkpoint { executor: 0, sequence: 384 }, 0, &mut out);
+        assert_eq!(out.last(), Some(&Stable { source: 1, sequence: 256 }));
+    }
+
+    #[test]
+    fn repeats_the_threshold_periodically() {
+        let mut g = GcSource::new(0, &Params::default());
+        let mut out = Vec::new();
+        g.on_tick(1_000_000, &mut out);
+        assert!(out.is_empty(), "nothing to repeat yet");
+        g.on_checkpoint(Checkpoint { executor: 0, sequence: 128 }, 0, &mut out);
+        g.on_checkpoint(Checkpoint { executor: 1, sequence: 128 }, 0, &mut out);
+        g.on_tick(50_000, &mut out);
+        assert_eq!(out.len(), 1);
+        g.on_tick(100_000, &mut out);
+        assert_eq!(out.len(), 2);
+    }
+}

@@ -1,0 +1,173 @@
+//! The parameters that every stage of one deployment shares, and the limits they must respect.
+
+use serde::{Deserialize, Serialize};
+
+/// Upper bound of `f`: committer votes are kept in a 64-bit mask, one bit per committer.
+pub const F_MAX: usize = 31;
+/// Upper bound of the window: every stage preallocates its window, so it must stay modest.
+pub const WINDOW_MAX: u64 = 1 << 20;
+/// Upper bound of the number of commands in one request.
+pub const BATCH_SIZE_MAX: usize = 1 << 16;
+/// Upper bound of the number of commands one client may have outstanding.
+pub const CLIENT_WINDOW_MAX: u64 = 1 << 16;
+
+/// Protocol parameters of one TARA deployment.
+///
+/// Replica counts follow the paper (Section III-A): f+1 request sources and proposers,
+/// 2f+1 committers, executors and garbage-collection sources, so that each stage tolerates f
+/// crashed replicas.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Params {
+    /// Crashes tolerated per stage.
+    pub f: usize,
+    /// Sequence numbers held above the stability threshold (Section III-D).
+    pub window: u64,
+    /// Commands per request at most (Section VI-B).
+    pub batch_size: usize,
+    /// A partial batch is sent once its oldest command waited this long.
+    pub batch_timeout_us: u64,
+    /// Executors checkpoint before every sequence number divisible by this (Section III-D).
+    pub checkpoint_interval: u64,
+    /// Results remembered per client for duplicate detection: a client may have at most this
+    /// many commands outstanding.
+    pub client_window: u64,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            f: 1,
+            window: 256,
+            batch_size: 64,
+            batch_timeout_us: 200,
+            checkpoint_interval: 128,
+            client_window: 64,
+        }
+    }
+}
+
+/// A parameter that is out of range, with what to change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParamError {
+    /// The name of the offending field, as in description files.
+    pub field: &'static str,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl std::fmt::Display for ParamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "`{}`: {}", self.field, self.message)
+    }
+}
+
+impl std::error::Error for ParamError {}
+
+fn error(field: &'static str, message: String) -> Result<(), ParamError> {
+    Err(ParamError { field, message })
+}
+
+impl Params {
+    /// Request sources (f+1).
+    pub fn sources(&self) -> usize {
+        self.f + 1
+    }
+    /// Proposers (f+1); the active one in view v is v mod (f+1).
+    pub fn proposers(&self) -> usize {
+        self.f + 1
+    }
+    /// Committers (2f+1).
+    pub fn committers(&self) -> usize {
+        2 * self.f + 1
+    }
+    /// Executors (2f+1).
+    pub fn executors(&self) -> usize {
+        2 * self.f + 1
+    }
+    /// Garbage-collection sources (2f+1).
+    pub fn gc_sources(&self) -> usize {
+        2 * self.f + 1
+    }
+    /// Matching votes needed: f+1 (a majority of 2f+1).
+    pub fn quorum(&self) -> usize {
+        self.f + 1
+    }
+
+    /// Checks every bound; the error names the field and the fix.
+    pub fn validate(&self) -> Result<(), ParamError> {
+        if self.f == 0 {
+            return error(
+                "f",
+                "must be at least 1: with f = 0 a single crash stops the service; set f = 1 \
+                 (3 committers and executors) or more"
+                    .into(),
+            );
+        }
+        if self.f > F_MAX {
+            return error("f", format!("must be at most {F_MAX}, got {}", self.f));
+        }
+        if self.window == 0 || self.window > WINDOW_MAX {
+            return error(
+                "window",
+                format!("must be between 1 and {WINDOW_MAX}, got {}; 256 is a good start", self.window),
+            );
+        }
+        if self.batch_size == 0 || self.batch_size > BATCH_SIZE_MAX {
+            return error(
+                "batch_size",
+                format!("must be between 1 and {BATCH_SIZE_MAX}, got {}", self.batch_size),
+            );
+        }
+        if self.checkpoint_interval == 0 || self.checkpoint_interval > self.window {
+            return error(
+                "checkpoint_interval",
+                format!(
+                    "must be between 1 and the window ({}), got {}: the window only moves when \
+                     executors checkpoint, so a checkpoint must fit in it; window / 2 is a good value",
+                    self.window, self.checkpoint_interval
+                ),
+            );
+        }
+        if self.client_window == 0 || self.client_window > CLIENT_WINDOW_MAX {
+            return error(
+                "client_window",
+                format!("must be between 1 and {CLIENT_WINDOW_MAX}, got {}", self.client_window),
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Params::default().validate().unwrap();
+    }
+
+    #[test]
+    fn out_of_range_fields_are_named() {
+        let cases: Vec<(Params, &str)> = vec![
+            (Params { f: 0, ..Params::default() }, "f"),
+            (Params { f: 40, ..Params::default() }, "f"),
+            (Params { window: 0, ..Params::default() }, "window"),
+            (Params { batch_size: 0, ..Params::default() }, "batch_size"),
+            (Params { checkpoint_interval: 512, ..Params::default() }, "checkpoint_interval"),
+            (Params { checkpoint_interval: 0, ..Params::default() }, "checkpoint_interval"),
+            (Params { client_window: 0, ..Params::default() }, "client_window"),
+        ];
+        for (params, field) in cases {
+            let err = params.validate().unwrap_err();
+            assert_eq!(err.field, field, "{err}");
+        }
+    }
+
+    #[test]
+    fn replica_counts_follow_the_paper() {
+        let p = Params { f: 2, ..Params::default() };
+        assert_eq!((p.sources(), p.proposers(), p.committers(), p.executors()), (3, 3, 5, 5));
+        assert_eq!(p.quorum(), 3);
+    }
+}

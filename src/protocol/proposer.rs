@@ -1,0 +1,159 @@
+//! The proposer stage (Section III-C): assigns sequence numbers to requests.
+
+use std::collections::VecDeque;
+
+use super::params::Params;
+use super::quorum::Announced;
+use super::tuple::{Propose, Request, Stable};
+
+/// Proposer replica `p`. In view `v` only proposer `v mod (f+1)` is active.
+///
+/// The active proposer assigns increasing sequence numbers and sends each proposal to every
+/// committer at once, without waiting for earlier instances to finish: instances are pipelined
+/// as long as the window `[s_stable, s_stable + window)` has room (Sections III-C, III-D, VI-B).
+/// Requests that find the window full wait in arrival order and go out when the stability
+/// threshold rises.
+#[derive(Debug)]
+pub struct Proposer {
+    id: u32,
+    proposers: u64,
+    window: u64,
+    view: u64,
+    next_sequence: u64,
+    stable: Announced,
+    waiting: VecDeque<Request>,
+    in_flight_max: u64,
+    proposed: u64,
+}
+
+impl Proposer {
+    /// Proposer replica `id` of a deployment with `params`.
+    pub fn new(id: u32, params: &Params) -> Proposer {
+        Proposer {
+            id,
+            proposers: params.proposers() as u64,
+            window: params.window,
+            view: 0,
+            next_sequence: 0,
+            stable: Announced::new(params.gc_sources(), params.quorum(), 0),
+            waiting: VecDeque::new(),
+            in_flight_max: 0,
+            proposed: 0,
+        }
+    }
+
+    /// True if this replica is the active proposer of its current view.
+    pub fn is_active(&self) -> bool {
+        self.view % self.proposers == self.id as u64
+    }
+
+    /// The stability threshold this replica adopted.
+    pub fn stable(&self) -> u64 {
+        self.stable.adopted()
+    }
+
+    /// Proposed instances not yet below the stability threshold.
+    pub fn in_flight(&self) -> u64 {
+        self.next_sequence - self.stable().min(self.next_sequence)
+    }
+
+    /// The largest number of instances that were in flight at once: above 1 shows pipelining.
+    pub fn in_flight_max(&self) -> u64 {
+        self.in_flight_max
+    }
+
+    /// Proposals made so far.
+    pub fn proposed(&self) -> u64 {
+        self.proposed
+    }
+
+    /// Requests waiting for room in the window (state held, for metrics and bounds).
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// A request from a source: proposed at once if the window has room.
+    /// An inactive proposer ignores requests (sources send to the active one).
+    pub fn on_request(&mut self, request: Request, out: &mut Vec<Propose>) {
+        if !self.is_active() {
+            return;
+        }
+        self.waiting.push_back(request);
+        self.propose_waiting(out);
+    }
+
+    /// A stability announcement: a rising threshold moves the window and frees room.
+    pub fn on_stable(&mut self, stable: Stable, out: &mut Vec<Propose>) {
+        if self.stable.report(stable.source, stable.sequence).is_some() {
+            self.propose_waiting(out);
+        }
+    }
+
+    fn propose_waiting(&mut self, out: &mut Vec<Propose>) {
+        while self.next_sequence < self.stable() + self.window {
+            let Some(request) = self.waiting.pop_front() else { break };
+            out.push(Propose { proposer: self.id, sequence: self.next_sequence, view: self.view, request });
+            self.next_sequence += 1;
+            self.proposed += 1;
+            self.in_flight_max = self.in_flight_max.max(self.in_flight());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::protocol::tuple::Command;
+
+    fn request(number: u64) -> Request {
+        let command = Command { client: 9, timestamp: number, op: vec![] };
+        Request { source: 0, number, commands: Arc::from(vec![command]) }
+    }
+
+    fn params(window: u64) -> Params {
+        Params { window, checkpoint_interval: window.min(4), ..Params::default() }
+    }
+
+    /// Section III-C: the active proposer assigns increasing sequence numbers in its view and
+    /// does not wait for earlier instances before proposing the next (pipelining).
+    #[test]
+    fn pipelines_up_to_the_window() {
+        let mut p = Proposer::new(0, &params(4));
+        let mut out = Vec::new();
+        for q in 1..=6 {
+            p.on_request(request(q), &mut out);
+        }
+        let sequences: Vec<u64> = out.iter().map(|x| x.sequence).collect();
+        assert_eq!(sequences, vec![0, 1, 2, 3], "four instances in flight at once, then the window is full");
+        assert!(out.iter().all(|x| x.view == 0 && x.proposer == 0));
+        assert_eq!(p.in_flight_max(), 4);
+        assert_eq!(p.waiting(), 2);
+    }
+
+    /// Section III-D: a full window waits until f+1 sources announce a higher threshold.
+    #[test]
+    fn resumes_when_the_threshold_rises() {
+        let mut p = Proposer::new(0, &params(2));
+        let mut out = Vec::new();
+        for q in 1..=4 {
+            p.on_request(request(q), &mut out);
+        }
+        assert_eq!(out.len(), 2);
+        p.on_stable(Stable { source: 0, sequence: 2 }, &mut out);
+        assert_eq!(out.len(), 2, "one source is not enough");
+        p.on_stable(Stable { source: 2, sequence: 2 }, &mut out);
+        assert_eq!(out.iter().map(|x| (x.sequence, x.request.number)).collect::<Vec<_>>(), vec![(0, 1), (1, 2), (2, 3), (3, 4)]);
+    }
+
+    /// Section III-C: only proposer v mod (f+1) may propose.
+    #[test]
+    fn inactive_proposer_stays_silent() {
+        let mut p = Proposer::new(1, &params(4));
+        let mut out = Vec::new();
+        p.on_request(request(1), &mut out);
+        assert!(out.is_empty());
+        assert!(!p.is_active());
+    }
+}

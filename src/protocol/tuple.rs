@@ -1,0 +1,177 @@
+//! The tuples that flow between TARA's stages, named as in the paper (Section III).
+//!
+//! Symbols of the paper map to fields as follows: `c` is [`Command::client`], `t` is
+//! [`Command::timestamp`], `q` is [`Request::number`], `s` is `sequence`, `v` is `view`.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// `<COMMAND, c, t, op>`: one client operation (Section III-C).
+///
+/// A client picks a timestamp greater than that of its previous commands; `(client, timestamp)`
+/// identifies the command, which is how executors filter out retransmitted duplicates.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Command {
+    /// The client that issued the command.
+    pub client: u64,
+    /// Logical timestamp, increasing per client (1, 2, 3, ...).
+    pub timestamp: u64,
+    /// The operation, opaque to the protocol and interpreted by the application.
+    pub op: Vec<u8>,
+}
+
+/// `<REQUEST, r, q, cmd>`: a batch of commands numbered by a request source (Section III-C).
+///
+/// The paper's request holds one command; batching (Section VI-B) puts up to `batch_size`
+/// commands into one request so that one consensus instance orders all of them. A request with
+/// no commands is a no-op, used to fill slots during a view change. The batch is shared
+/// (`Arc`) because every proposal and commit carries it and in-process copies must stay cheap.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Request {
+    /// The request source that created the request.
+    pub source: u32,
+    /// The request number `q`, increasing per source.
+    pub number: u64,
+    /// The commands, in the order the source received them.
+    pub commands: Arc<[Command]>,
+}
+
+impl Request {
+    /// A request that orders nothing; executors skip it (view change fills gaps with these).
+    pub fn noop() -> Request {
+        Request { source: u32::MAX, number: 0, commands: Arc::from(Vec::new()) }
+    }
+
+    /// True if the request carries no command.
+    pub fn is_noop(&self) -> bool {
+        self.commands.is_empty()
+    }
+
+    /// The identity of a request: two requests with the same identity carry the same commands.
+    pub fn id(&self) -> (u32, u64) {
+        (self.source, self.number)
+    }
+}
+
+/// `<PROPOSE, p, s, v, req>`: the active proposer assigns sequence number `s` to a request in
+/// view `v` and sends it to every committer (Section III-C).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Propose {
+    /// The proposer replica that made the proposal.
+    pub proposer: u32,
+    /// The sequence number `s`.
+    pub sequence: u64,
+    /// The view `v` in which the proposal was made.
+    pub view: u64,
+    /// The proposed request.
+    pub request: Request,
+}
+
+/// `<COMMIT, k, s, v, req>`: committer `k` stored the assignment of `s` to `req` in view `v` and
+/// attests it to every executor (Section III-C).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Commit {
+    /// The committer replica that accepted the proposal.
+    pub committer: u32,
+    /// The sequence number `s`.
+    pub sequence: u64,
+    /// The view `v` of the accepted proposal.
+    pub view: u64,
+    /// The accepted request.
+    pub request: Request,
+}
+
+/// How an executor answered a command.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Outcome {
+    /// The command was executed now; the result is the application's output.
+    Executed,
+    /// The command had been executed before; the result comes from the reply cache.
+    Cached,
+    /// The command is older than the client's window of remembered results
+    /// ([`crate::protocol::Params::client_window`]); it was not executed and its result is
+    /// unknown. A client that keeps at most `client_window` commands outstanding never sees this.
+    Expired,
+}
+
+/// The result of a command, sent by every executor towards the client (Section III-C).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Reply {
+    /// The executor replica that produced the reply.
+    pub executor: u32,
+    /// The request source through which the command arrived; the reply sink next to it
+    /// hands the reply to the client.
+    pub source: u32,
+    /// The client that issued the command.
+    pub client: u64,
+    /// The command's timestamp.
+    pub timestamp: u64,
+    /// Whether the command was executed now, answered from the cache, or expired.
+    pub outcome: Outcome,
+    /// The application's result (empty when expired).
+    pub result: Vec<u8>,
+}
+
+/// One command as executed by one executor replica: the ordered output of the replicated
+/// service, which an embedding dataflow can consume.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Executed {
+    /// The executor replica that executed the command.
+    pub executor: u32,
+    /// The sequence number of the consensus instance that ordered the command.
+    pub sequence: u64,
+    /// The command's position within the batch ordered at `sequence`.
+    pub index: u32,
+    /// The command.
+    pub command: Command,
+    /// The application's result.
+    pub result: Vec<u8>,
+}
+
+/// `<CHECKPOINT, e, s>`: executor `e` stored a checkpoint of its state before executing `s`
+/// (Section III-D).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Checkpoint {
+    /// The executor replica that took the checkpoint.
+    pub executor: u32,
+    /// The checkpoint covers every sequence number below this one.
+    pub sequence: u64,
+}
+
+/// `<STABLE, g, s>`: garbage-collection source `g` announces the stability threshold `s`
+/// (Section III-D).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Stable {
+    /// The garbage-collection source replica that computed the threshold.
+    pub source: u32,
+    /// The stability threshold: f+1 executors hold a checkpoint covering everything below it.
+    pub sequence: u64,
+}
+
+/// State transfer, step one: executor `executor` lags behind the stability threshold and asks
+/// executor `to` for a checkpoint covering at least `sequence` (Section III-D, "in order to catch
+/// up, the executor ... loads another executor's checkpoint").
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Fetch {
+    /// The lagging executor that asks.
+    pub executor: u32,
+    /// The executor asked.
+    pub to: u32,
+    /// The checkpoint must cover every sequence number below this one.
+    pub sequence: u64,
+}
+
+/// State transfer, step two: executor `executor` sends its checkpoint at `sequence` to the
+/// lagging executor `to`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Transfer {
+    /// The executor that sends its checkpoint.
+    pub executor: u32,
+    /// The lagging executor.
+    pub to: u32,
+    /// The checkpoint covers every sequence number below this one.
+    pub sequence: u64,
+    /// The encoded checkpoint.
+    pub state: Arc<Vec<u8>>,
+}
