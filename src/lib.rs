@@ -11,4 +11,6 @@
 #![forbid(missing_docs)]
 
 pub mod app;
+pub mod cluster;
+pub mod dataflow;
 pub mod protocol;

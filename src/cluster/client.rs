@@ -1,0 +1,276 @@
+//! Clients of an embedded cluster: unique ids, increasing timestamps, retransmission.
+//!
+//! A command that gets no reply within the retry timeout is retransmitted with the same
+//! `(client, timestamp)` through the next request source; executors detect the duplicate, so the
+//! command takes effect once. Every executor replica replies; the first reply wins.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+
+use super::embedded::Shared;
+use crate::protocol::{Command, Outcome, Reply};
+
+/// Why a command failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientError {
+    /// The cluster has stopped.
+    Stopped,
+    /// The client already has `client_window` commands outstanding; wait for one to complete.
+    WindowFull(u64),
+    /// No reply arrived within the deadline, despite retransmissions.
+    Timeout,
+    /// The command was older than the client's window at the executors and was not executed.
+    Expired,
+    /// The client id does not belong to this pool.
+    UnknownClient(u64),
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientError::Stopped => f.write_str("the cluster has stopped"),
+            ClientError::WindowFull(n) => write!(f, "{n} commands are outstanding, the most a client may have; wait for one"),
+            ClientError::Timeout => f.write_str("no reply before the deadline"),
+            ClientError::Expired => f.write_str("the command fell out of the client's window and was not executed"),
+            ClientError::UnknownClient(c) => write!(f, "client {c} does not belong to this pool"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// A command's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Completion {
+    /// The client that issued the command.
+    pub client: u64,
+    /// The command's timestamp (the ticket `submit` returned).
+    pub timestamp: u64,
+    /// Executed now, answered from the cache (it was a duplicate), or expired.
+    pub outcome: Outcome,
+    /// The application's result.
+    pub result: Vec<u8>,
+    /// From the first submission to the first reply.
+    pub latency: Duration,
+    /// Retransmissions it took.
+    pub retransmissions: u32,
+}
+
+struct Pending {
+    op: Vec<u8>,
+    submitted: Instant,
+    source: u32,
+    retransmissions: u32,
+}
+
+#[derive(Default)]
+struct Session {
+    next_timestamp: u64,
+    pending: HashMap<u64, Pending>,
+}
+
+/// Many clients that share one mailbox: each has its own id and timestamps, and any number of
+/// them can have commands outstanding. Load generators drive hundreds of closed-loop clients
+/// from one thread with it.
+pub struct ClientPool {
+    shared: Arc<Shared>,
+    mailbox: Receiver<Reply>,
+    mailbox_sender: crossbeam_channel::Sender<Reply>,
+    sessions: HashMap<u64, Session>,
+    /// (retransmission deadline, client, timestamp), oldest first; stale entries are skipped.
+    deadlines: VecDeque<(Instant, u64, u64)>,
+    outstanding: usize,
+}
+
+impl ClientPool {
+    pub(crate) fn new(shared: Arc<Shared>) -> ClientPool {
+        let (mailbox_sender, mailbox) = crossbeam_channel::unbounded();
+        ClientPool { shared, mailbox, mailbox_sender, sessions: HashMap::new(), deadlines: VecDeque::new(), outstanding: 0 }
+    }
+
+    /// Adds a client with a new unique id; returns the id.
+    pub fn add_client(&mut self) -> u64 {
+        let id = self.shared.new_client_id();
+        self.shared.mailboxes.register(id, self.mailbox_sender.clone());
+        self.sessions.insert(id, Session { next_timestamp: 1, pending: HashMap::new() });
+        id
+    }
+
+    /// Commands submitted and not yet answered, over all clients of the pool.
+    pub fn outstanding(&self) -> usize {
+        self.outstanding
+    }
+
+    /// Submits `op` for `client` without waiting; returns the command's timestamp (its ticket).
+    pub fn submit(&mut self, client: u64, op: Vec<u8>) -> Result<u64, ClientError> {
+        let sources = self.shared.params.sources() as u64;
+        let window = self.shared.params.client_window;
+        let session = self.sessions.get_mut(&client).ok_or(ClientError::UnknownClient(client))?;
+        if session.pending.len() as u64 >= window {
+            return Err(ClientError::WindowFull(window));
+        }
+        let timestamp = session.next_timestamp;
+        session.next_timestamp += 1;
+        let source = ((client + timestamp) % sources) as u32;
+        let command = Command { client, timestamp, op: op.clone() };
+        self.shared.ingress.submit(source, command).map_err(|_| ClientError::Stopped)?;
+        let now = Instant::now();
+        session.pending.insert(timestamp, Pending { op, submitted: now, source, retransmissions: 0 });
+        self.deadlines.push_back((now + self.shared.retry_timeout, client, timestamp));
+        self.outstanding += 1;
+        Ok(timestamp)
+    }
+
+    /// Waits up to `timeout` for the next answer, retransmitting overdue commands meanwhile.
+    /// `Ok(None)` means nothing completed in time.
+    pub fn poll(&mut self, timeout: Duration) -> Result<Option<Completion>, ClientError> {
+        let until = Instant::now() + timeout;
+        loop {
+            self.retransmit_overdue()?;
+            let now = Instant::now();
+            let next_deadline = self.deadlines.front().map_or(until, |(d, _, _)| (*d).min(until));
+            match self.mailbox.recv_timeout(next_deadline.saturating_duration_since(now)) {
+                Ok(reply) => {
+                    if let Some(completion) = self.complete(reply) {
+                        return Ok(Some(completion));
+                    }
+                    if Instant::now() >= until {
+                        return Ok(None);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) if Instant::now() >= until => return Ok(None),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Err(ClientError::Stopped),
+            }
+            if self.shared.control.stopped() {
+                return Err(ClientError::Stopped);
+            }
+        }
+    }
+
+    fn complete(&mut self, reply: Reply) -> Option<Completion> {
+        let session = self.sessions.get_mut(&reply.client)?;
+        let pending = session.pending.remove(&reply.timestamp)?;
+        self.outstanding -= 1;
+        Some(Completion {
+            client: reply.client,
+            timestamp: reply.timestamp,
+            outcome: reply.outcome,
+            result: reply.result,
+            latency: pending.submitted.elapsed(),
+            retransmissions: pending.retransmissions,
+        })
+    }
+
+    fn retransmit_overdue(&mut self) -> Result<(), ClientError> {
+        let now = Instant::now();
+        let sources = self.shared.params.sources() as u32;
+        while let Some(&(deadline, client, timestamp)) = self.deadlines.front() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_front();
+            let Some(pending) = self.sessions.get_mut(&client).and_then(|s| s.pending.get_mut(&timestamp)) else { continue };
+            pending.source = (pending.source + 1) % sources;
+            pending.retransmissions += 1;
+            let command = Command { client, timestamp, op: pending.op.clone() };
+            self.shared.ingress.submit(pending.source, command).map_err(|_| ClientError::Stopped)?;
+            self.deadlines.push_back((now + self.shared.retry_timeout, client, timestamp));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ClientPool {
+    fn drop(&mut self) {
+        for client in self.sessions.keys() {
+            self.shared.mailboxes.unregister(*client);
+        }
+    }
+}
+
+/// One client: a unique id, timestamps 1, 2, 3, ..., blocking or pipelined commands.
+///
+/// ```
+/// use tara::app::kv::{KvOp, KvResult, KvStore};
+/// use tara::cluster::{Cluster, Description};
+///
+/// let cluster = Cluster::start(&Description::embedded(), |_| KvStore::default()).unwrap();
+/// let mut client = cluster.client();
+/// client.invoke(KvOp::Put { key: "k".into(), value: b"v".to_vec() }.encode()).unwrap();
+/// let got = client.invoke(KvOp::Get { key: "k".into() }.encode()).unwrap();
+/// assert_eq!(KvResult::decode(&got), Ok(KvResult::Value(Some(b"v".to_vec()))));
+/// assert!(cluster.stop().digests_agree());
+/// ```
+pub struct Client {
+    pool: ClientPool,
+    id: u64,
+    finished: HashMap<u64, Completion>,
+    deadline: Duration,
+}
+
+impl Client {
+    pub(crate) fn new(mut pool: ClientPool) -> Client {
+        let id = pool.add_client();
+        Client { pool, id, finished: HashMap::new(), deadline: Duration::from_secs(30) }
+    }
+
+    /// This client's id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// How long `invoke` and `wait` wait for an answer before giving up (30 s by default).
+    pub fn set_deadline(&mut self, deadline: Duration) {
+        self.deadline = deadline;
+    }
+
+    /// Runs `op` and waits for its result.
+    pub fn invoke(&mut self, op: Vec<u8>) -> Result<Vec<u8>, ClientError> {
+        let ticket = self.submit(op)?;
+        let completion = self.wait(ticket)?;
+        match completion.outcome {
+            Outcome::Expired => Err(ClientError::Expired),
+            _ => Ok(completion.result),
+        }
+    }
+
+    /// Submits `op` without waiting; returns its ticket. Up to `client_window` commands may be
+    /// outstanding at once.
+    pub fn submit(&mut self, op: Vec<u8>) -> Result<u64, ClientError> {
+        self.pool.submit(self.id, op)
+    }
+
+    /// The next answer of any outstanding command, within `timeout`.
+    pub fn poll(&mut self, timeout: Duration) -> Result<Option<Completion>, ClientError> {
+        if let Some(ticket) = self.finished.keys().next().copied() {
+            return Ok(self.finished.remove(&ticket));
+        }
+        self.pool.poll(timeout)
+    }
+
+    /// Waits for the answer to `ticket`; answers to other tickets are kept for `poll`/`wait`.
+    pub fn wait(&mut self, ticket: u64) -> Result<Completion, ClientError> {
+        let until = Instant::now() + self.deadline;
+        loop {
+            if let Some(done) = self.finished.remove(&ticket) {
+                return Ok(done);
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ClientError::Timeout);
+            }
+            if let Some(done) = self.pool.poll(left)? {
+                self.finished.insert(done.timestamp, done);
+            }
+        }
+    }
+
+    /// Commands submitted and not yet answered.
+    pub fn outstanding(&self) -> usize {
+        self.pool.outstanding()
+    }
+}

@@ -1,0 +1,223 @@
+//! Description files (`dataflows/*.toml`): one file per runnable cluster shape.
+//!
+//! ```
+//! use tara::cluster::Description;
+//!
+//! let d = Description::from_toml("f = 1\nworkers = 3\nwindow = 64\ncheckpoint_interval = 32").unwrap();
+//! assert_eq!(d.params().unwrap().window, 64);
+//! assert!(Description::from_toml("f = 0").unwrap().validate().unwrap_err().to_string().contains("`f`"));
+//! ```
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::dataflow::{Placement, Stage};
+use crate::protocol::Params;
+
+/// The embedded default: an f=1 cluster on three worker threads of one process.
+pub const EMBEDDED_F1: &str = include_str!("../../dataflows/embedded-f1.toml");
+
+/// A description file, as written by an operator. Every key is optional; absent keys take the
+/// defaults of `dataflows/embedded-f1.toml`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Description {
+    /// Crashes tolerated per stage.
+    pub f: usize,
+    /// Timely worker threads (per process).
+    pub workers: usize,
+    /// Commands per request at most.
+    pub batch_size: usize,
+    /// How long a partial batch waits for more commands; 0 sends whatever arrived as soon as
+    /// the source has drained its input.
+    pub batch_timeout_ms: f64,
+    /// Sequence numbers in flight above the stability threshold.
+    pub window: u64,
+    /// Executors checkpoint every this many sequence numbers.
+    pub checkpoint_interval: u64,
+    /// Commands one client may have outstanding.
+    pub client_window: u64,
+    /// How often operators advance their timely capabilities, in milliseconds.
+    pub epoch_ms: u64,
+    /// A client retransmits a command without reply after this long.
+    pub retry_timeout_ms: u64,
+    /// Data bytes per `set data` of the demo workload.
+    pub payload_bytes: usize,
+    /// Znodes in the demo workload's shared pool.
+    pub pool_znodes: usize,
+    /// Explicit replica placement per stage (worker indices); absent stages are spread.
+    pub placement: PlacementSection,
+}
+
+/// `[placement]`: the workers of each stage's replicas, by replica index. Listing a stage
+/// allows co-locating its replicas on one worker (for tests and small machines).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PlacementSection {
+    /// Request sources (f+1).
+    pub sources: Option<Vec<u32>>,
+    /// Proposers (f+1).
+    pub proposers: Option<Vec<u32>>,
+    /// Committers (2f+1).
+    pub committers: Option<Vec<u32>>,
+    /// Executors (2f+1).
+    pub executors: Option<Vec<u32>>,
+    /// Garbage-collection sources (2f+1).
+    pub gc: Option<Vec<u32>>,
+}
+
+impl PlacementSection {
+    fn listed(&self) -> Vec<(Stage, Vec<u32>)> {
+        let all = [
+            (Stage::Source, &self.sources),
+            (Stage::Proposer, &self.proposers),
+            (Stage::Committer, &self.committers),
+            (Stage::Executor, &self.executors),
+            (Stage::Gc, &self.gc),
+        ];
+        all.into_iter().filter_map(|(stage, list)| list.clone().map(|l| (stage, l))).collect()
+    }
+}
+
+/// A description that cannot run, with what to change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Default for Description {
+    fn default() -> Self {
+        let params = Params::default();
+        Description {
+            f: params.f,
+            workers: 3,
+            batch_size: params.batch_size,
+            batch_timeout_ms: 0.0,
+            window: params.window,
+            checkpoint_interval: params.checkpoint_interval,
+            client_window: params.client_window,
+            epoch_ms: 5,
+            retry_timeout_ms: 1000,
+            payload_bytes: 64,
+            pool_znodes: 1000,
+            placement: PlacementSection::default(),
+        }
+    }
+}
+
+impl Description {
+    /// Parses a description; unknown keys are errors (a misspelt key must not be ignored).
+    pub fn from_toml(text: &str) -> Result<Description, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError(format!("invalid description: {e}")))
+    }
+
+    /// Reads and parses a description file.
+    pub fn from_file(path: &Path) -> Result<Description, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read description file {}: {e}", path.display())))?;
+        Self::from_toml(&text).map_err(|e| ConfigError(format!("{}: {}", path.display(), e.0)))
+    }
+
+    /// The embedded default description (`dataflows/embedded-f1.toml`).
+    pub fn embedded() -> Description {
+        Self::from_toml(EMBEDDED_F1).unwrap_or_default()
+    }
+
+    /// The protocol parameters; errors name the field and the fix.
+    pub fn params(&self) -> Result<Params, ConfigError> {
+        if !(self.batch_timeout_ms >= 0.0 && self.batch_timeout_ms <= 10_000.0) {
+            return Err(ConfigError(format!(
+                "`batch_timeout_ms`: must be between 0 and 10000, got {}; 0 sends batches as soon as input is drained",
+                self.batch_timeout_ms
+            )));
+        }
+        let params = Params {
+            f: self.f,
+            window: self.window,
+            batch_size: self.batch_size,
+            batch_timeout_us: (self.batch_timeout_ms * 1000.0) as u64,
+            checkpoint_interval: self.checkpoint_interval,
+            client_window: self.client_window,
+        };
+        params.validate().map_err(|e| ConfigError(e.to_string()))?;
+        Ok(params)
+    }
+
+    /// The placement of every replica on the workers of a single process.
+    pub fn placement(&self, params: &Params) -> Result<Placement, ConfigError> {
+        Placement::new(params, 1, self.workers, &self.placement.listed()).map_err(|e| ConfigError(e.0))
+    }
+
+    /// Checks everything; the error names the field and the fix.
+    pub fn validate(&self) -> Result<(Params, Placement), ConfigError> {
+        let params = self.params()?;
+        if self.workers == 0 {
+            return Err(ConfigError("`workers`: must be at least 1; 3 workers give every replica of f = 1 its own thread".into()));
+        }
+        if self.epoch_ms == 0 || self.epoch_ms > 1000 {
+            return Err(ConfigError(format!("`epoch_ms`: must be between 1 and 1000, got {}", self.epoch_ms)));
+        }
+        if self.retry_timeout_ms == 0 {
+            return Err(ConfigError("`retry_timeout_ms`: must be at least 1".into()));
+        }
+        let placement = self.placement(&params)?;
+        Ok((params, placement))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_default_is_valid() {
+        let d = Description::embedded();
+        assert_eq!(d, Description::from_toml(EMBEDDED_F1).unwrap());
+        let (params, placement) = d.validate().unwrap();
+        assert_eq!(params.f, 1);
+        assert_eq!(placement.workers(), 3);
+    }
+
+    fn error_of(text: &str) -> String {
+        match Description::from_toml(text) {
+            Err(e) => e.0,
+            Ok(d) => d.validate().unwrap_err().0,
+        }
+    }
+
+    #[test]
+    fn configuration_errors_name_the_field_and_the_fix() {
+        let cases = [
+            ("f = 0", "`f`: must be at least 1"),
+            ("window = 0", "`window`"),
+            ("window = 64\ncheckpoint_interval = 128", "`checkpoint_interval`"),
+            ("workers = 2", "need 3 distinct workers"),
+            ("workers = 2", "set workers = 3 or more"),
+            ("workers = 0", "`workers`"),
+            ("batch_size = 0", "`batch_size`"),
+            ("batch_timeout_ms = -1.0", "`batch_timeout_ms`"),
+            ("epoch_ms = 0", "`epoch_ms`"),
+            ("windw = 64", "unknown field `windw`"),
+            ("[placement]\nexecutors = [0, 1]", "list exactly 3"),
+            ("[placement]\nexecutors = [0, 1, 9]", "worker 9 does not exist"),
+        ];
+        for (text, expected) in cases {
+            let message = error_of(text);
+            assert!(message.contains(expected), "{text:?} gave {message:?}, expected {expected:?}");
+        }
+    }
+
+    #[test]
+    fn explicit_placement_allows_fewer_workers() {
+        let text = "workers = 1\n[placement]\nsources = [0, 0]\nproposers = [0, 0]\ncommitters = [0, 0, 0]\nexecutors = [0, 0, 0]\ngc = [0, 0, 0]";
+        let (_, placement) = Description::from_toml(text).unwrap().validate().unwrap();
+        assert_eq!(placement.replicas_on(Stage::Executor, 0), vec![0, 1, 2]);
+    }
+}

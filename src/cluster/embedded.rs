@@ -1,0 +1,198 @@
+//! A whole TARA cluster inside one process, on timely worker threads.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::{CommunicationConfig, WorkerConfig};
+
+use super::client::{Client, ClientPool};
+use super::config::{ConfigError, Description};
+use crate::app::Application;
+use crate::dataflow::{Control, Deployment, Ingress, Mailboxes, Placement, ReplicaStats, Stage, egress, ingress, tara};
+use crate::protocol::{Executed, Params};
+
+/// What clients of an embedded cluster share.
+pub(crate) struct Shared {
+    pub(crate) ingress: Arc<Ingress>,
+    pub(crate) mailboxes: Arc<Mailboxes>,
+    pub(crate) control: Arc<Control>,
+    pub(crate) params: Params,
+    pub(crate) retry_timeout: Duration,
+    next_client: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn new_client_id(&self) -> u64 {
+        self.next_client.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Sets the abort flag if a worker thread panics, so that the other workers return instead of
+/// waiting forever for the dead worker's progress.
+struct AbortOnPanic(Arc<AtomicBool>, Arc<Control>);
+
+impl Drop for AbortOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(true, Ordering::Release);
+            self.1.stop();
+        }
+    }
+}
+
+/// A running embedded cluster. Dropping it stops it.
+pub struct Cluster {
+    shared: Arc<Shared>,
+    placement: Placement,
+    aborted: Arc<AtomicBool>,
+    guards: Option<timely::communication::WorkerGuards<()>>,
+}
+
+/// Options of [`Cluster::start_with`].
+#[derive(Default)]
+pub struct Options {
+    /// Receives every command executed by every executor replica.
+    pub executed: Option<Sender<Executed>>,
+}
+
+/// The executors' final state, collected when a cluster stops.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StopReport {
+    /// Per executor replica: (next sequence number, history chain, state digest).
+    pub executors: Vec<(u64, u64, u64)>,
+    /// True if a worker thread panicked.
+    pub aborted: bool,
+}
+
+impl StopReport {
+    /// True if every executor replica ended at the same position with the same state.
+    pub fn digests_agree(&self) -> bool {
+        self.executors.windows(2).all(|w| w[0] == w[1])
+    }
+}
+
+impl Cluster {
+    /// Starts a cluster described by `description`; `app` creates each executor's application.
+    pub fn start<A, F>(description: &Description, app: F) -> Result<Cluster, ConfigError>
+    where
+        A: Application + 'static,
+        F: Fn(u32) -> A + Send + Sync + 'static,
+    {
+        Self::start_with(description, app, Options::default())
+    }
+
+    /// [`Cluster::start`] with options.
+    pub fn start_with<A, F>(description: &Description, app: F, options: Options) -> Result<Cluster, ConfigError>
+    where
+        A: Application + 'static,
+        F: Fn(u32) -> A + Send + Sync + 'static,
+    {
+        let (params, placement) = description.validate()?;
+        let mut deployment = Deployment::new(params.clone(), placement.clone()).emit_executed(options.executed.is_some());
+        deployment.epoch_ms = description.epoch_ms;
+        let shared = Arc::new(Shared {
+            ingress: Ingress::new(params.sources()),
+            mailboxes: Mailboxes::new(),
+            control: deployment.control.clone(),
+            params,
+            retry_timeout: Duration::from_millis(description.retry_timeout_ms),
+            next_client: AtomicU64::new(1),
+        });
+        let aborted = Arc::new(AtomicBool::new(false));
+        let config = timely::Config {
+            communication: CommunicationConfig::Process(description.workers),
+            worker: WorkerConfig::default(),
+        };
+        let (queues, mailboxes, abort) = (shared.ingress.clone(), shared.mailboxes.clone(), aborted.clone());
+        let app = Arc::new(app);
+        let executed = options.executed;
+        let guards = timely::execute(config, move |worker| {
+            let _guard = AbortOnPanic(abort.clone(), deployment.control.clone());
+            let app = app.clone();
+            worker.dataflow::<u64, _, _>(|scope| {
+                let submissions = ingress(scope, &queues, &deployment);
+                let streams = tara(scope, submissions, &deployment, |id| app(id));
+                egress(streams.replies, &mailboxes);
+                if let Some(sender) = executed.clone() {
+                    streams.executed.sink(Pipeline, "ExecutedSink", move |(input, _)| {
+                        input.for_each(|_, data| data.drain(..).for_each(|x| drop(sender.send(x))));
+                    });
+                }
+            });
+            while !abort.load(Ordering::Acquire) && worker.step_or_park(None) {}
+        })
+        .map_err(|e| ConfigError(format!("cannot start timely workers: {e}")))?;
+        Ok(Cluster { shared, placement, aborted, guards: Some(guards) })
+    }
+
+    /// A new client with a unique id.
+    pub fn client(&self) -> Client {
+        Client::new(self.pool())
+    }
+
+    /// A pool of clients sharing one mailbox, for load generators.
+    pub fn pool(&self) -> ClientPool {
+        ClientPool::new(self.shared.clone())
+    }
+
+    /// Counters of every replica, and the stop signal.
+    pub fn control(&self) -> &Arc<Control> {
+        &self.shared.control
+    }
+
+    /// The protocol parameters.
+    pub fn params(&self) -> &Params {
+        &self.shared.params
+    }
+
+    /// The placement of replicas on workers.
+    pub fn placement(&self) -> &Placement {
+        &self.placement
+    }
+
+    /// Waits until every executor replica has executed up to the same sequence number, which
+    /// stays unchanged for a moment; false if that does not happen within `timeout`.
+    pub fn quiesce(&self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut last = Vec::new();
+        while std::time::Instant::now() < deadline {
+            let next: Vec<u64> = self.control().stage_stats(Stage::Executor).map(|(_, s)| ReplicaStats::get(&s.next)).collect();
+            if next.windows(2).all(|w| w[0] == w[1]) && next == last {
+                return true;
+            }
+            last = next;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// Stops the dataflow, waits for the workers, and reports the executors' final state.
+    pub fn stop(mut self) -> StopReport {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> StopReport {
+        self.shared.control.stop();
+        if let Some(guards) = self.guards.take() {
+            drop(guards.join());
+        }
+        let executors = self
+            .control()
+            .stage_stats(Stage::Executor)
+            .map(|(_, s)| (ReplicaStats::get(&s.next), ReplicaStats::get(&s.history), ReplicaStats::get(&s.state_digest)))
+            .collect();
+        StopReport { executors, aborted: self.aborted.load(Ordering::Acquire) }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.guards.is_some() {
+            self.shutdown();
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! Running TARA: description files, an embedded cluster on worker threads, and its clients.
+
+pub mod client;
+pub mod config;
+pub mod embedded;
+
+pub use client::{Client, ClientError, ClientPool, Completion};
+pub use config::{ConfigError, Description};
+pub use embedded::{Cluster, Options, StopReport};

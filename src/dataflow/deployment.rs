@@ -1,0 +1,50 @@
+//! Everything the operators of one TARA dataflow share.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::control::Control;
+use super::placement::Placement;
+use crate::protocol::{Command, Params};
+
+/// A client command submitted to request source `source` (the paper's request input queue).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Submit {
+    /// The request source replica that should take the command.
+    pub source: u32,
+    /// The command.
+    pub command: Command,
+}
+
+/// The configuration of one TARA dataflow: protocol parameters, placement, epoch length, and
+/// the [`Control`] through which the outside world stops it and reads its counters.
+#[derive(Clone, Debug)]
+pub struct Deployment {
+    /// Protocol parameters.
+    pub params: Params,
+    /// Which worker hosts which replica.
+    pub placement: Placement,
+    /// Epoch length in milliseconds: how often operators advance their capabilities, and so how
+    /// often the frontier of the returned streams moves.
+    pub epoch_ms: u64,
+    /// Emit every executed command on the `executed` stream (it costs a copy per command and
+    /// executor replica, so it is off unless a consumer needs it).
+    pub emit_executed: bool,
+    /// Shared with the code that runs the dataflow.
+    pub control: Arc<Control>,
+}
+
+impl Deployment {
+    /// A deployment with default epoch length and no executed stream.
+    pub fn new(params: Params, placement: Placement) -> Deployment {
+        let control = Control::new(&placement);
+        Deployment { params, placement, epoch_ms: 5, emit_executed: false, control }
+    }
+
+    /// Sets [`Deployment::emit_executed`].
+    pub fn emit_executed(mut self, emit: bool) -> Deployment {
+        self.emit_executed = emit;
+        self
+    }
+}

@@ -1,0 +1,64 @@
+//! Egress: replies out of the dataflow to the clients waiting in other threads.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use crossbeam_channel::Sender;
+use timely::dataflow::Stream;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+
+use crate::protocol::Reply;
+
+/// Where each client's replies go: a channel per client, or one shared by a group of clients.
+#[derive(Default)]
+pub struct Mailboxes {
+    by_client: RwLock<HashMap<u64, Sender<Reply>>>,
+}
+
+impl Mailboxes {
+    /// An empty registry.
+    pub fn new() -> Arc<Mailboxes> {
+        Arc::new(Mailboxes::default())
+    }
+
+    /// Delivers the replies of `client` to `mailbox` from now on.
+    pub fn register(&self, client: u64, mailbox: Sender<Reply>) {
+        if let Ok(mut map) = self.by_client.write() {
+            map.insert(client, mailbox);
+        }
+    }
+
+    /// Stops delivering the replies of `client`.
+    pub fn unregister(&self, client: u64) {
+        if let Ok(mut map) = self.by_client.write() {
+            map.remove(&client);
+        }
+    }
+
+    fn lookup(&self, client: u64) -> Option<Sender<Reply>> {
+        self.by_client.read().ok()?.get(&client).cloned()
+    }
+}
+
+/// The reply sink: hands every reply that reaches this worker to its client's mailbox.
+/// Replies of unknown or departed clients are dropped.
+pub fn egress(replies: Stream<'_, u64, Vec<Reply>>, mailboxes: &Arc<Mailboxes>) {
+    let mailboxes = mailboxes.clone();
+    let mut cache: HashMap<u64, Sender<Reply>> = HashMap::new();
+    replies.sink(Pipeline, "Egress", move |(input, _frontier)| {
+        input.for_each(|_, data| {
+            for reply in data.drain(..) {
+                let client = reply.client;
+                if !cache.contains_key(&client) {
+                    let Some(mailbox) = mailboxes.lookup(client) else { continue };
+                    cache.insert(client, mailbox);
+                }
+                let delivered = cache.get(&client).is_some_and(|m| m.send(reply).is_ok());
+                if !delivered {
+                    cache.remove(&client);
+                }
+            }
+        });
+    });
+}
