@@ -232,14 +232,19 @@ fn split(path: &str) -> (&str, &str) {
 
 fn check_data(data: &[u8]) -> Result<(), CoordError> {
     if data.len() > DATA_BYTES_MAX {
-        return Err(CoordError::Malformed(format!("{} bytes of data exceed the limit of {DATA_BYTES_MAX}", data.len())));
+        return Err(CoordError::Malformed(format!(
+            "{} bytes of data exceed the limit of {DATA_BYTES_MAX}",
+            data.len()
+        )));
     }
     Ok(())
 }
 
 fn check_version(path: &str, expected: Option<u32>, actual: u32) -> Result<(), CoordError> {
     match expected {
-        Some(expected) if expected != actual => Err(CoordError::BadVersion { path: path.to_string(), expected, actual }),
+        Some(expected) if expected != actual => {
+            Err(CoordError::BadVersion { path: path.to_string(), expected, actual })
+        }
         _ => Ok(()),
     }
 }
@@ -259,7 +264,9 @@ impl Coordination {
                 validate_path(&path)?;
                 Ok(CoordResponse::Exists(self.nodes.get(&path).map(Znode::stat)))
             }
-            CoordOp::GetChildren { path } => Ok(CoordResponse::Children(self.node(&path)?.children.iter().cloned().collect())),
+            CoordOp::GetChildren { path } => {
+                Ok(CoordResponse::Children(self.node(&path)?.children.iter().cloned().collect()))
+            }
         }
     }
 
@@ -336,7 +343,9 @@ impl Application for Coordination {
     fn execute(&mut self, op: &[u8]) -> Vec<u8> {
         let result = match bincode::deserialize::<CoordOp>(op) {
             Ok(op) => self.apply(op),
-            Err(e) => Err(CoordError::Malformed(format!("cannot decode coordination operation ({} bytes): {e}", op.len()))),
+            Err(e) => {
+                Err(CoordError::Malformed(format!("cannot decode coordination operation ({} bytes): {e}", op.len())))
+            }
         };
         bincode::serialize(&result).unwrap_or_default()
     }
@@ -376,10 +385,16 @@ mod tests {
         assert_eq!(data, Ok(CoordResponse::Data { data: b"d".to_vec(), stat: Stat { version: 0, num_children: 1 } }));
         let set = run(&mut c, CoordOp::SetData { path: "/a/b".into(), data: b"e".to_vec(), version: Some(0) });
         assert_eq!(set, Ok(CoordResponse::Set(Stat { version: 1, num_children: 0 })));
-        assert_eq!(run(&mut c, CoordOp::GetChildren { path: "/a".into() }), Ok(CoordResponse::Children(vec!["b".into()])));
+        assert_eq!(
+            run(&mut c, CoordOp::GetChildren { path: "/a".into() }),
+            Ok(CoordResponse::Children(vec!["b".into()]))
+        );
         assert_eq!(run(&mut c, CoordOp::Delete { path: "/a/b".into(), version: Some(1) }), Ok(CoordResponse::Deleted));
         assert_eq!(run(&mut c, CoordOp::Exists { path: "/a/b".into() }), Ok(CoordResponse::Exists(None)));
-        assert_eq!(run(&mut c, CoordOp::Exists { path: "/a".into() }), Ok(CoordResponse::Exists(Some(Stat { version: 0, num_children: 0 }))));
+        assert_eq!(
+            run(&mut c, CoordOp::Exists { path: "/a".into() }),
+            Ok(CoordResponse::Exists(Some(Stat { version: 0, num_children: 0 })))
+        );
     }
 
     #[test]
@@ -434,7 +449,10 @@ mod tests {
         assert!(matches!(run(&mut c, big), Err(CoordError::Malformed(_))));
         let garbage = decode_result(&c.execute(&[9, 9, 9, 9, 9])).unwrap();
         assert!(matches!(garbage, Err(CoordError::Malformed(_))));
-        assert!(matches!(run(&mut c, CoordOp::Delete { path: "/".into(), version: None }), Err(CoordError::Malformed(_))));
+        assert!(matches!(
+            run(&mut c, CoordOp::Delete { path: "/".into(), version: None }),
+            Err(CoordError::Malformed(_))
+        ));
         assert_eq!(c, before, "nothing changed");
     }
 

@@ -32,7 +32,9 @@ impl std::fmt::Display for ClientError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ClientError::Stopped => f.write_str("the cluster has stopped"),
-            ClientError::WindowFull(n) => write!(f, "{n} commands are outstanding, the most a client may have; wait for one"),
+            ClientError::WindowFull(n) => {
+                write!(f, "{n} commands are outstanding, the most a client may have; wait for one")
+            }
             ClientError::Timeout => f.write_str("no reply before the deadline"),
             ClientError::Expired => f.write_str("the command fell out of the client's window and was not executed"),
             ClientError::UnknownClient(c) => write!(f, "client {c} does not belong to this pool"),
@@ -88,7 +90,14 @@ pub struct ClientPool {
 impl ClientPool {
     pub(crate) fn new(shared: Arc<Shared>) -> ClientPool {
         let (mailbox_sender, mailbox) = crossbeam_channel::unbounded();
-        ClientPool { shared, mailbox, mailbox_sender, sessions: HashMap::new(), deadlines: VecDeque::new(), outstanding: 0 }
+        ClientPool {
+            shared,
+            mailbox,
+            mailbox_sender,
+            sessions: HashMap::new(),
+            deadlines: VecDeque::new(),
+            outstanding: 0,
+        }
     }
 
     /// Adds a client with a new unique id; returns the id.
@@ -173,7 +182,9 @@ impl ClientPool {
                 break;
             }
             self.deadlines.pop_front();
-            let Some(pending) = self.sessions.get_mut(&client).and_then(|s| s.pending.get_mut(&timestamp)) else { continue };
+            let Some(pending) = self.sessions.get_mut(&client).and_then(|s| s.pending.get_mut(&timestamp)) else {
+                continue;
+            };
             pending.source = (pending.source + 1) % sources;
             pending.retransmissions += 1;
             let command = Command { client, timestamp, op: pending.op.clone() };

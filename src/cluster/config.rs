@@ -159,7 +159,9 @@ impl Description {
     pub fn validate(&self) -> Result<(Params, Placement), ConfigError> {
         let params = self.params()?;
         if self.workers == 0 {
-            return Err(ConfigError("`workers`: must be at least 1; 3 workers give every replica of f = 1 its own thread".into()));
+            return Err(ConfigError(
+                "`workers`: must be at least 1; 3 workers give every replica of f = 1 its own thread".into(),
+            ));
         }
         if self.epoch_ms == 0 || self.epoch_ms > 1000 {
             return Err(ConfigError(format!("`epoch_ms`: must be between 1 and 1000, got {}", self.epoch_ms)));

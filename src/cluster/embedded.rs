@@ -92,7 +92,8 @@ impl Cluster {
         F: Fn(u32) -> A + Send + Sync + 'static,
     {
         let (params, placement) = description.validate()?;
-        let mut deployment = Deployment::new(params.clone(), placement.clone()).emit_executed(options.executed.is_some());
+        let mut deployment =
+            Deployment::new(params.clone(), placement.clone()).emit_executed(options.executed.is_some());
         deployment.epoch_ms = description.epoch_ms;
         let shared = Arc::new(Shared {
             ingress: Ingress::new(params.sources()),
@@ -105,7 +106,9 @@ impl Cluster {
         let aborted = Arc::new(AtomicBool::new(false));
         let config = timely::Config {
             communication: CommunicationConfig::Process(description.workers),
-            worker: WorkerConfig::default(),
+            worker: WorkerConfig::default().idle_spin(Duration::from_micros(
+                std::env::var("TARA_IDLE_SPIN_US").ok().and_then(|v| v.parse().ok()).unwrap_or(10),
+            )),
         };
         let (queues, mailboxes, abort) = (shared.ingress.clone(), shared.mailboxes.clone(), aborted.clone());
         let app = Arc::new(app);
@@ -160,7 +163,8 @@ impl Cluster {
         let deadline = std::time::Instant::now() + timeout;
         let mut last = Vec::new();
         while std::time::Instant::now() < deadline {
-            let next: Vec<u64> = self.control().stage_stats(Stage::Executor).map(|(_, s)| ReplicaStats::get(&s.next)).collect();
+            let next: Vec<u64> =
+                self.control().stage_stats(Stage::Executor).map(|(_, s)| ReplicaStats::get(&s.next)).collect();
             if next.windows(2).all(|w| w[0] == w[1]) && next == last {
                 return true;
             }
@@ -183,7 +187,9 @@ impl Cluster {
         let executors = self
             .control()
             .stage_stats(Stage::Executor)
-            .map(|(_, s)| (ReplicaStats::get(&s.next), ReplicaStats::get(&s.history), ReplicaStats::get(&s.state_digest)))
+            .map(|(_, s)| {
+                (ReplicaStats::get(&s.next), ReplicaStats::get(&s.history), ReplicaStats::get(&s.state_digest))
+            })
             .collect();
         StopReport { executors, aborted: self.aborted.load(Ordering::Acquire) }
     }

@@ -3,6 +3,7 @@
 pub mod client;
 pub mod config;
 pub mod embedded;
+pub mod workload;
 
 pub use client::{Client, ClientError, ClientPool, Completion};
 pub use config::{ConfigError, Description};

@@ -50,11 +50,14 @@ pub fn egress(replies: Stream<'_, u64, Vec<Reply>>, mailboxes: &Arc<Mailboxes>) 
         input.for_each(|_, data| {
             for reply in data.drain(..) {
                 let client = reply.client;
-                if !cache.contains_key(&client) {
-                    let Some(mailbox) = mailboxes.lookup(client) else { continue };
-                    cache.insert(client, mailbox);
-                }
-                let delivered = cache.get(&client).is_some_and(|m| m.send(reply).is_ok());
+                let mailbox = match cache.entry(client) {
+                    std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(entry) => {
+                        let Some(mailbox) = mailboxes.lookup(client) else { continue };
+                        entry.insert(mailbox)
+                    }
+                };
+                let delivered = mailbox.send(reply).is_ok();
                 if !delivered {
                     cache.remove(&client);
                 }

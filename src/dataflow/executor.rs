@@ -141,17 +141,33 @@ struct Outputs {
 impl Outputs {
     fn send(&mut self, pulse: &Pulse, placement: &Placement, out: &mut ExecutorOutbox) {
         let gc = placement.stage(Stage::Gc);
-        give(&mut self.replies, pulse.send_cap(0), out.replies.drain(..).map(|reply| {
-            let worker = placement.worker_of(Stage::Source, reply.source);
-            Routed { worker, replica: reply.source, tuple: reply }
-        }));
+        give(
+            &mut self.replies,
+            pulse.send_cap(0),
+            out.replies.drain(..).map(|reply| {
+                let worker = placement.worker_of(Stage::Source, reply.source);
+                Routed { worker, replica: reply.source, tuple: reply }
+            }),
+        );
         give(&mut self.checkpoints, pulse.send_cap(1), out.checkpoints.drain(..).flat_map(|c| multicast(gc, c)));
         give(&mut self.executed, pulse.send_cap(2), out.executed.drain(..));
-        give(&mut self.fetches, pulse.send_cap(3), out.fetches.drain(..).map(|fetch| {
-            Routed { worker: placement.worker_of(Stage::Executor, fetch.to), replica: fetch.to, tuple: fetch }
-        }));
-        give(&mut self.transfers, pulse.send_cap(4), out.transfers.drain(..).map(|transfer| {
-            Routed { worker: placement.worker_of(Stage::Executor, transfer.to), replica: transfer.to, tuple: transfer }
-        }));
+        give(
+            &mut self.fetches,
+            pulse.send_cap(3),
+            out.fetches.drain(..).map(|fetch| Routed {
+                worker: placement.worker_of(Stage::Executor, fetch.to),
+                replica: fetch.to,
+                tuple: fetch,
+            }),
+        );
+        give(
+            &mut self.transfers,
+            pulse.send_cap(4),
+            out.transfers.drain(..).map(|transfer| Routed {
+                worker: placement.worker_of(Stage::Executor, transfer.to),
+                replica: transfer.to,
+                tuple: transfer,
+            }),
+        );
     }
 }

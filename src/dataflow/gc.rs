@@ -13,7 +13,10 @@ use crate::protocol::{Checkpoint, GcSource, Stable};
 
 /// Turns checkpoint notifications into stability thresholds, sent to every worker that hosts a
 /// proposer, committer or executor (the caller closes the loop back to them).
-pub fn gc_sources<'s>(checkpoints: Stream<'s, u64, Vec<Routed<Checkpoint>>>, deployment: &Deployment) -> Stream<'s, u64, Vec<Routed<Stable>>> {
+pub fn gc_sources<'s>(
+    checkpoints: Stream<'s, u64, Vec<Routed<Checkpoint>>>,
+    deployment: &Deployment,
+) -> Stream<'s, u64, Vec<Routed<Stable>>> {
     let scope = checkpoints.scope();
     let placement = deployment.placement.clone();
     let mut builder = OperatorBuilder::new("GcSource".to_owned(), scope);
@@ -49,7 +52,8 @@ pub fn gc_sources<'s>(checkpoints: Stream<'s, u64, Vec<Routed<Checkpoint>>>, dep
                     ReplicaStats::set(&stats.stable, gc.threshold());
                 }
             }
-            let to_workers = |stable| receivers.iter().map(move |w| Routed { worker: *w, replica: ALL_REPLICAS, tuple: stable });
+            let to_workers =
+                |stable| receivers.iter().map(move |w| Routed { worker: *w, replica: ALL_REPLICAS, tuple: stable });
             give(&mut output, pulse.send_cap(0), out.drain(..).flat_map(to_workers));
             if pulse.stopping() {
                 pulse.release();

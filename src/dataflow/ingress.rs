@@ -71,17 +71,21 @@ impl Ingress {
     pub fn submit(&self, source: u32, command: Command) -> Result<(), IngressError> {
         let queue = self.queues.get(source as usize).ok_or(IngressError::NoSuchSource(source))?;
         queue.sender.send(command).map_err(|_| IngressError::Stopped)?;
-        if !queue.pending.swap(true, Ordering::AcqRel) {
-            if let Some(activator) = queue.activator.get() {
-                activator.activate().map_err(|_| IngressError::Stopped)?;
-            }
+        if !queue.pending.swap(true, Ordering::AcqRel)
+            && let Some(activator) = queue.activator.get()
+        {
+            activator.activate().map_err(|_| IngressError::Stopped)?;
         }
         Ok(())
     }
 }
 
 /// A source operator that drains the input queues of the request sources this worker hosts.
-pub fn ingress<'s>(scope: Scope<'s, u64>, queues: &Arc<Ingress>, deployment: &Deployment) -> Stream<'s, u64, Vec<Submit>> {
+pub fn ingress<'s>(
+    scope: Scope<'s, u64>,
+    queues: &Arc<Ingress>,
+    deployment: &Deployment,
+) -> Stream<'s, u64, Vec<Submit>> {
     let mut builder = OperatorBuilder::new("Ingress".to_owned(), scope);
     let info = builder.operator_info();
     let (output, submissions) = builder.new_output();

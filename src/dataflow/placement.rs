@@ -103,7 +103,9 @@ impl Placement {
         explicit: &[(Stage, Vec<u32>)],
     ) -> Result<Placement, PlacementError> {
         if processes == 0 || threads == 0 {
-            return Err(PlacementError("`workers`: a cluster needs at least one process with one worker thread".into()));
+            return Err(PlacementError(
+                "`workers`: a cluster needs at least one process with one worker thread".into(),
+            ));
         }
         let total = processes * threads;
         let mut placement = Placement { processes, threads, workers: Default::default() };
@@ -256,8 +258,7 @@ mod tests {
         assert_eq!(p.replicas_on(Stage::Executor, 0), vec![0, 1]);
         assert!(p.clone().with_stage(&params, Stage::Executor, vec![0, 1]).is_err());
         assert!(p.with_stage(&params, Stage::Executor, vec![0, 1, 7]).is_err());
-        let all: Vec<(Stage, Vec<u32>)> =
-            Stage::ALL.iter().map(|s| (*s, vec![0; s.replicas(&params)])).collect();
+        let all: Vec<(Stage, Vec<u32>)> = Stage::ALL.iter().map(|s| (*s, vec![0; s.replicas(&params)])).collect();
         let single = Placement::new(&params, 1, 1, &all).unwrap();
         assert_eq!(single.replicas_on(Stage::Committer, 0), vec![0, 1, 2]);
     }

@@ -33,7 +33,13 @@ pub struct Pulse {
 impl Pulse {
     /// Takes the operator's initial capabilities. An operator that hosts no replica passes
     /// `hosting = false` and drops them at once: it never emits and must not hold anyone back.
-    pub fn new(caps: Vec<Capability<u64>>, activator: Activator, control: Arc<Control>, epoch_ms: u64, hosting: bool) -> Pulse {
+    pub fn new(
+        caps: Vec<Capability<u64>>,
+        activator: Activator,
+        control: Arc<Control>,
+        epoch_ms: u64,
+        hosting: bool,
+    ) -> Pulse {
         let caps = if hosting { caps } else { Vec::new() };
         let pulse = Pulse { caps, activator, control, epoch_ms: epoch_ms.max(1), timer_at_us: None, now_us: 0 };
         if hosting {

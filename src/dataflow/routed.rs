@@ -26,7 +26,11 @@ pub fn by_worker<T: ExchangeData>() -> Exchange<Routed<T>, impl FnMut(&Routed<T>
 
 /// One copy of `tuple` for every replica of a stage, given the workers of its replicas.
 pub fn multicast<'a, T: Clone + 'a>(workers: &'a [u32], tuple: T) -> impl Iterator<Item = Routed<T>> + 'a {
-    workers.iter().enumerate().map(move |(replica, worker)| Routed { worker: *worker, replica: replica as u32, tuple: tuple.clone() })
+    workers.iter().enumerate().map(move |(replica, worker)| Routed {
+        worker: *worker,
+        replica: replica as u32,
+        tuple: tuple.clone(),
+    })
 }
 
 /// The replicas a stage hosts on one worker, with their indices.

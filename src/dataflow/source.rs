@@ -1,9 +1,9 @@
 //! The request source operator: hosts the [`RequestSource`] replicas of its worker.
 
+use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
-use timely::dataflow::Stream;
 
 use super::deployment::{Deployment, Submit};
 use super::placement::Stage;
@@ -13,13 +13,17 @@ use crate::dataflow::control::ReplicaStats;
 use crate::protocol::{Request, RequestSource};
 
 /// Numbers and batches submitted commands into requests for the active proposer.
-pub fn request_sources<'s>(submissions: Stream<'s, u64, Vec<Submit>>, deployment: &Deployment) -> Stream<'s, u64, Vec<Routed<Request>>> {
+pub fn request_sources<'s>(
+    submissions: Stream<'s, u64, Vec<Submit>>,
+    deployment: &Deployment,
+) -> Stream<'s, u64, Vec<Routed<Request>>> {
     let scope = submissions.scope();
     let placement = deployment.placement.clone();
     let route = placement.clone();
     let mut builder = OperatorBuilder::new("RequestSource".to_owned(), scope);
     let info = builder.operator_info();
-    let mut input = builder.new_input(submissions, Exchange::new(move |s: &Submit| route.worker_of(Stage::Source, s.source) as u64));
+    let mut input = builder
+        .new_input(submissions, Exchange::new(move |s: &Submit| route.worker_of(Stage::Source, s.source) as u64));
     let (output, requests) = builder.new_output();
     let mut output = OutputBuilder::from(output);
 
@@ -53,7 +57,11 @@ pub fn request_sources<'s>(submissions: Stream<'s, u64, Vec<Submit>>, deployment
                     ReplicaStats::set(&stats.next, source.highest_number() + 1);
                 }
             }
-            let route = |(proposer, request)| Routed { worker: placement.worker_of(Stage::Proposer, proposer), replica: proposer, tuple: request };
+            let route = |(proposer, request)| Routed {
+                worker: placement.worker_of(Stage::Proposer, proposer),
+                replica: proposer,
+                tuple: request,
+            };
             give(&mut output, pulse.send_cap(0), out.drain(..).map(route));
             if pulse.stopping() {
                 pulse.release();

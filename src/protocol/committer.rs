@@ -87,7 +87,12 @@ impl Committer {
             record.request = propose.request.clone();
         }
         self.accepted += 1;
-        out.push(Commit { committer: self.id, sequence: propose.sequence, view: propose.view, request: propose.request });
+        out.push(Commit {
+            committer: self.id,
+            sequence: propose.sequence,
+            view: propose.view,
+            request: propose.request,
+        });
     }
 
     /// A stability announcement: a rising threshold discards the records below it.
@@ -107,7 +112,12 @@ mod tests {
 
     fn propose(sequence: u64, view: u64, number: u64) -> Propose {
         let command = Command { client: 3, timestamp: number, op: vec![] };
-        Propose { proposer: 0, sequence, view, request: Request { source: 0, number, commands: Arc::from(vec![command]) } }
+        Propose {
+            proposer: 0,
+            sequence,
+            view,
+            request: Request { source: 0, number, commands: Arc::from(vec![command]) },
+        }
     }
 
     fn committer() -> Committer {

@@ -176,7 +176,8 @@ impl<A: Application> Executor<A> {
             return;
         }
         let view = self.view;
-        let Some(slot) = self.slots.get_or_insert_with(commit.sequence, || Slot { view, votes: 0, request: commit.request.clone() })
+        let Some(slot) =
+            self.slots.get_or_insert_with(commit.sequence, || Slot { view, votes: 0, request: commit.request.clone() })
         else {
             return;
         };
@@ -201,7 +202,12 @@ impl<A: Application> Executor<A> {
             return;
         }
         if let Some((sequence, state)) = self.checkpoints.back().filter(|(s, _)| *s >= fetch.sequence) {
-            out.transfers.push(Transfer { executor: self.id, to: fetch.executor, sequence: *sequence, state: state.clone() });
+            out.transfers.push(Transfer {
+                executor: self.id,
+                to: fetch.executor,
+                sequence: *sequence,
+                state: state.clone(),
+            });
         }
     }
 
@@ -271,7 +277,7 @@ impl<A: Application> Executor<A> {
 
     /// Section III-D: checkpoint before executing `s` with `s mod CP == 0`.
     fn checkpoint_if_due(&mut self, out: &mut ExecutorOutbox) {
-        let due = self.next > 0 && self.next % self.checkpoint_interval == 0;
+        let due = self.next > 0 && self.next.is_multiple_of(self.checkpoint_interval);
         let taken = self.checkpoints.back().is_some_and(|(s, _)| *s >= self.next);
         if !due || taken {
             return;
@@ -305,7 +311,13 @@ impl<A: Application> Executor<A> {
                     self.clients.record(command.client, command.timestamp, result.clone());
                     self.chain(sequence, command.client, command.timestamp, &command.op, &result);
                     if self.emit_executed {
-                        let executed = Executed { executor: self.id, sequence, index: index as u32, command: command.clone(), result: result.clone() };
+                        let executed = Executed {
+                            executor: self.id,
+                            sequence,
+                            index: index as u32,
+                            command: command.clone(),
+                            result: result.clone(),
+                        };
                         out.executed.push(executed);
                     }
                     (Outcome::Executed, result)

@@ -22,7 +22,12 @@ pub struct GcSource {
 impl GcSource {
     /// Garbage-collection source `id` of a deployment with `params`.
     pub fn new(id: u32, params: &Params) -> GcSource {
-        GcSource { id, checkpoints: Announced::new(params.executors(), params.quorum(), 0), repeat_us: 100_000, announced_us: 0 }
+        GcSource {
+            id,
+            checkpoints: Announced::new(params.executors(), params.quorum(), 0),
+            repeat_us: 100_000,
+            announced_us: 0,
+        }
     }
 
     /// The current stability threshold.

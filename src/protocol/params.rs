@@ -35,14 +35,7 @@ pub struct Params {
 
 impl Default for Params {
     fn default() -> Self {
-        Params {
-            f: 1,
-            window: 256,
-            batch_size: 64,
-            batch_timeout_us: 200,
-            checkpoint_interval: 128,
-            client_window: 64,
-        }
+        Params { f: 1, window: 256, batch_size: 64, batch_timeout_us: 200, checkpoint_interval: 128, client_window: 64 }
     }
 }
 
@@ -113,10 +106,7 @@ impl Params {
             );
         }
         if self.batch_size == 0 || self.batch_size > BATCH_SIZE_MAX {
-            return error(
-                "batch_size",
-                format!("must be between 1 and {BATCH_SIZE_MAX}, got {}", self.batch_size),
-            );
+            return error("batch_size", format!("must be between 1 and {BATCH_SIZE_MAX}, got {}", self.batch_size));
         }
         if self.checkpoint_interval == 0 || self.checkpoint_interval > self.window {
             return error(

@@ -144,7 +144,10 @@ mod tests {
         p.on_stable(Stable { source: 0, sequence: 2 }, &mut out);
         assert_eq!(out.len(), 2, "one source is not enough");
         p.on_stable(Stable { source: 2, sequence: 2 }, &mut out);
-        assert_eq!(out.iter().map(|x| (x.sequence, x.request.number)).collect::<Vec<_>>(), vec![(0, 1), (1, 2), (2, 3), (3, 4)]);
+        assert_eq!(
+            out.iter().map(|x| (x.sequence, x.request.number)).collect::<Vec<_>>(),
+            vec![(0, 1), (1, 2), (2, 3), (3, 4)]
+        );
     }
 
     /// Section III-C: only proposer v mod (f+1) may propose.

@@ -61,11 +61,14 @@ impl Announced {
 mod tests {
     use super::*;
 
+    /// (sender, value) reports in arrival order.
+    type Reports<'a> = &'a [(u32, u64)];
+
     /// Section III-D: the threshold is the (f+1)-th highest report of distinct senders.
     #[test]
     fn adopts_the_f_plus_one_highest_report() {
         // (reports in order, adopted value after each) for f = 1, three senders.
-        let cases: &[(&[(u32, u64)], &[u64])] = &[
+        let cases: &[(Reports, &[u64])] = &[
             (&[(0, 10)], &[0]),
             (&[(0, 10), (1, 5)], &[0, 5]),
             (&[(0, 10), (1, 5), (2, 7)], &[0, 5, 7]),

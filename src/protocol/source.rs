@@ -79,7 +79,8 @@ impl RequestSource {
     }
 
     fn flush(&mut self, out: &mut Vec<(u32, Request)>) {
-        let commands: Arc<[Command]> = Arc::from(std::mem::replace(&mut self.batch, Vec::with_capacity(self.batch_size)));
+        let commands: Arc<[Command]> =
+            Arc::from(std::mem::replace(&mut self.batch, Vec::with_capacity(self.batch_size)));
         let request = Request { source: self.id, number: self.next_number, commands };
         self.next_number += 1;
         out.push((self.active_proposer(), request));
