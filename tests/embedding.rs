@@ -58,7 +58,7 @@ fn forward<T: 'static>(stream: timely::dataflow::Stream<'_, u64, Vec<T>>, sender
 fn a_retransmitted_duplicate_takes_effect_once() {
     within(60, || {
         let create = CoordOp::Create { path: "/lock-".into(), data: vec![], sequential: true }.encode();
-        let command = Command { client: 7, timestamp: 1, op: create };
+        let command = Command::new(7, 1, create);
         let submissions = vec![Submit { source: 0, command: command.clone() }, Submit { source: 1, command }];
         let (replies, executed) = run(submissions, 6);
 
@@ -85,7 +85,7 @@ fn the_executed_stream_is_the_same_at_every_replica() {
         let submissions: Vec<Submit> = (1..=20)
             .map(|t| {
                 let op = CoordOp::Create { path: format!("/n{t}"), data: vec![], sequential: false }.encode();
-                Submit { source: (t % 2) as u32, command: Command { client: 1, timestamp: t, op } }
+                Submit { source: (t % 2) as u32, command: Command::new(1, t, op) }
             })
             .collect();
         let (_, executed) = run(submissions, 60);

@@ -4,7 +4,7 @@
 //! `(client, timestamp)` through the next request source; executors detect the duplicate, so the
 //! command takes effect once. Every executor replica replies; the first reply wins.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -71,7 +71,15 @@ struct Pending {
 #[derive(Default)]
 struct Session {
     next_timestamp: u64,
-    pending: HashMap<u64, Pending>,
+    pending: BTreeMap<u64, Pending>,
+}
+
+impl Session {
+    /// Every command below this timestamp has been answered (the acknowledgement a command
+    /// carries, so that executors forget those results).
+    fn answered_below(&self) -> u64 {
+        self.pending.keys().next().copied().unwrap_or(self.next_timestamp)
+    }
 }
 
 /// Many clients that share one mailbox: each has its own id and timestamps, and any number of
@@ -104,7 +112,7 @@ impl ClientPool {
     pub fn add_client(&mut self) -> u64 {
         let id = self.shared.new_client_id();
         self.shared.mailboxes.register(id, self.mailbox_sender.clone());
-        self.sessions.insert(id, Session { next_timestamp: 1, pending: HashMap::new() });
+        self.sessions.insert(id, Session { next_timestamp: 1, pending: BTreeMap::new() });
         id
     }
 
@@ -122,9 +130,10 @@ impl ClientPool {
             return Err(ClientError::WindowFull(window));
         }
         let timestamp = session.next_timestamp;
+        let answered_below = session.answered_below();
         session.next_timestamp += 1;
         let source = ((client + timestamp) % sources) as u32;
-        let command = Command { client, timestamp, op: op.clone() };
+        let command = Command { client, timestamp, answered_below, op: op.clone() };
         self.shared.ingress.submit(source, command).map_err(|_| ClientError::Stopped)?;
         let now = Instant::now();
         session.pending.insert(timestamp, Pending { op, submitted: now, source, retransmissions: 0 });
@@ -182,12 +191,12 @@ impl ClientPool {
                 break;
             }
             self.deadlines.pop_front();
-            let Some(pending) = self.sessions.get_mut(&client).and_then(|s| s.pending.get_mut(&timestamp)) else {
-                continue;
-            };
+            let Some(session) = self.sessions.get_mut(&client) else { continue };
+            let answered_below = session.answered_below();
+            let Some(pending) = session.pending.get_mut(&timestamp) else { continue };
             pending.source = (pending.source + 1) % sources;
             pending.retransmissions += 1;
-            let command = Command { client, timestamp, op: pending.op.clone() };
+            let command = Command { client, timestamp, answered_below, op: pending.op.clone() };
             self.shared.ingress.submit(pending.source, command).map_err(|_| ClientError::Stopped)?;
             self.deadlines.push_back((now + self.shared.retry_timeout, client, timestamp));
         }

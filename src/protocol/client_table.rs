@@ -11,7 +11,8 @@ pub enum Verdict<'a> {
     Execute,
     /// Executed before: answer with this cached result.
     Cached(&'a [u8]),
-    /// Older than the client's window: neither executed now nor known.
+    /// Answered before and forgotten (the client acknowledged it), or older than the client's
+    /// window: neither executed now nor known.
     Expired,
 }
 
@@ -20,8 +21,23 @@ pub enum Verdict<'a> {
 struct Session {
     /// `t_exec` of the paper: the highest executed timestamp.
     highest: u64,
-    /// Results of executed commands with timestamps in `(highest - window, highest]`.
+    /// The client has every answer below this timestamp.
+    answered_below: u64,
+    /// Results of executed commands the client may still ask for again.
     results: BTreeMap<u64, Vec<u8>>,
+}
+
+impl Session {
+    /// Forgets every result the client has or can no longer ask for.
+    fn prune(&mut self, window: u64) {
+        let oldest_kept = self.answered_below.max((self.highest + 1).saturating_sub(window));
+        while let Some(entry) = self.results.first_entry() {
+            if *entry.key() >= oldest_kept {
+                break;
+            }
+            entry.remove();
+        }
+    }
 }
 
 /// The paper's vector `T_exec` and result cache, generalised to clients with many commands
@@ -29,10 +45,11 @@ struct Session {
 ///
 /// The paper's clients have one command outstanding, so the highest executed timestamp and the
 /// latest result suffice. A client that pipelines may see its commands ordered out of timestamp
-/// order, so the table remembers, per client, the results of every executed command within the
-/// last `window` timestamps: a command in that range was executed exactly when its result is
-/// remembered. Clients number their commands 1, 2, 3, ... and keep at most `window` outstanding,
-/// so a retransmission always falls inside the range.
+/// order, so the table remembers, per client, the result of every executed command that the
+/// client has not acknowledged, within its last `window` timestamps: a command in that range
+/// was executed exactly when its result is remembered. Each command carries
+/// `answered_below`, the client's acknowledgement of every answer below it; results below it
+/// are forgotten. A client with one outstanding command thus costs one remembered result.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ClientTable {
     window: u64,
@@ -40,7 +57,7 @@ pub struct ClientTable {
 }
 
 impl ClientTable {
-    /// An empty table that remembers `window` results per client.
+    /// An empty table that remembers at most `window` results per client.
     pub fn new(window: u64) -> ClientTable {
         ClientTable { window, sessions: HashMap::new() }
     }
@@ -48,15 +65,21 @@ impl ClientTable {
     /// Decides whether `(client, timestamp)` must be executed.
     pub fn check(&self, client: u64, timestamp: u64) -> Verdict<'_> {
         let Some(session) = self.sessions.get(&client) else { return Verdict::Execute };
-        if timestamp > session.highest {
-            return Verdict::Execute;
+        if let Some(result) = session.results.get(&timestamp) {
+            return Verdict::Cached(result);
         }
-        if timestamp + self.window <= session.highest {
+        if timestamp < session.answered_below || timestamp + self.window <= session.highest {
             return Verdict::Expired;
         }
-        match session.results.get(&timestamp) {
-            Some(result) => Verdict::Cached(result),
-            None => Verdict::Execute,
+        Verdict::Execute
+    }
+
+    /// Records the client's acknowledgement that it has every answer below `answered_below`.
+    pub fn acknowledge(&mut self, client: u64, answered_below: u64) {
+        let Some(session) = self.sessions.get_mut(&client) else { return };
+        if answered_below > session.answered_below {
+            session.answered_below = answered_below;
+            session.prune(self.window);
         }
     }
 
@@ -66,13 +89,7 @@ impl ClientTable {
         session.results.insert(timestamp, result);
         if timestamp > session.highest {
             session.highest = timestamp;
-            let oldest_kept = (timestamp + 1).saturating_sub(self.window);
-            while let Some(entry) = session.results.first_entry() {
-                if *entry.key() >= oldest_kept {
-                    break;
-                }
-                entry.remove();
-            }
+            session.prune(self.window);
         }
     }
 
@@ -86,9 +103,9 @@ impl ClientTable {
         self.sessions.values().map(|s| s.results.len()).sum()
     }
 
-    /// A deterministic encoding (clients in order), for checkpoints and digests.
-    pub fn ordered(&self) -> BTreeMap<u64, (u64, &BTreeMap<u64, Vec<u8>>)> {
-        self.sessions.iter().map(|(c, s)| (*c, (s.highest, &s.results))).collect()
+    /// A deterministic view (clients in order), for digests.
+    pub fn ordered(&self) -> BTreeMap<u64, (u64, u64, &BTreeMap<u64, Vec<u8>>)> {
+        self.sessions.iter().map(|(c, s)| (*c, (s.highest, s.answered_below, &s.results))).collect()
     }
 }
 
@@ -127,5 +144,20 @@ mod tests {
         assert_eq!(t.results_held(), 2);
         assert_eq!(t.check(7, 3), Verdict::Expired);
         assert_eq!(t.check(7, 4), Verdict::Cached(&[4]));
+    }
+
+    /// Acknowledged results are forgotten, and their commands are never executed again.
+    #[test]
+    fn acknowledged_results_are_forgotten() {
+        let mut t = ClientTable::new(64);
+        for ts in 1..=3 {
+            t.record(7, ts, vec![ts as u8]);
+        }
+        t.acknowledge(7, 3);
+        assert_eq!(t.results_held(), 1);
+        assert_eq!(t.check(7, 1), Verdict::Expired, "answered, forgotten, not executed again");
+        assert_eq!(t.check(7, 3), Verdict::Cached(&[3]));
+        t.acknowledge(7, 2);
+        assert_eq!(t.results_held(), 1, "acknowledgements never move back");
     }
 }

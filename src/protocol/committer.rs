@@ -111,7 +111,7 @@ mod tests {
     use crate::protocol::tuple::Command;
 
     fn propose(sequence: u64, view: u64, number: u64) -> Propose {
-        let command = Command { client: 3, timestamp: number, op: vec![] };
+        let command = Command::new(3, number, vec![]);
         Propose {
             proposer: 0,
             sequence,

@@ -43,13 +43,23 @@ struct Slot {
 /// What a checkpoint holds (Section III-D): the application snapshot, the per-client executed
 /// timestamps and the reply cache, plus the executor's own counters so that a replica restored
 /// from it reports the same history as one that executed everything.
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct CheckpointState {
     sequence: u64,
     history: u64,
     executed: u64,
     clients: ClientTable,
     app: Vec<u8>,
+}
+
+/// [`CheckpointState`] by reference, so that taking a checkpoint copies nothing but the bytes.
+#[derive(Serialize)]
+struct CheckpointRef<'a> {
+    sequence: u64,
+    history: u64,
+    executed: u64,
+    clients: &'a ClientTable,
+    app: &'a [u8],
 }
 
 /// A lagging executor's state-transfer attempt.
@@ -282,12 +292,13 @@ impl<A: Application> Executor<A> {
         if !due || taken {
             return;
         }
-        let state = CheckpointState {
+        let app = self.app.snapshot();
+        let state = CheckpointRef {
             sequence: self.next,
             history: self.history,
             executed: self.executed,
-            clients: self.clients.clone(),
-            app: self.app.snapshot(),
+            clients: &self.clients,
+            app: &app,
         };
         let Ok(bytes) = bincode::serialize(&state) else { return };
         self.keep_checkpoint(self.next, Arc::new(bytes));
@@ -303,6 +314,7 @@ impl<A: Application> Executor<A> {
 
     fn execute(&mut self, sequence: u64, request: &Request, out: &mut ExecutorOutbox) {
         for (index, command) in request.commands.iter().enumerate() {
+            self.clients.acknowledge(command.client, command.answered_below);
             let (outcome, result) = match self.clients.check(command.client, command.timestamp) {
                 Verdict::Cached(result) => (Outcome::Cached, result.to_vec()),
                 Verdict::Expired => (Outcome::Expired, Vec::new()),
@@ -350,7 +362,7 @@ mod tests {
     }
 
     fn put(client: u64, timestamp: u64, key: &str) -> Command {
-        Command { client, timestamp, op: KvOp::Put { key: key.into(), value: b"v".to_vec() }.encode() }
+        Command::new(client, timestamp, KvOp::Put { key: key.into(), value: b"v".to_vec() }.encode())
     }
 
     fn request(number: u64, commands: Vec<Command>) -> Request {

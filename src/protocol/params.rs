@@ -35,7 +35,7 @@ pub struct Params {
 
 impl Default for Params {
     fn default() -> Self {
-        Params { f: 1, window: 256, batch_size: 64, batch_timeout_us: 200, checkpoint_interval: 128, client_window: 64 }
+        Params { f: 1, window: 256, batch_size: 64, batch_timeout_us: 0, checkpoint_interval: 128, client_window: 64 }
     }
 }
 

@@ -108,7 +108,7 @@ mod tests {
     use crate::protocol::tuple::Command;
 
     fn request(number: u64) -> Request {
-        let command = Command { client: 9, timestamp: number, op: vec![] };
+        let command = Command::new(9, number, vec![]);
         Request { source: 0, number, commands: Arc::from(vec![command]) }
     }
 

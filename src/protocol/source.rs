@@ -92,7 +92,7 @@ mod tests {
     use super::*;
 
     fn command(t: u64) -> Command {
-        Command { client: 1, timestamp: t, op: vec![t as u8] }
+        Command::new(1, t, vec![t as u8])
     }
 
     fn source(batch_size: usize, batch_timeout_us: u64) -> RequestSource {

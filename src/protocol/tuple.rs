@@ -11,14 +11,25 @@ use serde::{Deserialize, Serialize};
 ///
 /// A client picks a timestamp greater than that of its previous commands; `(client, timestamp)`
 /// identifies the command, which is how executors filter out retransmitted duplicates.
+/// `answered_below` is not in the paper: it tells executors which results the client already
+/// has, so that they can forget them (the client-session rule of the Raft dissertation, 6.3).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Command {
     /// The client that issued the command.
     pub client: u64,
     /// Logical timestamp, increasing per client (1, 2, 3, ...).
     pub timestamp: u64,
+    /// Every command of this client with a lower timestamp has been answered (0: no claim).
+    pub answered_below: u64,
     /// The operation, opaque to the protocol and interpreted by the application.
     pub op: Vec<u8>,
+}
+
+impl Command {
+    /// A command that makes no claim about answered commands.
+    pub fn new(client: u64, timestamp: u64, op: Vec<u8>) -> Command {
+        Command { client, timestamp, answered_below: 0, op }
+    }
 }
 
 /// `<REQUEST, r, q, cmd>`: a batch of commands numbered by a request source (Section III-C).

@@ -1,0 +1,155 @@
+//! tara with closed-loop clients inside the dataflow: the embedding API, with the replies stream
+//! fed back into the submissions through a feedback loop (the same client mechanism as the
+//! bare-timely baseline).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use timely::dataflow::Stream;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::{ConnectLoop, Feedback};
+
+use super::closed_loop::{Driver, Measurement, Stats, measure};
+use tara::app::{Application, RestoreError};
+use tara::dataflow::pulse::{Pulse, give};
+use tara::dataflow::{Deployment, Placement, Stage, Submit, tara};
+use tara::protocol::{Command, Params, Reply};
+
+/// The cheapest deterministic service: counts operations and answers the count.
+#[derive(Default)]
+pub struct Counter(u64);
+
+impl Application for Counter {
+    fn execute(&mut self, _op: &[u8]) -> Vec<u8> {
+        self.0 += 1;
+        self.0.to_le_bytes().to_vec()
+    }
+    fn snapshot(&self) -> Vec<u8> {
+        self.0.to_le_bytes().to_vec()
+    }
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError> {
+        let bytes: [u8; 8] = snapshot.try_into().map_err(|_| RestoreError("8 bytes expected".into()))?;
+        self.0 = u64::from_le_bytes(bytes);
+        Ok(())
+    }
+}
+
+/// What the clients send.
+#[derive(Clone, Copy)]
+pub enum Ops {
+    /// 64 opaque bytes (for the [`Counter`] service).
+    Opaque,
+    /// The paper's workload on the coordination service: half set data, half get data.
+    Coordination,
+}
+
+/// Runs tara on 3 workers with `clients` closed-loop clients.
+pub fn run<A: Application + 'static>(
+    clients: usize,
+    params: Params,
+    ops: Ops,
+    app: impl Fn(u32) -> A + Send + Sync + 'static,
+    warmup: Duration,
+    seconds: Duration,
+) -> Measurement {
+    let placement = Placement::spread(&params, 1, 3).expect("3 workers");
+    let deployment = Deployment::new(params, placement);
+    let control = deployment.control.clone();
+    let stats = Stats::new();
+    let stats2 = stats.clone();
+    let app = Arc::new(app);
+    let guards = timely::execute(timely::Config::process(3), move |worker| {
+        let (deployment, stats, app) = (deployment.clone(), stats2.clone(), app.clone());
+        worker.dataflow::<u64, _, _>(|scope| {
+            let (handle, submissions) = scope.feedback::<Vec<Submit>>(1);
+            let streams = tara(scope, submissions, &deployment, |id| app(id));
+            client_op(streams.replies, clients, &deployment, ops, &stats).connect_loop(handle);
+        });
+        while worker.step_or_park(None) {}
+    })
+    .expect("timely starts");
+    measure(&stats, warmup, seconds, move || {
+        control.stop();
+        drop(guards.join());
+    })
+}
+
+/// Client c submits through request source c mod (f+1); it runs on that source's worker, where
+/// its replies arrive.
+fn client_op<'s>(
+    replies: Stream<'s, u64, Vec<Reply>>,
+    clients: usize,
+    deployment: &Deployment,
+    ops: Ops,
+    stats: &Arc<Stats>,
+) -> Stream<'s, u64, Vec<Submit>> {
+    let scope = replies.scope();
+    let sources = deployment.params.sources() as u64;
+    let local_sources = deployment.placement.replicas_on(Stage::Source, scope.index());
+    let mine: Vec<u64> = (1..=clients as u64).filter(|c| local_sources.contains(&((c % sources) as u32))).collect();
+    let index_of: std::collections::HashMap<u64, usize> = mine.iter().enumerate().map(|(i, c)| (*c, i)).collect();
+    let mut driver = Driver::new(mine.into_iter(), stats.clone());
+    let mut builder = OperatorBuilder::new("Clients".to_owned(), scope);
+    let info = builder.operator_info();
+    let mut input = builder.new_input(replies, Pipeline);
+    let (output, submissions) = builder.new_output();
+    let mut output = OutputBuilder::from(output);
+    let control = deployment.control.clone();
+    let hosting = !driver.clients.is_empty();
+    builder.build(move |caps| {
+        let mut pulse = Pulse::new(caps, scope.activator_for(info.address.clone()), control, 5, hosting);
+        let mut ready: Vec<usize> = (0..driver.clients.len()).collect();
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        move |_| {
+            let alive = pulse.begin();
+            input.for_each(|_, data| {
+                for reply in data.drain(..) {
+                    let Some(index) = index_of.get(&reply.client) else { continue };
+                    if driver.complete(*index, reply.timestamp) {
+                        ready.push(*index);
+                    }
+                }
+            });
+            if !alive {
+                return;
+            }
+            let mut out = Vec::with_capacity(ready.len());
+            for index in ready.drain(..) {
+                let timestamp = driver.next(index);
+                let client = driver.clients[index].id;
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                let op = make_op(ops, rng);
+                out.push(Submit {
+                    source: (client % sources) as u32,
+                    command: Command { client, timestamp, answered_below: timestamp, op },
+                });
+            }
+            give(&mut output, pulse.send_cap(0), out.into_iter());
+            driver.flush();
+            if pulse.stopping() {
+                pulse.release();
+            }
+            pulse.end(None);
+        }
+    });
+    submissions
+}
+
+fn make_op(ops: Ops, random: u64) -> Vec<u8> {
+    use tara::app::coordination::CoordOp;
+    match ops {
+        Ops::Opaque => vec![7; 64],
+        Ops::Coordination => {
+            let path = format!("/{}", random % 1000);
+            if random & (1 << 40) == 0 {
+                CoordOp::SetData { path, data: vec![7; 64], version: None }.encode()
+            } else {
+                CoordOp::GetData { path }.encode()
+            }
+        }
+    }
+}
