@@ -4,6 +4,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+use crate::app::{fnv1a, fnv1a_extend};
+
 /// What an executor should do with a command.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict<'a> {
@@ -103,9 +105,20 @@ impl ClientTable {
         self.sessions.values().map(|s| s.results.len()).sum()
     }
 
-    /// A deterministic view (clients in order), for digests.
-    pub fn ordered(&self) -> BTreeMap<u64, (u64, u64, &BTreeMap<u64, Vec<u8>>)> {
-        self.sessions.iter().map(|(c, s)| (*c, (s.highest, s.answered_below, &s.results))).collect()
+    /// A digest of the table that does not depend on hash-map order.
+    pub fn digest(&self) -> u64 {
+        let mut clients: Vec<(&u64, &Session)> = self.sessions.iter().collect();
+        clients.sort_unstable_by_key(|(c, _)| **c);
+        let mut hash = fnv1a(b"clients");
+        for (client, session) in clients {
+            for number in [*client, session.highest, session.answered_below] {
+                hash = fnv1a_extend(hash, &number.to_le_bytes());
+            }
+            for (timestamp, result) in &session.results {
+                hash = fnv1a_extend(fnv1a_extend(hash, &timestamp.to_le_bytes()), result);
+            }
+        }
+        hash
     }
 }
 
