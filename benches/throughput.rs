@@ -22,6 +22,9 @@ use tara::app::coordination::{CoordOp, Coordination};
 use tara::protocol::Params;
 use tara_loop::{Counter, Ops};
 
+/// One configuration to measure.
+type Run = Box<dyn Fn() -> Measurement>;
+
 fn env_list(name: &str, default: &str) -> Vec<usize> {
     std::env::var(name).unwrap_or_else(|_| default.into()).split(',').filter_map(|x| x.trim().parse().ok()).collect()
 }
@@ -48,7 +51,7 @@ fn main() {
     for &n in &clients {
         for &batch in &batches {
             let params = Params { batch_size: batch, ..Params::default() };
-            let runs: Vec<(&str, Box<dyn Fn() -> Measurement>)> = vec![
+            let runs: Vec<(&str, Run)> = vec![
                 ("bare timely", Box::new(move || bare::run(n, batch, warmup, seconds))),
                 ("tara (counter)", {
                     let params = params.clone();

@@ -149,7 +149,7 @@ fn proposer<'s>(
         let mut pending: Vec<Req> = Vec::new();
         move |_| {
             let alive = pulse.begin();
-            input.for_each(|_, data| pending.extend(data.drain(..)));
+            input.for_each(|_, data| pending.append(data));
             if !alive {
                 pending.clear();
                 return;
