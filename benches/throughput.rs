@@ -22,6 +22,10 @@ use tara::app::coordination::{CoordOp, Coordination};
 use tara::protocol::Params;
 use tara_loop::{Counter, Ops};
 
+/// The same allocator as the `tara` binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// One configuration to measure.
 type Run = Box<dyn Fn() -> Measurement>;
 

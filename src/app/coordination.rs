@@ -15,11 +15,12 @@
 //! assert_eq!(result, Ok(CoordResponse::Created { path: "/app".into() }));
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cell::RefCell;
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Application, RestoreError};
+use super::{Application, FastMap, RestoreError};
 
 /// The longest path accepted, in bytes.
 pub const PATH_BYTES_MAX: usize = 1024;
@@ -35,6 +36,7 @@ pub enum CoordOp {
         /// The path (or path prefix when sequential).
         path: String,
         /// The initial data.
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
         /// Append the parent's sequence counter to the name.
         sequential: bool,
@@ -51,6 +53,7 @@ pub enum CoordOp {
         /// The path.
         path: String,
         /// The new data.
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
         /// The expected data version.
         version: Option<u32>,
@@ -96,6 +99,7 @@ pub enum CoordResponse {
     /// The data and stat of a znode.
     Data {
         /// The data.
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
         /// The stat.
         stat: Stat,
@@ -162,6 +166,66 @@ impl CoordOp {
     }
 }
 
+/// [`CoordOp`] decoded in place: paths and data borrow from the operation bytes (the same
+/// encoding, variant for variant), so executing a read allocates nothing but its answer.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+pub enum CoordOpRef<'a> {
+    /// See [`CoordOp::Create`].
+    Create {
+        /// The path (or path prefix when sequential).
+        path: &'a str,
+        /// The initial data.
+        data: &'a [u8],
+        /// Append the parent's sequence counter to the name.
+        sequential: bool,
+    },
+    /// See [`CoordOp::Delete`].
+    Delete {
+        /// The path.
+        path: &'a str,
+        /// The expected data version.
+        version: Option<u32>,
+    },
+    /// See [`CoordOp::SetData`].
+    SetData {
+        /// The path.
+        path: &'a str,
+        /// The new data.
+        data: &'a [u8],
+        /// The expected data version.
+        version: Option<u32>,
+    },
+    /// See [`CoordOp::GetData`].
+    GetData {
+        /// The path.
+        path: &'a str,
+    },
+    /// See [`CoordOp::Exists`].
+    Exists {
+        /// The path.
+        path: &'a str,
+    },
+    /// See [`CoordOp::GetChildren`].
+    GetChildren {
+        /// The path.
+        path: &'a str,
+    },
+}
+
+impl CoordOp {
+    /// The operation, borrowed.
+    pub fn as_ref(&self) -> CoordOpRef<'_> {
+        match self {
+            CoordOp::Create { path, data, sequential } => CoordOpRef::Create { path, data, sequential: *sequential },
+            CoordOp::Delete { path, version } => CoordOpRef::Delete { path, version: *version },
+            CoordOp::SetData { path, data, version } => CoordOpRef::SetData { path, data, version: *version },
+            CoordOp::GetData { path } => CoordOpRef::GetData { path },
+            CoordOp::Exists { path } => CoordOpRef::Exists { path },
+            CoordOp::GetChildren { path } => CoordOpRef::GetChildren { path },
+        }
+    }
+}
+
 /// Decodes result bytes produced by [`Coordination::execute`].
 pub fn decode_result(bytes: &[u8]) -> Result<CoordResult, String> {
     bincode::deserialize(bytes).map_err(|e| format!("malformed coordination result: {e}"))
@@ -169,6 +233,7 @@ pub fn decode_result(bytes: &[u8]) -> Result<CoordResult, String> {
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 struct Znode {
+    #[serde(with = "serde_bytes")]
     data: Vec<u8>,
     version: u32,
     children: BTreeSet<String>,
@@ -182,16 +247,29 @@ impl Znode {
 }
 
 /// The replicated tree of znodes. The root `/` always exists.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Znodes live in a hash map keyed by path (a lookup per operation, no string comparisons
+/// along a tree); snapshots list them in path order, so equal trees have equal snapshots.
+#[derive(Clone, Debug)]
 pub struct Coordination {
-    nodes: BTreeMap<String, Znode>,
+    nodes: FastMap<String, Znode>,
+    /// The paths in order, for snapshots; dropped by create and delete, rebuilt on demand.
+    sorted: RefCell<Option<Vec<String>>>,
 }
+
+impl PartialEq for Coordination {
+    fn eq(&self, other: &Self) -> bool {
+        self.nodes == other.nodes
+    }
+}
+
+impl Eq for Coordination {}
 
 impl Default for Coordination {
     fn default() -> Self {
-        let mut nodes = BTreeMap::new();
+        let mut nodes = FastMap::default();
         nodes.insert("/".to_string(), Znode::default());
-        Coordination { nodes }
+        Coordination { nodes, sorted: RefCell::new(None) }
     }
 }
 
@@ -252,20 +330,25 @@ fn check_version(path: &str, expected: Option<u32>, actual: u32) -> Result<(), C
 impl Coordination {
     /// Applies a decoded operation.
     pub fn apply(&mut self, op: CoordOp) -> CoordResult {
+        self.apply_ref(op.as_ref())
+    }
+
+    /// Applies an operation decoded in place.
+    pub fn apply_ref(&mut self, op: CoordOpRef<'_>) -> CoordResult {
         match op {
-            CoordOp::Create { path, data, sequential } => self.create(path, data, sequential),
-            CoordOp::Delete { path, version } => self.delete(&path, version),
-            CoordOp::SetData { path, data, version } => self.set_data(&path, data, version),
-            CoordOp::GetData { path } => {
-                let node = self.node(&path)?;
+            CoordOpRef::Create { path, data, sequential } => self.create(path, data, sequential),
+            CoordOpRef::Delete { path, version } => self.delete(path, version),
+            CoordOpRef::SetData { path, data, version } => self.set_data(path, data, version),
+            CoordOpRef::GetData { path } => {
+                let node = self.node(path)?;
                 Ok(CoordResponse::Data { data: node.data.clone(), stat: node.stat() })
             }
-            CoordOp::Exists { path } => {
-                validate_path(&path)?;
-                Ok(CoordResponse::Exists(self.nodes.get(&path).map(Znode::stat)))
+            CoordOpRef::Exists { path } => {
+                validate_path(path)?;
+                Ok(CoordResponse::Exists(self.nodes.get(path).map(Znode::stat)))
             }
-            CoordOp::GetChildren { path } => {
-                Ok(CoordResponse::Children(self.node(&path)?.children.iter().cloned().collect()))
+            CoordOpRef::GetChildren { path } => {
+                Ok(CoordResponse::Children(self.node(path)?.children.iter().cloned().collect()))
             }
         }
     }
@@ -285,20 +368,20 @@ impl Coordination {
         self.nodes.get(path).ok_or_else(|| CoordError::NoNode(path.to_string()))
     }
 
-    fn create(&mut self, path: String, data: Vec<u8>, sequential: bool) -> CoordResult {
-        validate_path(&path)?;
-        check_data(&data)?;
+    fn create(&mut self, path: &str, data: &[u8], sequential: bool) -> CoordResult {
+        validate_path(path)?;
+        check_data(data)?;
         if path == "/" {
-            return Err(CoordError::NodeExists(path));
+            return Err(CoordError::NodeExists(path.to_string()));
         }
-        let (parent_path, _) = split(&path);
-        let parent = self.nodes.get_mut(parent_path).ok_or_else(|| CoordError::NoParent(path.clone()))?;
+        let (parent_path, _) = split(path);
+        let parent = self.nodes.get_mut(parent_path).ok_or_else(|| CoordError::NoParent(path.to_string()))?;
         let path = if sequential {
             let numbered = format!("{path}{:010}", parent.next_sequential);
             parent.next_sequential += 1;
             numbered
         } else {
-            path
+            path.to_string()
         };
         if self.nodes.contains_key(&path) {
             return Err(CoordError::NodeExists(path));
@@ -307,7 +390,8 @@ impl Coordination {
         if let Some(parent) = self.nodes.get_mut(parent_path) {
             parent.children.insert(name.to_string());
         }
-        self.nodes.insert(path.clone(), Znode { data, ..Znode::default() });
+        self.nodes.insert(path.clone(), Znode { data: data.to_vec(), ..Znode::default() });
+        self.sorted.replace(None);
         Ok(CoordResponse::Created { path })
     }
 
@@ -321,6 +405,7 @@ impl Coordination {
             return Err(CoordError::NotEmpty(path.to_string()));
         }
         self.nodes.remove(path);
+        self.sorted.replace(None);
         let (parent_path, name) = split(path);
         if let Some(parent) = self.nodes.get_mut(parent_path) {
             parent.children.remove(name);
@@ -328,12 +413,13 @@ impl Coordination {
         Ok(CoordResponse::Deleted)
     }
 
-    fn set_data(&mut self, path: &str, data: Vec<u8>, version: Option<u32>) -> CoordResult {
+    fn set_data(&mut self, path: &str, data: &[u8], version: Option<u32>) -> CoordResult {
         validate_path(path)?;
-        check_data(&data)?;
+        check_data(data)?;
         let node = self.nodes.get_mut(path).ok_or_else(|| CoordError::NoNode(path.to_string()))?;
         check_version(path, version, node.version)?;
-        node.data = data;
+        node.data.clear();
+        node.data.extend_from_slice(data);
         node.version = node.version.wrapping_add(1);
         Ok(CoordResponse::Set(node.stat()))
     }
@@ -341,8 +427,8 @@ impl Coordination {
 
 impl Application for Coordination {
     fn execute(&mut self, op: &[u8]) -> Vec<u8> {
-        let result = match bincode::deserialize::<CoordOp>(op) {
-            Ok(op) => self.apply(op),
+        let result = match bincode::deserialize::<CoordOpRef<'_>>(op) {
+            Ok(op) => self.apply_ref(op),
             Err(e) => {
                 Err(CoordError::Malformed(format!("cannot decode coordination operation ({} bytes): {e}", op.len())))
             }
@@ -351,15 +437,24 @@ impl Application for Coordination {
     }
 
     fn snapshot(&self) -> Vec<u8> {
-        bincode::serialize(&self.nodes).unwrap_or_default()
+        let mut sorted = self.sorted.borrow_mut();
+        let paths = sorted.get_or_insert_with(|| {
+            let mut paths: Vec<String> = self.nodes.keys().cloned().collect();
+            paths.sort_unstable();
+            paths
+        });
+        let nodes: Vec<(&String, &Znode)> = paths.iter().filter_map(|p| self.nodes.get_key_value(p)).collect();
+        bincode::serialize(&nodes).unwrap_or_default()
     }
 
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError> {
-        let nodes: BTreeMap<String, Znode> = bincode::deserialize(snapshot).map_err(|e| RestoreError(e.to_string()))?;
+        let nodes: Vec<(String, Znode)> = bincode::deserialize(snapshot).map_err(|e| RestoreError(e.to_string()))?;
+        let nodes: FastMap<String, Znode> = nodes.into_iter().collect();
         if !nodes.contains_key("/") {
             return Err(RestoreError("the snapshot has no root znode".into()));
         }
         self.nodes = nodes;
+        self.sorted.replace(None);
         Ok(())
     }
 }
@@ -456,11 +551,34 @@ mod tests {
         assert_eq!(c, before, "nothing changed");
     }
 
+    /// The borrowed decoding reads exactly what `CoordOp::encode` writes, variant by variant.
+    #[test]
+    fn borrowed_decoding_matches_the_encoding() {
+        let ops = [
+            CoordOp::Create { path: "/a".into(), data: vec![1, 2], sequential: true },
+            CoordOp::Delete { path: "/a".into(), version: Some(3) },
+            CoordOp::SetData { path: "/b".into(), data: vec![9; 100], version: None },
+            CoordOp::GetData { path: "/c".into() },
+            CoordOp::Exists { path: "/d".into() },
+            CoordOp::GetChildren { path: "/e".into() },
+        ];
+        for op in ops {
+            let bytes = op.encode();
+            let decoded: CoordOpRef<'_> = bincode::deserialize(&bytes).unwrap();
+            assert_eq!(decoded, op.as_ref());
+        }
+    }
+
     #[test]
     fn snapshot_round_trip() {
         let mut c = Coordination::default();
         run(&mut c, create("/a")).unwrap();
         let mut d = Coordination::default();
+        d.restore(&c.snapshot()).unwrap();
+        assert_eq!(c, d);
+        // The cached path order follows creates and deletes.
+        run(&mut c, create("/b")).unwrap();
+        run(&mut c, CoordOp::Delete { path: "/a".into(), version: None }).unwrap();
         d.restore(&c.snapshot()).unwrap();
         assert_eq!(c, d);
         assert_eq!(c.digest(), d.digest());

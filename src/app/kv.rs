@@ -14,6 +14,7 @@ pub enum KvOp {
         /// The key.
         key: String,
         /// The new value.
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
     /// Reads `key`.

@@ -21,9 +21,13 @@ pub trait Application {
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError>;
     /// A digest of the state; replicas with equal state have equal digests.
     fn digest(&self) -> u64 {
-        fnv1a(&self.snapshot())
+        digest_bytes(&self.snapshot())
     }
 }
+
+/// A hash map with a fast, DoS-resistant hasher (foldhash). Its iteration order differs between
+/// replicas, so nothing observable may depend on it: snapshots and digests sort first.
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// A snapshot that could not be restored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,16 +41,12 @@ impl std::fmt::Display for RestoreError {
 
 impl std::error::Error for RestoreError {}
 
-/// 64-bit FNV-1a: a digest that is the same on every platform, build and Rust version.
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    fnv1a_extend(0xcbf2_9ce4_8422_2325, bytes)
+/// A 64-bit digest (xxh3) that is the same on every platform and build.
+pub fn digest_bytes(bytes: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(bytes)
 }
 
-/// Continues an FNV-1a digest with more bytes (for hash chains).
-pub fn fnv1a_extend(mut hash: u64, bytes: &[u8]) -> u64 {
-    for byte in bytes {
-        hash ^= *byte as u64;
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash
+/// Continues a digest with more bytes (for hash chains): the previous digest is the seed.
+pub fn digest_extend(hash: u64, bytes: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(bytes, hash)
 }

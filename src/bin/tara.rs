@@ -37,6 +37,11 @@ enum Command {
     },
 }
 
+/// mimalloc: workers allocate tuples that other workers free; glibc's allocator spends a large
+/// share of the CPU consolidating such chunks (measured in benches/throughput.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const DEFAULT_CONFIG: &str = "dataflows/embedded-f1.toml";
 
 fn load(config: Option<PathBuf>) -> Result<Description, String> {

@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 use super::client_table::{ClientTable, Verdict};
 use super::params::Params;
 use super::quorum::Announced;
-use super::tuple::{Checkpoint, Commit, Executed, Fetch, Outcome, Reply, Request, Stable, Transfer};
+use super::tuple::{Checkpoint, Command, Commit, Executed, Fetch, Outcome, Reply, Request, Stable, Transfer};
 use super::window::Window;
-use crate::app::{Application, fnv1a, fnv1a_extend};
+use crate::app::{Application, digest_bytes, digest_extend};
 
 /// Checkpoints kept in memory per executor: the newest two, so that one is always complete
 /// while the next is being taken.
@@ -115,7 +115,7 @@ impl<A: Application> Executor<A> {
             app,
             clients: ClientTable::new(params.client_window),
             checkpoints: VecDeque::new(),
-            history: fnv1a(b"tara"),
+            history: digest_bytes(b"tara"),
             executed: 0,
             stalled_at: 0,
             stalled_since_us: 0,
@@ -155,8 +155,8 @@ impl<A: Application> Executor<A> {
 
     /// A digest of the application state and the duplicate-detection table.
     pub fn state_digest(&self) -> u64 {
-        let hash = fnv1a_extend(fnv1a(&self.app.digest().to_le_bytes()), &self.clients.digest().to_le_bytes());
-        fnv1a_extend(hash, &self.next.to_le_bytes())
+        let hash = digest_extend(digest_bytes(&self.app.digest().to_le_bytes()), &self.clients.digest().to_le_bytes());
+        digest_extend(hash, &self.next.to_le_bytes())
     }
 
     /// The stability threshold this replica adopted.
@@ -313,20 +313,23 @@ impl<A: Application> Executor<A> {
 
     fn execute(&mut self, sequence: u64, request: &Request, out: &mut ExecutorOutbox) {
         for (index, command) in request.commands.iter().enumerate() {
-            self.clients.acknowledge(command.client, command.answered_below);
-            let (outcome, result) = match self.clients.check(command.client, command.timestamp) {
+            let (client, timestamp) = (command.client, command.timestamp);
+            let mut entry = self.clients.entry(client);
+            entry.acknowledge(command.answered_below);
+            let (outcome, result) = match entry.check(timestamp) {
                 Verdict::Cached(result) => (Outcome::Cached, result.to_vec()),
                 Verdict::Expired => (Outcome::Expired, Vec::new()),
                 Verdict::Execute => {
                     let result = self.app.execute(&command.op);
-                    self.clients.record(command.client, command.timestamp, result.clone());
-                    self.chain(sequence, command.client, command.timestamp, &command.op, &result);
+                    entry.record(timestamp, result.clone());
+                    self.chain(sequence, command, &result);
                     if self.emit_executed {
+                        let command = command.clone();
                         let executed = Executed {
                             executor: self.id,
                             sequence,
                             index: index as u32,
-                            command: command.clone(),
+                            command,
                             result: result.clone(),
                         };
                         out.executed.push(executed);
@@ -334,18 +337,13 @@ impl<A: Application> Executor<A> {
                     (Outcome::Executed, result)
                 }
             };
-            let (client, timestamp) = (command.client, command.timestamp);
             out.replies.push(Reply { executor: self.id, source: request.source, client, timestamp, outcome, result });
         }
     }
 
-    fn chain(&mut self, sequence: u64, client: u64, timestamp: u64, op: &[u8], result: &[u8]) {
-        let mut hash = self.history;
-        for number in [sequence, client, timestamp] {
-            hash = fnv1a_extend(hash, &number.to_le_bytes());
-        }
-        hash = fnv1a_extend(fnv1a_extend(hash, op), result);
-        self.history = hash;
+    fn chain(&mut self, sequence: u64, command: &Command, result: &[u8]) {
+        let position = sequence.rotate_left(40) ^ command.client.rotate_left(20) ^ command.timestamp;
+        self.history = digest_extend(digest_extend(self.history ^ position, &command.op), result);
         self.executed += 1;
     }
 }
@@ -354,7 +352,6 @@ impl<A: Application> Executor<A> {
 mod tests {
     use super::*;
     use crate::app::kv::{KvOp, KvStore};
-    use crate::protocol::tuple::Command;
 
     fn params() -> Params {
         Params { window: 8, checkpoint_interval: 4, client_window: 4, ..Params::default() }

@@ -22,6 +22,7 @@ pub struct Command {
     /// Every command of this client with a lower timestamp has been answered (0: no claim).
     pub answered_below: u64,
     /// The operation, opaque to the protocol and interpreted by the application.
+    #[serde(with = "serde_bytes")]
     pub op: Vec<u8>,
 }
 
@@ -121,6 +122,7 @@ pub struct Reply {
     /// Whether the command was executed now, answered from the cache, or expired.
     pub outcome: Outcome,
     /// The application's result (empty when expired).
+    #[serde(with = "serde_bytes")]
     pub result: Vec<u8>,
 }
 
@@ -137,6 +139,7 @@ pub struct Executed {
     /// The command.
     pub command: Command,
     /// The application's result.
+    #[serde(with = "serde_bytes")]
     pub result: Vec<u8>,
 }
 
