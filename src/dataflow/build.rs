@@ -28,7 +28,8 @@ pub struct TaraStreams<'s> {
 
 /// Builds the TARA dataflow (Figure 3 of the paper) in `scope`: request sources, proposers,
 /// committers and executors on the request path, garbage-collection sources on a feedback loop
-/// from executors back to every stage, and a state-transfer loop among executors.
+/// from executors back to every stage, a state-transfer loop among executors, and a repair loop
+/// from executors back to the proposers.
 ///
 /// `submissions` carries client commands, each addressed to a request source; `app` creates the
 /// application instance of each executor replica. Every worker of the scope must call this
@@ -42,14 +43,16 @@ pub fn tara<'s, A: Application + 'static>(
     let (stable_loop, stable) = scope.feedback(1);
     let (fetch_loop, fetches) = scope.feedback(1);
     let (transfer_loop, transfers) = scope.feedback(1);
+    let (nack_loop, nacks) = scope.feedback(1);
 
     let requests = request_sources(submissions, deployment);
-    let proposals = proposers(requests, stable.clone(), deployment);
+    let proposals = proposers(requests, stable.clone(), nacks, deployment);
     let commits = committers(proposals, stable.clone(), deployment);
     let inputs = ExecutorInputs { commits, stable, fetches, transfers };
     let out = executors(inputs, deployment, &app);
     out.fetches.connect_loop(fetch_loop);
     out.transfers.connect_loop(transfer_loop);
+    out.nacks.connect_loop(nack_loop);
     gc_sources(out.checkpoints, deployment).connect_loop(stable_loop);
 
     let replies = out.replies.exchange(|r: &Routed<Reply>| r.worker as u64).map(|r| r.tuple);

@@ -30,6 +30,8 @@ pub struct ReplicaStats {
     pub stable: AtomicU64,
     /// Executors: checkpoints restored from peers (state transfers).
     pub transfers: AtomicU64,
+    /// Executors: nacks sent. Proposers: proposals repeated on a nack.
+    pub repairs: AtomicU64,
 }
 
 impl ReplicaStats {

@@ -10,7 +10,7 @@ use super::placement::{Placement, Stage};
 use super::pulse::{Out, Pulse, give};
 use super::routed::{Local, Routed, by_worker, multicast};
 use crate::app::Application;
-use crate::protocol::{Checkpoint, Commit, Executed, Executor, ExecutorOutbox, Fetch, Reply, Stable, Transfer};
+use crate::protocol::{Checkpoint, Commit, Executed, Executor, ExecutorOutbox, Fetch, Nack, Reply, Stable, Transfer};
 
 /// The streams an executor operator emits.
 pub struct ExecutorStreams<'s> {
@@ -24,6 +24,8 @@ pub struct ExecutorStreams<'s> {
     pub fetches: Stream<'s, u64, Vec<Routed<Fetch>>>,
     /// Checkpoints for lagging executors, routed to them.
     pub transfers: Stream<'s, u64, Vec<Routed<Transfer>>>,
+    /// Requests to repeat a proposal, routed to the proposer asked.
+    pub nacks: Stream<'s, u64, Vec<Routed<Nack>>>,
 }
 
 /// The inputs of the executor operator.
@@ -57,12 +59,14 @@ pub fn executors<'s, A: Application + 'static>(
     let (executed_out, executed) = builder.new_output();
     let (fetches_out, fetches) = builder.new_output();
     let (transfers_out, transfers) = builder.new_output();
+    let (nacks_out, nacks) = builder.new_output();
     let mut outputs = Outputs {
         replies: OutputBuilder::from(replies_out),
         checkpoints: OutputBuilder::from(checkpoints_out),
         executed: OutputBuilder::from(executed_out),
         fetches: OutputBuilder::from(fetches_out),
         transfers: OutputBuilder::from(transfers_out),
+        nacks: OutputBuilder::from(nacks_out),
     };
 
     let params = deployment.params.clone();
@@ -114,7 +118,7 @@ pub fn executors<'s, A: Application + 'static>(
             pulse.end(None);
         }
     });
-    ExecutorStreams { replies, checkpoints, executed, fetches, transfers }
+    ExecutorStreams { replies, checkpoints, executed, fetches, transfers, nacks }
 }
 
 fn publish<A: Application>(control: &Control, id: u32, executor: &Executor<A>, stopping: bool) {
@@ -125,6 +129,7 @@ fn publish<A: Application>(control: &Control, id: u32, executor: &Executor<A>, s
     ReplicaStats::set(&stats.held, executor.held() as u64);
     ReplicaStats::set(&stats.stable, executor.stable());
     ReplicaStats::set(&stats.transfers, executor.transfers_restored());
+    ReplicaStats::set(&stats.repairs, executor.nacks_sent());
     if stopping {
         ReplicaStats::set(&stats.state_digest, executor.state_digest());
     }
@@ -136,6 +141,7 @@ struct Outputs {
     executed: Out<Executed>,
     fetches: Out<Routed<Fetch>>,
     transfers: Out<Routed<Transfer>>,
+    nacks: Out<Routed<Nack>>,
 }
 
 impl Outputs {
@@ -144,30 +150,24 @@ impl Outputs {
         give(
             &mut self.replies,
             pulse.send_cap(0),
-            out.replies.drain(..).map(|reply| {
-                let worker = placement.worker_of(Stage::Source, reply.source);
-                Routed { worker, replica: reply.source, tuple: reply }
-            }),
+            out.replies.drain(..).map(|r| Routed::to(placement, Stage::Source, r.source, r)),
         );
         give(&mut self.checkpoints, pulse.send_cap(1), out.checkpoints.drain(..).flat_map(|c| multicast(gc, c)));
         give(&mut self.executed, pulse.send_cap(2), out.executed.drain(..));
         give(
             &mut self.fetches,
             pulse.send_cap(3),
-            out.fetches.drain(..).map(|fetch| Routed {
-                worker: placement.worker_of(Stage::Executor, fetch.to),
-                replica: fetch.to,
-                tuple: fetch,
-            }),
+            out.fetches.drain(..).map(|f| Routed::to(placement, Stage::Executor, f.to, f)),
         );
         give(
             &mut self.transfers,
             pulse.send_cap(4),
-            out.transfers.drain(..).map(|transfer| Routed {
-                worker: placement.worker_of(Stage::Executor, transfer.to),
-                replica: transfer.to,
-                tuple: transfer,
-            }),
+            out.transfers.drain(..).map(|t| Routed::to(placement, Stage::Executor, t.to, t)),
+        );
+        give(
+            &mut self.nacks,
+            pulse.send_cap(5),
+            out.nacks.drain(..).map(|n| Routed::to(placement, Stage::Proposer, n.to, n)),
         );
     }
 }

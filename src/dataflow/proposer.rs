@@ -9,12 +9,14 @@ use super::deployment::Deployment;
 use super::placement::Stage;
 use super::pulse::{Pulse, give};
 use super::routed::{Local, Routed, by_worker, multicast};
-use crate::protocol::{Propose, Proposer, Request, Stable};
+use crate::protocol::{Nack, Propose, Proposer, Request, Stable};
 
-/// Assigns sequence numbers to requests and multicasts each proposal to every committer.
+/// Assigns sequence numbers to requests and multicasts each proposal to every committer;
+/// repeats a proposal an executor nacks.
 pub fn proposers<'s>(
     requests: Stream<'s, u64, Vec<Routed<Request>>>,
     stable: Stream<'s, u64, Vec<Routed<Stable>>>,
+    nacks: Stream<'s, u64, Vec<Routed<Nack>>>,
     deployment: &Deployment,
 ) -> Stream<'s, u64, Vec<Routed<Propose>>> {
     let scope = requests.scope();
@@ -23,6 +25,7 @@ pub fn proposers<'s>(
     let info = builder.operator_info();
     let mut requests_in = builder.new_input(requests, by_worker());
     let mut stable_in = builder.new_input(stable, by_worker());
+    let mut nacks_in = builder.new_input(nacks, by_worker());
     let (output, proposals) = builder.new_output();
     let mut output = OutputBuilder::from(output);
 
@@ -43,6 +46,11 @@ pub fn proposers<'s>(
                     local.deliver(routed.replica, |p| p.on_stable(routed.tuple, &mut out));
                 }
             });
+            nacks_in.for_each(|_, data| {
+                for routed in data.drain(..).filter(|_| alive) {
+                    local.deliver(routed.replica, |p| p.on_nack(routed.tuple, &mut out));
+                }
+            });
             requests_in.for_each(|_, data| {
                 for routed in data.drain(..).filter(|_| alive) {
                     local.deliver(routed.replica, |p| p.on_request(routed.tuple.clone(), &mut out));
@@ -56,8 +64,9 @@ pub fn proposers<'s>(
                     ReplicaStats::set(&stats.next, proposer.proposed());
                     ReplicaStats::set(&stats.count, proposer.proposed());
                     ReplicaStats::set(&stats.in_flight_max, proposer.in_flight_max());
-                    ReplicaStats::set(&stats.held, proposer.waiting() as u64);
+                    ReplicaStats::set(&stats.held, proposer.held() as u64);
                     ReplicaStats::set(&stats.stable, proposer.stable());
+                    ReplicaStats::set(&stats.repairs, proposer.repeated());
                 }
             }
             give(&mut output, pulse.send_cap(0), out.drain(..).flat_map(|propose| multicast(&committers, propose)));

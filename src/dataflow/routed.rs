@@ -4,6 +4,8 @@ use serde::{Deserialize, Serialize};
 use timely::ExchangeData;
 use timely::dataflow::channels::pact::Exchange;
 
+use super::placement::{Placement, Stage};
+
 /// The replica index that addresses every replica of the receiving stage on the worker.
 pub const ALL_REPLICAS: u32 = u32::MAX;
 
@@ -17,6 +19,13 @@ pub struct Routed<T> {
     pub replica: u32,
     /// The tuple.
     pub tuple: T,
+}
+
+impl<T> Routed<T> {
+    /// `tuple`, addressed to `replica` of `stage`.
+    pub fn to(placement: &Placement, stage: Stage, replica: u32, tuple: T) -> Routed<T> {
+        Routed { worker: placement.worker_of(stage, replica), replica, tuple }
+    }
 }
 
 /// The pact that delivers every routed tuple to its destination worker.

@@ -57,11 +57,7 @@ pub fn request_sources<'s>(
                     ReplicaStats::set(&stats.next, source.highest_number() + 1);
                 }
             }
-            let route = |(proposer, request)| Routed {
-                worker: placement.worker_of(Stage::Proposer, proposer),
-                replica: proposer,
-                tuple: request,
-            };
+            let route = |(proposer, request)| Routed::to(&placement, Stage::Proposer, proposer, request);
             give(&mut output, pulse.send_cap(0), out.drain(..).map(route));
             if pulse.stopping() {
                 pulse.release();

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::client_table::{ClientTable, Verdict};
 use super::params::Params;
 use super::quorum::Announced;
-use super::tuple::{Checkpoint, Command, Commit, Executed, Fetch, Outcome, Reply, Request, Stable, Transfer};
+use super::tuple::{Checkpoint, Command, Commit, Executed, Fetch, Nack, Outcome, Reply, Request, Stable, Transfer};
 use super::window::Window;
 use crate::app::{Application, digest_bytes, digest_extend};
 
@@ -29,6 +29,8 @@ pub struct ExecutorOutbox {
     pub fetches: Vec<Fetch>,
     /// Checkpoints sent to lagging executors.
     pub transfers: Vec<Transfer>,
+    /// Requests to the active proposer to repeat a proposal this executor waits for.
+    pub nacks: Vec<Nack>,
 }
 
 /// Votes for one sequence number in one view.
@@ -79,9 +81,11 @@ struct Fetching {
 pub struct Executor<A: Application> {
     id: u32,
     executors: u32,
+    proposers: u64,
     quorum: u32,
     checkpoint_interval: u64,
-    transfer_timeout_us: u64,
+    repair_timeout_us: u64,
+    announce_us: u64,
     emit_executed: bool,
     view: u64,
     stable: Announced,
@@ -94,8 +98,12 @@ pub struct Executor<A: Application> {
     executed: u64,
     stalled_at: u64,
     stalled_since_us: u64,
+    was_idle: bool,
     fetching: Option<Fetching>,
+    nacked_us: u64,
+    announced_us: u64,
     transfers_restored: u64,
+    nacks_sent: u64,
 }
 
 impl<A: Application> Executor<A> {
@@ -104,9 +112,11 @@ impl<A: Application> Executor<A> {
         Executor {
             id,
             executors: params.executors() as u32,
+            proposers: params.proposers() as u64,
             quorum: params.quorum() as u32,
             checkpoint_interval: params.checkpoint_interval,
-            transfer_timeout_us: 20_000,
+            repair_timeout_us: 20_000,
+            announce_us: 100_000,
             emit_executed: false,
             view: 0,
             stable: Announced::new(params.gc_sources(), params.quorum(), 0),
@@ -119,8 +129,12 @@ impl<A: Application> Executor<A> {
             executed: 0,
             stalled_at: 0,
             stalled_since_us: 0,
+            was_idle: true,
             fetching: None,
+            nacked_us: 0,
+            announced_us: 0,
             transfers_restored: 0,
+            nacks_sent: 0,
         }
     }
 
@@ -130,11 +144,17 @@ impl<A: Application> Executor<A> {
         self
     }
 
-    /// How long an executor behind the threshold waits without progress before fetching a
-    /// checkpoint, and between attempts.
-    pub fn transfer_timeout_us(mut self, timeout_us: u64) -> Self {
-        self.transfer_timeout_us = timeout_us;
+    /// How long an executor waits without progress before it repairs: fetching a checkpoint
+    /// when it is behind the threshold, asking for a proposal again when a gap holds it up; and
+    /// the pause between attempts.
+    pub fn repair_timeout_us(mut self, timeout_us: u64) -> Self {
+        self.repair_timeout_us = timeout_us;
         self
+    }
+
+    /// Nacks sent so far.
+    pub fn nacks_sent(&self) -> u64 {
+        self.nacks_sent
     }
 
     /// The next sequence number to execute: everything below it has been executed.
@@ -242,20 +262,47 @@ impl<A: Application> Executor<A> {
         self.execute_ready(out);
     }
 
-    /// Time passed: an executor behind the threshold that made no progress fetches a checkpoint.
+    /// Time passed: an executor that made no progress repairs (state transfer when it is behind
+    /// the threshold, a nack when a gap holds it up); its newest checkpoint is announced again
+    /// now and then, so that a garbage-collection source that missed it learns it.
     pub fn on_tick(&mut self, now_us: u64, out: &mut ExecutorOutbox) {
-        if self.next != self.stalled_at {
+        self.announce(now_us, out);
+        let idle = self.slots.occupied() == 0;
+        if self.next != self.stalled_at || (self.was_idle && !idle) {
             self.stalled_at = self.next;
             self.stalled_since_us = now_us;
             self.fetching = None;
         }
-        let behind = self.next < self.stable();
-        if !behind || now_us.saturating_sub(self.stalled_since_us) < self.transfer_timeout_us {
+        self.was_idle = idle;
+        if now_us.saturating_sub(self.stalled_since_us) < self.repair_timeout_us {
             return;
         }
+        if self.next < self.stable() {
+            self.fetch(now_us, out);
+        } else if !idle && now_us.saturating_sub(self.nacked_us) >= self.repair_timeout_us {
+            // Slots hold only sequence numbers from `next` on, and `next` is not committed
+            // (it would have executed): an instance is stuck.
+            self.nacked_us = now_us;
+            self.nacks_sent += 1;
+            let to = (self.view % self.proposers) as u32;
+            out.nacks.push(Nack { executor: self.id, to, sequence: self.next });
+        }
+    }
+
+    fn announce(&mut self, now_us: u64, out: &mut ExecutorOutbox) {
+        if now_us.saturating_sub(self.announced_us) < self.announce_us {
+            return;
+        }
+        self.announced_us = now_us;
+        if let Some((sequence, _)) = self.checkpoints.back() {
+            out.checkpoints.push(Checkpoint { executor: self.id, sequence: *sequence });
+        }
+    }
+
+    fn fetch(&mut self, now_us: u64, out: &mut ExecutorOutbox) {
         let peer = match &self.fetching {
             None => (self.id + 1) % self.executors,
-            Some(f) if now_us.saturating_sub(f.sent_us) >= self.transfer_timeout_us => self.next_peer(f.peer),
+            Some(f) if now_us.saturating_sub(f.sent_us) >= self.repair_timeout_us => self.next_peer(f.peer),
             Some(_) => return,
         };
         self.fetching = Some(Fetching { peer, sent_us: now_us });
@@ -463,6 +510,7 @@ mod tests {
         assert!(lag.fetches.is_empty(), "waits for the timeout first");
         behind.on_tick(1_000_000, &mut lag);
         let fetch = lag.fetches.pop().expect("fetches after the timeout");
+        assert!(lag.nacks.is_empty(), "behind the threshold, a nack cannot help");
         assert_eq!((fetch.executor, fetch.sequence), (1, 4));
         let mut answer = ExecutorOutbox::default();
         ahead.on_fetch(Fetch { to: 0, ..fetch }, &mut answer);
@@ -471,6 +519,26 @@ mod tests {
         assert_eq!(behind.next(), 4);
         assert_eq!(behind.state_digest(), ahead.state_digest());
         assert_eq!(behind.history(), ahead.history());
+    }
+
+    /// Repair: an executor held up by an instance that does not commit asks the active proposer
+    /// for it, once per timeout, and only when it has evidence that something is under way.
+    #[test]
+    fn a_gap_is_nacked_after_the_timeout() {
+        let mut e = executor();
+        let mut out = ExecutorOutbox::default();
+        e.on_tick(0, &mut out);
+        e.on_tick(1_000_000, &mut out);
+        assert!(out.nacks.is_empty(), "idle, nothing is missing");
+        let r = request(2, vec![put(1, 2, "b")]);
+        e.on_commit(commit(0, 1, 0, &r), &mut out);
+        e.on_tick(1_000_001, &mut out);
+        e.on_tick(1_001_000, &mut out);
+        assert!(out.nacks.is_empty(), "new work after a long idle time starts a new timeout");
+        e.on_tick(1_030_000, &mut out);
+        assert_eq!(out.nacks, vec![Nack { executor: 0, to: 0, sequence: 0 }]);
+        e.on_tick(1_031_000, &mut out);
+        assert_eq!(out.nacks.len(), 1, "at most one nack per timeout");
     }
 
     #[test]

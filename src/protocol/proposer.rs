@@ -4,7 +4,8 @@ use std::collections::VecDeque;
 
 use super::params::Params;
 use super::quorum::Announced;
-use super::tuple::{Propose, Request, Stable};
+use super::tuple::{Nack, Propose, Request, Stable};
+use super::window::Window;
 
 /// Proposer replica `p`. In view `v` only proposer `v mod (f+1)` is active.
 ///
@@ -22,8 +23,11 @@ pub struct Proposer {
     next_sequence: u64,
     stable: Announced,
     waiting: VecDeque<Request>,
+    /// The proposals of this view above the threshold, kept to answer [`Nack`]s.
+    sent: Window<Propose>,
     in_flight_max: u64,
     proposed: u64,
+    repeated: u64,
 }
 
 impl Proposer {
@@ -37,8 +41,10 @@ impl Proposer {
             next_sequence: 0,
             stable: Announced::new(params.gc_sources(), params.quorum(), 0),
             waiting: VecDeque::new(),
+            sent: Window::new(0, params.window),
             in_flight_max: 0,
             proposed: 0,
+            repeated: 0,
         }
     }
 
@@ -67,9 +73,14 @@ impl Proposer {
         self.proposed
     }
 
-    /// Requests waiting for room in the window (state held, for metrics and bounds).
-    pub fn waiting(&self) -> usize {
-        self.waiting.len()
+    /// Requests waiting for room in the window plus proposals kept for repair (state held).
+    pub fn held(&self) -> usize {
+        self.waiting.len() + self.sent.occupied()
+    }
+
+    /// Proposals sent again because an executor asked.
+    pub fn repeated(&self) -> u64 {
+        self.repeated
     }
 
     /// A request from a source: proposed at once if the window has room.
@@ -84,15 +95,31 @@ impl Proposer {
 
     /// A stability announcement: a rising threshold moves the window and frees room.
     pub fn on_stable(&mut self, stable: Stable, out: &mut Vec<Propose>) {
-        if self.stable.report(stable.source, stable.sequence).is_some() {
+        if let Some(threshold) = self.stable.report(stable.source, stable.sequence) {
+            self.sent.advance(threshold);
             self.propose_waiting(out);
+        }
+    }
+
+    /// An executor waits for `sequence`: send the proposal again if this replica made it.
+    pub fn on_nack(&mut self, nack: Nack, out: &mut Vec<Propose>) {
+        if nack.to != self.id || !self.is_active() {
+            return;
+        }
+        if let Some(propose) = self.sent.get(nack.sequence) {
+            self.repeated += 1;
+            out.push(propose.clone());
         }
     }
 
     fn propose_waiting(&mut self, out: &mut Vec<Propose>) {
         while self.next_sequence < self.stable() + self.window {
             let Some(request) = self.waiting.pop_front() else { break };
-            out.push(Propose { proposer: self.id, sequence: self.next_sequence, view: self.view, request });
+            let propose = Propose { proposer: self.id, sequence: self.next_sequence, view: self.view, request };
+            if let Some(slot) = self.sent.get_or_insert_with(propose.sequence, || propose.clone()) {
+                *slot = propose.clone();
+            }
+            out.push(propose);
             self.next_sequence += 1;
             self.proposed += 1;
             self.in_flight_max = self.in_flight_max.max(self.in_flight());
@@ -129,7 +156,7 @@ mod tests {
         assert_eq!(sequences, vec![0, 1, 2, 3], "four instances in flight at once, then the window is full");
         assert!(out.iter().all(|x| x.view == 0 && x.proposer == 0));
         assert_eq!(p.in_flight_max(), 4);
-        assert_eq!(p.waiting(), 2);
+        assert_eq!(p.held(), 2 + 4);
     }
 
     /// Section III-D: a full window waits until f+1 sources announce a higher threshold.
@@ -148,6 +175,23 @@ mod tests {
             out.iter().map(|x| (x.sequence, x.request.number)).collect::<Vec<_>>(),
             vec![(0, 1), (1, 2), (2, 3), (3, 4)]
         );
+    }
+
+    /// Repair: a nack for an instance this proposer made gets the same proposal again.
+    #[test]
+    fn repeats_a_proposal_on_nack() {
+        let mut p = Proposer::new(0, &params(4));
+        let mut out = Vec::new();
+        p.on_request(request(1), &mut out);
+        p.on_request(request(2), &mut out);
+        let first = out[1].clone();
+        out.clear();
+        p.on_nack(Nack { executor: 2, to: 0, sequence: 1 }, &mut out);
+        assert_eq!(out, vec![first]);
+        p.on_nack(Nack { executor: 2, to: 0, sequence: 3 }, &mut out);
+        assert_eq!(out.len(), 1, "nothing was proposed at 3");
+        p.on_nack(Nack { executor: 2, to: 1, sequence: 1 }, &mut out);
+        assert_eq!(out.len(), 1, "addressed to another proposer");
     }
 
     /// Section III-C: only proposer v mod (f+1) may propose.

@@ -189,3 +189,17 @@ pub struct Transfer {
     /// The encoded checkpoint.
     pub state: Arc<Vec<u8>>,
 }
+
+/// Repair: executor `executor` has waited too long for sequence number `sequence` to commit
+/// although later instances are under way, and asks the active proposer to send its proposal
+/// again (the paper leaves retransmission to the replicas where the framework may lose tuples,
+/// Section III-B). Committers answer the repeated proposal with their commit again.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Nack {
+    /// The executor that is stuck.
+    pub executor: u32,
+    /// The proposer asked.
+    pub to: u32,
+    /// The sequence number it waits for.
+    pub sequence: u64,
+}
