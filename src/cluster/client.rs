@@ -18,7 +18,8 @@ use crate::protocol::{Command, Outcome, Reply};
 pub enum ClientError {
     /// The cluster has stopped.
     Stopped,
-    /// The client already has `client_window` commands outstanding; wait for one to complete.
+    /// The client's oldest unanswered command is `client_window` timestamps behind the next one
+    /// (at most that many commands may be in flight); wait for it to complete.
     WindowFull(u64),
     /// No reply arrived within the deadline, despite retransmissions.
     Timeout,
@@ -126,11 +127,13 @@ impl ClientPool {
         let sources = self.shared.params.sources() as u64;
         let window = self.shared.params.client_window;
         let session = self.sessions.get_mut(&client).ok_or(ClientError::UnknownClient(client))?;
-        if session.pending.len() as u64 >= window {
-            return Err(ClientError::WindowFull(window));
-        }
         let timestamp = session.next_timestamp;
         let answered_below = session.answered_below();
+        // Executors remember results within `client_window` timestamps of the newest command, so
+        // a new timestamp may not run that far ahead of the oldest unanswered one.
+        if timestamp >= answered_below + window {
+            return Err(ClientError::WindowFull(window));
+        }
         session.next_timestamp += 1;
         let source = ((client + timestamp) % sources) as u32;
         let command = Command { client, timestamp, answered_below, op: op.clone() };

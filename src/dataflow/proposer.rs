@@ -60,6 +60,7 @@ pub fn proposers<'s>(
                 return;
             }
             for (id, proposer) in local.iter_mut() {
+                proposer.on_tick(pulse.now_us(), &mut out);
                 if let Some(stats) = control.stats(Stage::Proposer, id) {
                     ReplicaStats::set(&stats.next, proposer.proposed());
                     ReplicaStats::set(&stats.count, proposer.proposed());

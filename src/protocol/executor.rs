@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::client_table::{ClientTable, Verdict};
+use super::mutation::{self, Mutation};
 use super::params::Params;
 use super::quorum::Announced;
 use super::tuple::{Checkpoint, Command, Commit, Executed, Fetch, Nack, Outcome, Reply, Request, Stable, Transfer};
@@ -104,6 +105,7 @@ pub struct Executor<A: Application> {
     announced_us: u64,
     transfers_restored: u64,
     nacks_sent: u64,
+    mutation: Option<Mutation>,
 }
 
 impl<A: Application> Executor<A> {
@@ -135,6 +137,7 @@ impl<A: Application> Executor<A> {
             announced_us: 0,
             transfers_restored: 0,
             nacks_sent: 0,
+            mutation: None,
         }
     }
 
@@ -155,6 +158,17 @@ impl<A: Application> Executor<A> {
     /// Nacks sent so far.
     pub fn nacks_sent(&self) -> u64 {
         self.nacks_sent
+    }
+
+    /// Breaks this replica on purpose (tests of the simulator only).
+    #[cfg(feature = "mutations")]
+    pub fn mutate(mut self, mutation: Mutation) -> Self {
+        self.mutation = Some(mutation);
+        self
+    }
+
+    fn mutated(&self, mutation: Mutation) -> bool {
+        mutation::applies(self.mutation, mutation)
     }
 
     /// The next sequence number to execute: everything below it has been executed.
@@ -246,20 +260,39 @@ impl<A: Application> Executor<A> {
         if transfer.to != self.id || transfer.sequence <= self.next {
             return;
         }
-        let Ok(state) = bincode::deserialize::<CheckpointState>(&transfer.state) else { return };
-        if state.sequence != transfer.sequence || self.app.restore(&state.app).is_err() {
+        if self.restore_checkpoint(transfer.sequence, transfer.state).is_err() {
             return;
         }
-        self.next = state.sequence;
-        self.history = state.history;
-        self.executed = state.executed;
-        self.clients = state.clients;
-        self.slots.advance(self.next);
         self.fetching = None;
         self.transfers_restored += 1;
-        self.keep_checkpoint(transfer.sequence, transfer.state);
-        out.checkpoints.push(Checkpoint { executor: self.id, sequence: transfer.sequence });
+        out.checkpoints.push(Checkpoint { executor: self.id, sequence: self.next });
         self.execute_ready(out);
+    }
+
+    /// Replaces this replica's state with a checkpoint at `sequence` (after a restart, or from a
+    /// peer): the application, the duplicate-detection table and the counters. On error the
+    /// state is unchanged.
+    pub fn restore_checkpoint(&mut self, sequence: u64, state: Arc<Vec<u8>>) -> Result<(), String> {
+        let decoded: CheckpointState =
+            bincode::deserialize(&state).map_err(|e| format!("undecodable checkpoint: {e}"))?;
+        if decoded.sequence != sequence {
+            return Err(format!("checkpoint claims sequence {} instead of {sequence}", decoded.sequence));
+        }
+        self.app.restore(&decoded.app).map_err(|e| e.to_string())?;
+        self.next = decoded.sequence;
+        self.history = decoded.history;
+        self.executed = decoded.executed;
+        if !self.mutated(Mutation::CheckpointForgetsClients) {
+            self.clients = decoded.clients;
+        }
+        self.slots.advance(self.next);
+        self.keep_checkpoint(sequence, state);
+        Ok(())
+    }
+
+    /// The newest checkpoint this replica holds: what it would restart from.
+    pub fn newest_checkpoint(&self) -> Option<(u64, Arc<Vec<u8>>)> {
+        self.checkpoints.back().cloned()
     }
 
     /// Time passed: an executor that made no progress repairs (state transfer when it is behind
@@ -319,6 +352,9 @@ impl<A: Application> Executor<A> {
     }
 
     fn execute_ready(&mut self, out: &mut ExecutorOutbox) {
+        if self.mutated(Mutation::ExecuteOutOfOrder) {
+            self.execute_any_committed(out);
+        }
         loop {
             self.checkpoint_if_due(out);
             if !self.is_committed(self.next) {
@@ -327,6 +363,18 @@ impl<A: Application> Executor<A> {
             let Some(slot) = self.slots.take(self.next) else { return };
             self.execute(self.next, &slot.request, out);
             self.next += 1;
+            self.slots.advance(self.next);
+        }
+    }
+
+    /// The out-of-order mutation: executes a committed instance above `next` and skips ahead.
+    fn execute_any_committed(&mut self, out: &mut ExecutorOutbox) {
+        let above = (self.next + 1..self.slots.end()).find(|s| self.is_committed(*s));
+        if let Some(sequence) = above.filter(|_| !self.is_committed(self.next))
+            && let Some(slot) = self.slots.take(sequence)
+        {
+            self.execute(sequence, &slot.request, out);
+            self.next = sequence + 1;
             self.slots.advance(self.next);
         }
     }
@@ -359,11 +407,15 @@ impl<A: Application> Executor<A> {
     }
 
     fn execute(&mut self, sequence: u64, request: &Request, out: &mut ExecutorOutbox) {
+        let skip_duplicate_check = self.mutated(Mutation::SkipDuplicateCheck);
         for (index, command) in request.commands.iter().enumerate() {
             let (client, timestamp) = (command.client, command.timestamp);
             let mut entry = self.clients.entry(client);
-            entry.acknowledge(command.answered_below);
-            let (outcome, result) = match entry.check(timestamp) {
+            // A command cannot acknowledge its own answer: a client that claims so is wrong, and
+            // its command must still execute.
+            entry.acknowledge(command.answered_below.min(timestamp));
+            let verdict = if skip_duplicate_check { Verdict::Execute } else { entry.check(timestamp) };
+            let (outcome, result) = match verdict {
                 Verdict::Cached(result) => (Outcome::Cached, result.to_vec()),
                 Verdict::Expired => (Outcome::Expired, Vec::new()),
                 Verdict::Execute => {
@@ -477,6 +529,18 @@ mod tests {
         assert_eq!(e.executed(), 1);
         assert_eq!(out.replies.iter().map(|r| r.outcome).collect::<Vec<_>>(), vec![Outcome::Executed, Outcome::Cached]);
         assert_eq!(out.replies[0].result, out.replies[1].result);
+    }
+
+    /// A client that acknowledges the command it sends does not lose that command.
+    #[test]
+    fn a_command_cannot_acknowledge_itself() {
+        let mut e = executor();
+        let mut out = ExecutorOutbox::default();
+        let command = Command { answered_below: 99, ..put(1, 5, "a") };
+        let r = request(1, vec![command]);
+        e.on_commit(commit(0, 0, 0, &r), &mut out);
+        e.on_commit(commit(1, 0, 0, &r), &mut out);
+        assert_eq!(out.replies[0].outcome, Outcome::Executed);
     }
 
     /// Section III-D: a checkpoint is taken before executing s with s mod CP == 0.

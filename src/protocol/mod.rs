@@ -9,6 +9,7 @@ pub mod client_table;
 pub mod committer;
 pub mod executor;
 pub mod gc;
+pub mod mutation;
 pub mod params;
 pub mod proposer;
 pub mod quorum;

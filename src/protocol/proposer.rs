@@ -28,6 +28,14 @@ pub struct Proposer {
     in_flight_max: u64,
     proposed: u64,
     repeated: u64,
+    repair_timeout_us: u64,
+    /// When the threshold last rose (or the window last had room).
+    progress_us: u64,
+    /// When the proposals above the threshold were last repeated, and the current backoff.
+    repeated_us: u64,
+    backoff_us: u64,
+    /// The threshold rose since the last tick.
+    progressed: bool,
 }
 
 impl Proposer {
@@ -45,7 +53,20 @@ impl Proposer {
             in_flight_max: 0,
             proposed: 0,
             repeated: 0,
+            repair_timeout_us: 20_000,
+            progress_us: 0,
+            repeated_us: 0,
+            backoff_us: 20_000,
+            progressed: false,
         }
+    }
+
+    /// How long a full window may stay without a rising threshold before the proposals above
+    /// the threshold are sent again (doubling on each further attempt, up to 50 times).
+    pub fn repair_timeout_us(mut self, timeout_us: u64) -> Self {
+        self.repair_timeout_us = timeout_us;
+        self.backoff_us = timeout_us;
+        self
     }
 
     /// True if this replica is the active proposer of its current view.
@@ -97,7 +118,28 @@ impl Proposer {
     pub fn on_stable(&mut self, stable: Stable, out: &mut Vec<Propose>) {
         if let Some(threshold) = self.stable.report(stable.source, stable.sequence) {
             self.sent.advance(threshold);
+            self.progressed = true;
             self.propose_waiting(out);
+        }
+    }
+
+    /// Time passed. A full window whose threshold does not rise means the instances above the
+    /// threshold are stuck, and when all of them were lost no executor can tell (there is no
+    /// later instance to reveal a gap): send them again, with exponential backoff.
+    pub fn on_tick(&mut self, now_us: u64, out: &mut Vec<Propose>) {
+        if self.waiting.is_empty() || !self.is_active() || std::mem::take(&mut self.progressed) {
+            self.progress_us = now_us;
+            self.backoff_us = self.repair_timeout_us;
+            return;
+        }
+        let stalled = now_us.saturating_sub(self.progress_us) >= self.repair_timeout_us;
+        if stalled && now_us.saturating_sub(self.repeated_us) >= self.backoff_us {
+            self.repeated_us = now_us;
+            self.backoff_us = (self.backoff_us * 2).min(self.repair_timeout_us * 50);
+            for (_, propose) in self.sent.iter() {
+                self.repeated += 1;
+                out.push(propose.clone());
+            }
         }
     }
 
@@ -192,6 +234,33 @@ mod tests {
         assert_eq!(out.len(), 1, "nothing was proposed at 3");
         p.on_nack(Nack { executor: 2, to: 1, sequence: 1 }, &mut out);
         assert_eq!(out.len(), 1, "addressed to another proposer");
+    }
+
+    /// Repair: when the window stays full and the threshold does not rise, the proposals above
+    /// the threshold are sent again, with a growing pause; a rising threshold stops it.
+    #[test]
+    fn repeats_a_stuck_full_window_with_backoff() {
+        let mut p = Proposer::new(0, &params(2)).repair_timeout_us(10);
+        let mut out = Vec::new();
+        for q in 1..=3 {
+            p.on_request(request(q), &mut out);
+        }
+        out.clear();
+        p.on_tick(0, &mut out);
+        p.on_tick(5, &mut out);
+        assert!(out.is_empty(), "not stuck long enough");
+        p.on_tick(10, &mut out);
+        assert_eq!(out.iter().map(|x| x.sequence).collect::<Vec<_>>(), vec![0, 1]);
+        p.on_tick(25, &mut out);
+        assert_eq!(out.len(), 2, "backoff doubled to 20");
+        p.on_tick(30, &mut out);
+        assert_eq!(out.len(), 4);
+        p.on_stable(Stable { source: 0, sequence: 1 }, &mut out);
+        p.on_stable(Stable { source: 1, sequence: 1 }, &mut out);
+        let proposed = out.len();
+        p.on_tick(31, &mut out);
+        p.on_tick(40, &mut out);
+        assert_eq!(out.len(), proposed, "progress resets the timeout");
     }
 
     /// Section III-C: only proposer v mod (f+1) may propose.

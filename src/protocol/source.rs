@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use super::mutation::{self, Mutation};
 use super::params::Params;
 use super::tuple::{Command, Request};
 
@@ -23,6 +24,7 @@ pub struct RequestSource {
     next_number: u64,
     batch: Vec<Command>,
     batch_started_us: u64,
+    mutation: Option<Mutation>,
 }
 
 impl RequestSource {
@@ -37,7 +39,15 @@ impl RequestSource {
             next_number: 1,
             batch: Vec::with_capacity(params.batch_size),
             batch_started_us: 0,
+            mutation: None,
         }
+    }
+
+    /// Breaks this replica on purpose (tests of the simulator only).
+    #[cfg(feature = "mutations")]
+    pub fn mutate(mut self, mutation: Mutation) -> Self {
+        self.mutation = Some(mutation);
+        self
     }
 
     /// This replica's index.
@@ -79,6 +89,9 @@ impl RequestSource {
     }
 
     fn flush(&mut self, out: &mut Vec<(u32, Request)>) {
+        if mutation::applies(self.mutation, Mutation::SourceNeverFlushes) {
+            return;
+        }
         let commands: Arc<[Command]> =
             Arc::from(std::mem::replace(&mut self.batch, Vec::with_capacity(self.batch_size)));
         let request = Request { source: self.id, number: self.next_number, commands };

@@ -1,0 +1,35 @@
+//! Deliberately broken variants of the protocol. Stages can only be broken with the `mutations`
+//! feature (their `mutate` methods exist only then); without it every check is a constant false.
+//!
+//! The deterministic simulator (tests/simulation.rs) must catch each of them; a mutation it
+//! does not catch shows a hole in its checks or its fault schedules. Never enable in a
+//! deployment.
+
+/// One deliberate bug.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Mutation {
+    /// Executors execute a retransmitted duplicate again instead of answering from the cache
+    /// (breaks Section III-C's duplicate detection).
+    SkipDuplicateCheck,
+    /// Executors execute every committed instance at once instead of in sequence order
+    /// (breaks Section III-C's ordered execution).
+    ExecuteOutOfOrder,
+    /// Restoring a checkpoint restores the application but not the duplicate-detection table
+    /// (breaks Section III-D: a checkpoint must hold `T_exec` and the result cache).
+    CheckpointForgetsClients,
+    /// A request source ignores the batch size and holds commands until its timeout forever
+    /// (a liveness bug: commands are never proposed).
+    SourceNeverFlushes,
+}
+
+/// The hook a stage calls: is this stage broken in this way? Always false without the feature.
+#[cfg(feature = "mutations")]
+pub(crate) fn applies(set: Option<Mutation>, mutation: Mutation) -> bool {
+    set == Some(mutation)
+}
+
+/// The hook a stage calls: is this stage broken in this way? Always false without the feature.
+#[cfg(not(feature = "mutations"))]
+pub(crate) fn applies(_: Option<Mutation>, _: Mutation) -> bool {
+    false
+}

@@ -1,0 +1,96 @@
+//! What one simulated run looks like, drawn from its seed.
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tara::protocol::Params;
+use tara::protocol::mutation::Mutation;
+
+/// Everything that shapes one run. All of it derives from the seed (plus an optional mutation).
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// The seed of everything random in the run.
+    pub seed: u64,
+    /// Protocol parameters (f, window, batching, checkpoint interval).
+    pub params: Params,
+    /// Simulated clients.
+    pub clients: usize,
+    /// Commands each client issues.
+    pub commands_per_client: usize,
+    /// Commands a client keeps outstanding at once.
+    pub outstanding: usize,
+    /// Keys the clients read and write (few keys, many conflicts).
+    pub keys: usize,
+    /// Probability that a tuple is lost (fault phase only).
+    pub drop: f64,
+    /// Probability that a tuple is delivered twice (fault phase only).
+    pub duplicate: f64,
+    /// Normal delivery delay range, microseconds.
+    pub delay_us: (u64, u64),
+    /// Probability of a long delay, which reorders a tuple behind many others (fault phase only).
+    pub reorder: f64,
+    /// Length of a long delay, microseconds.
+    pub long_delay_us: u64,
+    /// Network faults and crashes happen before this time only (then partial synchrony).
+    pub faults_until_us: u64,
+    /// Mean time between crashes during the fault phase (0: no crashes).
+    pub crash_every_us: u64,
+    /// How long a crashed replica stays down, at most.
+    pub downtime_us: u64,
+    /// After the fault phase, every outstanding command must complete within this.
+    pub liveness_bound_us: u64,
+    /// A client retransmits after this long without reply.
+    pub retry_us: u64,
+    /// Replicas tick this often.
+    pub tick_us: u64,
+    /// Executors repair (nack, state transfer) after this long without progress.
+    pub repair_us: u64,
+    /// Cut one replica off the network for a while (every tuple to or from it is lost):
+    /// (replica index among all replicas, from, until) in microseconds.
+    pub isolate: Option<(usize, u64, u64)>,
+    /// A deliberate bug to inject.
+    pub mutation: Option<Mutation>,
+}
+
+impl SimConfig {
+    /// The run of `seed`: shapes vary from seed to seed so that many corners get visited.
+    pub fn from_seed(seed: u64) -> SimConfig {
+        let mut rng = SmallRng::seed_from_u64(seed ^ 0x5eed_c0f1_9000_0000);
+        let f = if rng.random_bool(0.2) { 2 } else { 1 };
+        let window = [4u64, 8, 16, 64][rng.random_range(0..4)];
+        let checkpoint_interval = (window / [1u64, 2, 4][rng.random_range(0..3)]).max(1);
+        let params = Params {
+            f,
+            window,
+            batch_size: [1usize, 2, 8][rng.random_range(0..3)],
+            batch_timeout_us: if rng.random_bool(0.5) { 0 } else { 300 },
+            checkpoint_interval,
+            client_window: 8,
+        };
+        let faulty = rng.random_bool(0.9);
+        SimConfig {
+            seed,
+            params,
+            clients: rng.random_range(1..=4),
+            commands_per_client: rng.random_range(5..=30),
+            outstanding: if rng.random_bool(0.3) { 2 } else { 1 },
+            keys: rng.random_range(1..=4),
+            drop: if faulty { rng.random_range(0.0..0.15) } else { 0.0 },
+            duplicate: if faulty { rng.random_range(0.0..0.1) } else { 0.0 },
+            delay_us: (50, rng.random_range(100..2_000)),
+            reorder: if faulty { rng.random_range(0.0..0.05) } else { 0.0 },
+            long_delay_us: rng.random_range(5_000..50_000),
+            faults_until_us: rng.random_range(50_000..400_000),
+            crash_every_us: if faulty && rng.random_bool(0.7) { rng.random_range(10_000..80_000) } else { 0 },
+            downtime_us: rng.random_range(5_000..100_000),
+            liveness_bound_us: 5_000_000,
+            retry_us: rng.random_range(20_000..60_000),
+            tick_us: 1_000,
+            repair_us: rng.random_range(5_000..20_000),
+            isolate: (faulty && rng.random_bool(0.4)).then(|| {
+                let from = rng.random_range(0..200_000);
+                (rng.random_range(0..64), from, from + rng.random_range(20_000..200_000))
+            }),
+            mutation: None,
+        }
+    }
+}

@@ -1,0 +1,782 @@
+//! The simulated world: replicas, network, clients, crashes, and the checks.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tara::app::kv::{KvOp, KvResult, KvStore};
+use tara::protocol::{
+    Checkpoint, Command, Commit, Committer, Executed, Executor, ExecutorOutbox, Fetch, GcSource, Nack,
+    Outcome as ReplyOutcome, Propose, Proposer, Reply, Request, RequestSource, Stable, Transfer,
+};
+
+use tara::protocol::mutation::Mutation;
+
+use super::config::SimConfig;
+use crate::linearizability::{self, Operation};
+
+/// A replica or client of the simulated deployment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Node {
+    Client(u32),
+    Source(u32),
+    Proposer(u32),
+    Committer(u32),
+    Executor(u32),
+    Gc(u32),
+}
+
+/// A tuple in flight.
+#[derive(Clone, Debug)]
+enum Msg {
+    Submit(Command),
+    Request(Request),
+    Propose(Propose),
+    Commit(Commit),
+    Reply(Reply),
+    Checkpoint(Checkpoint),
+    Stable(Stable),
+    Fetch(Fetch),
+    Transfer(Transfer),
+    Nack(Nack),
+}
+
+impl Msg {
+    fn summary(&self) -> String {
+        let id = |r: &Request| format!("req({},{})x{}", r.source, r.number, r.commands.len());
+        match self {
+            Msg::Submit(c) => format!("Submit c{} t{}", c.client, c.timestamp),
+            Msg::Request(r) => format!("Request {}", id(r)),
+            Msg::Propose(p) => format!("Propose s{} v{} {}", p.sequence, p.view, id(&p.request)),
+            Msg::Commit(c) => format!("Commit k{} s{} v{} {}", c.committer, c.sequence, c.view, id(&c.request)),
+            Msg::Reply(r) => format!("Reply e{} c{} t{} {:?}", r.executor, r.client, r.timestamp, r.outcome),
+            Msg::Checkpoint(c) => format!("Checkpoint e{} s{}", c.executor, c.sequence),
+            Msg::Stable(s) => format!("Stable g{} s{}", s.source, s.sequence),
+            Msg::Fetch(f) => format!("Fetch e{} -> e{} s{}", f.executor, f.to, f.sequence),
+            Msg::Transfer(t) => format!("Transfer e{} -> e{} s{}", t.executor, t.to, t.sequence),
+            Msg::Nack(n) => format!("Nack e{} -> p{} s{}", n.executor, n.to, n.sequence),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Event {
+    Deliver { from: Node, to: Node, msg: Msg },
+    Tick(Node),
+    Crash,
+    Restart(Node),
+    Retry { client: u32, timestamp: u64 },
+}
+
+/// Why a run failed: which check, when, and what every replica handled last.
+#[derive(Debug)]
+pub struct Failure {
+    /// The seed of the run.
+    pub seed: u64,
+    /// The check that failed.
+    pub check: &'static str,
+    /// Simulated time of the failure, microseconds.
+    pub time_us: u64,
+    /// What exactly went wrong.
+    pub details: String,
+    /// The last tuples each node handled.
+    pub trace: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "seed {} failed check `{}` at {:.3} ms: {}",
+            self.seed,
+            self.check,
+            self.time_us as f64 / 1000.0,
+            self.details
+        )?;
+        writeln!(f, "last tuples per node:\n{}", self.trace)?;
+        write!(
+            f,
+            "replay: TARA_SIM_SEED={} TARA_SIM_TRACE=1 cargo test --release --test simulation replay -- --nocapture",
+            self.seed
+        )
+    }
+}
+
+/// What a successful run did.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Events processed.
+    pub events: u64,
+    /// Client commands completed.
+    pub completed: u64,
+    /// Crashes injected.
+    pub crashes: u64,
+    /// Tuples lost on purpose.
+    pub dropped: u64,
+    /// State transfers that happened.
+    pub transfers: u64,
+    /// Nacks sent by executors.
+    pub nacks: u64,
+    /// A fingerprint of the whole run (for determinism checks).
+    pub fingerprint: u64,
+    /// Simulated duration, microseconds.
+    pub duration_us: u64,
+}
+
+struct Pending {
+    command: Command,
+    history: usize,
+    source: u32,
+}
+
+struct Client {
+    id: u64,
+    next_timestamp: u64,
+    issued: usize,
+    pending: BTreeMap<u64, Pending>,
+}
+
+impl Client {
+    fn answered_below(&self) -> u64 {
+        self.pending.keys().next().copied().unwrap_or(self.next_timestamp)
+    }
+}
+
+/// The global view the checks keep across replicas.
+#[derive(Default)]
+struct Checks {
+    /// (sequence, index) -> (client, timestamp, result): what was executed where.
+    decided: BTreeMap<(u64, u32), (u64, u64, Vec<u8>)>,
+    /// (client, timestamp) -> (sequence, index): where each command was executed.
+    position: HashMap<(u64, u64), (u64, u32)>,
+    /// next -> history chain of the executors that reached it.
+    history_at: HashMap<u64, u64>,
+    /// (view, sequence) -> (proposer, request id).
+    proposals: HashMap<(u64, u64), (u32, (u32, u64))>,
+    /// view -> the one proposer that proposed in it.
+    proposer_of_view: HashMap<u64, u32>,
+}
+
+struct World {
+    config: SimConfig,
+    rng: SmallRng,
+    now: u64,
+    order: u64,
+    queue: BinaryHeap<Reverse<(u64, u64, usize)>>,
+    events: HashMap<usize, Event>,
+    next_event: usize,
+    sources: Vec<Option<RequestSource>>,
+    proposers: Vec<Option<Proposer>>,
+    committers: Vec<Option<Committer>>,
+    executors: Vec<Option<Executor<KvStore>>>,
+    disks: Vec<Option<(u64, Arc<Vec<u8>>)>>,
+    gcs: Vec<Option<GcSource>>,
+    clients: Vec<Client>,
+    history: Vec<Operation>,
+    checks: Checks,
+    recent: BTreeMap<Node, VecDeque<String>>,
+    trace: bool,
+    outcome: Outcome,
+}
+
+/// Runs one simulated deployment to the end and checks it.
+pub fn run(config: SimConfig, trace: bool) -> Result<Outcome, Failure> {
+    let mut world = World::new(config, trace);
+    world.start();
+    let result = world.main_loop().and_then(|()| world.final_checks());
+    world.outcome.duration_us = world.now;
+    match result {
+        Ok(()) => Ok(world.outcome),
+        Err((check, details)) => Err(world.failure(check, details)),
+    }
+}
+
+type Check = Result<(), (&'static str, String)>;
+
+impl World {
+    fn new(config: SimConfig, trace: bool) -> World {
+        let p = config.params.clone();
+        let executors = (0..p.executors() as u32).map(|e| Some(new_executor(&config, e))).collect();
+        World {
+            rng: SmallRng::seed_from_u64(config.seed),
+            now: 0,
+            order: 0,
+            queue: BinaryHeap::new(),
+            events: HashMap::new(),
+            next_event: 0,
+            sources: (0..p.sources() as u32).map(|r| Some(new_source(&config, r))).collect(),
+            proposers: (0..p.proposers() as u32).map(|i| Some(new_proposer(&config, i))).collect(),
+            committers: (0..p.committers() as u32).map(|i| Some(Committer::new(i, &p))).collect(),
+            executors,
+            disks: vec![None; p.executors()],
+            gcs: (0..p.gc_sources() as u32).map(|i| Some(GcSource::new(i, &p))).collect(),
+            clients: (0..config.clients as u64)
+                .map(|i| Client { id: 100 + i, next_timestamp: 1, issued: 0, pending: BTreeMap::new() })
+                .collect(),
+            history: Vec::new(),
+            checks: Checks::default(),
+            recent: BTreeMap::new(),
+            trace,
+            outcome: Outcome::default(),
+            config,
+        }
+    }
+
+    fn schedule(&mut self, at: u64, event: Event) {
+        let id = self.next_event;
+        self.next_event += 1;
+        self.order += 1;
+        self.events.insert(id, event);
+        self.queue.push(Reverse((at, self.order, id)));
+    }
+
+    fn nodes(&self) -> Vec<Node> {
+        let p = &self.config.params;
+        let mut nodes = Vec::new();
+        nodes.extend((0..p.sources() as u32).map(Node::Source));
+        nodes.extend((0..p.proposers() as u32).map(Node::Proposer));
+        nodes.extend((0..p.committers() as u32).map(Node::Committer));
+        nodes.extend((0..p.executors() as u32).map(Node::Executor));
+        nodes.extend((0..p.gc_sources() as u32).map(Node::Gc));
+        nodes
+    }
+
+    fn start(&mut self) {
+        for node in self.nodes() {
+            let at = self.rng.random_range(0..self.config.tick_us);
+            self.schedule(at, Event::Tick(node));
+        }
+        for client in 0..self.clients.len() as u32 {
+            for _ in 0..self.config.outstanding {
+                self.issue(client);
+            }
+        }
+        if self.config.crash_every_us > 0 {
+            let at = self.rng.random_range(0..2 * self.config.crash_every_us);
+            self.schedule(at, Event::Crash);
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.clients.iter().all(|c| c.issued == self.config.commands_per_client && c.pending.is_empty())
+    }
+
+    fn main_loop(&mut self) -> Check {
+        let deadline = self.config.faults_until_us + self.config.liveness_bound_us;
+        while let Some(Reverse((at, _, id))) = self.queue.pop() {
+            let Some(event) = self.events.remove(&id) else { continue };
+            self.now = at;
+            if self.now > deadline {
+                let pending: Vec<String> = self
+                    .clients
+                    .iter()
+                    .flat_map(|c| c.pending.keys().map(move |t| format!("c{} t{}", c.id, t)))
+                    .collect();
+                return Err(("liveness", format!("commands still outstanding after the fault phase: {pending:?}")));
+            }
+            self.outcome.events += 1;
+            self.outcome.fingerprint = mix(self.outcome.fingerprint, at ^ (id as u64).rotate_left(32));
+            self.handle(event)?;
+            if self.done() {
+                return Ok(());
+            }
+        }
+        Err(("liveness", "the simulation ran out of events".into()))
+    }
+
+    fn handle(&mut self, event: Event) -> Check {
+        match event {
+            Event::Deliver { from, to, msg } => self.deliver(from, to, msg),
+            Event::Tick(node) => {
+                let next = self.now + self.config.tick_us + self.rng.random_range(0..self.config.tick_us / 4 + 1);
+                self.schedule(next, Event::Tick(node));
+                self.tick(node)
+            }
+            Event::Crash => {
+                self.crash_someone();
+                Ok(())
+            }
+            Event::Restart(node) => {
+                self.restart(node);
+                Ok(())
+            }
+            Event::Retry { client, timestamp } => {
+                self.retry(client, timestamp);
+                Ok(())
+            }
+        }
+    }
+
+    fn note(&mut self, node: Node, line: String) {
+        if self.trace {
+            eprintln!("{:>10.3} ms  {:?}  {}", self.now as f64 / 1000.0, node, line);
+        }
+        let recent = self.recent.entry(node).or_default();
+        if recent.len() == 12 {
+            recent.pop_front();
+        }
+        recent.push_back(format!("{:.3}ms {line}", self.now as f64 / 1000.0));
+    }
+
+    fn failure(&self, check: &'static str, details: String) -> Failure {
+        let trace = self
+            .recent
+            .iter()
+            .map(|(node, lines)| {
+                format!("  {node:?}:\n{}", lines.iter().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n"))
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        Failure { seed: self.config.seed, check, time_us: self.now, details, trace }
+    }
+
+    // ---- network ----
+
+    fn faulty(&self) -> bool {
+        self.now < self.config.faults_until_us
+    }
+
+    /// True if `node` is cut off the network right now.
+    fn isolated(&self, node: Node) -> bool {
+        let Some((index, from, until)) = self.config.isolate else { return false };
+        let nodes = self.nodes();
+        nodes[index % nodes.len()] == node && self.now >= from && self.now < until && self.faulty()
+    }
+
+    fn send(&mut self, from: Node, to: Node, msg: Msg) {
+        let cut = self.isolated(from) || self.isolated(to);
+        if cut || (self.faulty() && self.rng.random_bool(self.config.drop)) {
+            self.outcome.dropped += 1;
+            if self.trace {
+                self.note(from, format!("DROPPED -> {to:?} {}", msg.summary()));
+            }
+            return;
+        }
+        let copies = if self.faulty() && self.rng.random_bool(self.config.duplicate) { 2 } else { 1 };
+        for _ in 0..copies {
+            let (low, high) = self.config.delay_us;
+            let mut delay = self.rng.random_range(low..=high);
+            if self.faulty() && self.rng.random_bool(self.config.reorder) {
+                delay += self.config.long_delay_us;
+            }
+            self.schedule(self.now + delay, Event::Deliver { from, to, msg: msg.clone() });
+        }
+    }
+
+    fn multicast(&mut self, from: Node, to: impl Iterator<Item = Node>, msg: Msg) {
+        for node in to.collect::<Vec<_>>() {
+            self.send(from, node, msg.clone());
+        }
+    }
+
+    // ---- replicas ----
+
+    fn deliver(&mut self, from: Node, to: Node, msg: Msg) -> Check {
+        let line = format!("<- {from:?} {}", msg.summary());
+        let alive = match to {
+            Node::Client(_) => true,
+            Node::Source(i) => self.sources[i as usize].is_some(),
+            Node::Proposer(i) => self.proposers[i as usize].is_some(),
+            Node::Committer(i) => self.committers[i as usize].is_some(),
+            Node::Executor(i) => self.executors[i as usize].is_some(),
+            Node::Gc(i) => self.gcs[i as usize].is_some(),
+        };
+        if !alive {
+            return Ok(());
+        }
+        self.note(to, line);
+        match (to, msg) {
+            (Node::Client(c), Msg::Reply(reply)) => self.on_reply(c, reply),
+            (Node::Source(i), Msg::Submit(command)) => {
+                let mut out = Vec::new();
+                if let Some(s) = self.sources[i as usize].as_mut() {
+                    s.on_command(command, self.now, &mut out);
+                    s.on_tick(self.now, &mut out);
+                }
+                self.route_requests(i, out);
+                Ok(())
+            }
+            (Node::Proposer(i), msg) => self.at_proposer(i, msg),
+            (Node::Committer(i), msg) => self.at_committer(i, msg),
+            (Node::Executor(i), msg) => self.at_executor(i, Some(msg)),
+            (Node::Gc(i), Msg::Checkpoint(checkpoint)) => {
+                let mut out = Vec::new();
+                if let Some(g) = self.gcs[i as usize].as_mut() {
+                    g.on_checkpoint(checkpoint, self.now, &mut out);
+                }
+                self.route_stable(i, out);
+                Ok(())
+            }
+            (to, msg) => Err(("routing", format!("{to:?} cannot handle {}", msg.summary()))),
+        }
+    }
+
+    fn route_requests(&mut self, source: u32, out: Vec<(u32, Request)>) {
+        for (proposer, request) in out {
+            self.send(Node::Source(source), Node::Proposer(proposer), Msg::Request(request));
+        }
+    }
+
+    fn route_stable(&mut self, gc: u32, out: Vec<Stable>) {
+        let p = self.config.params.clone();
+        for stable in out {
+            let to = (0..p.proposers() as u32)
+                .map(Node::Proposer)
+                .chain((0..p.committers() as u32).map(Node::Committer))
+                .chain((0..p.executors() as u32).map(Node::Executor));
+            self.multicast(Node::Gc(gc), to, Msg::Stable(stable));
+        }
+    }
+
+    fn at_proposer(&mut self, i: u32, msg: Msg) -> Check {
+        let mut out = Vec::new();
+        if let Some(p) = self.proposers[i as usize].as_mut() {
+            match msg {
+                Msg::Request(r) => p.on_request(r, &mut out),
+                Msg::Stable(s) => p.on_stable(s, &mut out),
+                Msg::Nack(n) => p.on_nack(n, &mut out),
+                other => return Err(("routing", format!("proposer got {}", other.summary()))),
+            }
+        }
+        for propose in out {
+            self.check_proposal(&propose)?;
+            let committers = (0..self.config.params.committers() as u32).map(Node::Committer);
+            self.multicast(Node::Proposer(i), committers, Msg::Propose(propose));
+        }
+        Ok(())
+    }
+
+    fn at_committer(&mut self, i: u32, msg: Msg) -> Check {
+        let mut out = Vec::new();
+        if let Some(k) = self.committers[i as usize].as_mut() {
+            match msg {
+                Msg::Propose(p) => k.on_propose(p, &mut out),
+                Msg::Stable(s) => k.on_stable(s),
+                other => return Err(("routing", format!("committer got {}", other.summary()))),
+            }
+        }
+        for commit in out {
+            let executors = (0..self.config.params.executors() as u32).map(Node::Executor);
+            self.multicast(Node::Committer(i), executors, Msg::Commit(commit));
+        }
+        Ok(())
+    }
+
+    fn at_executor(&mut self, i: u32, msg: Option<Msg>) -> Check {
+        let mut out = ExecutorOutbox::default();
+        let now = self.now;
+        let Some(e) = self.executors[i as usize].as_mut() else { return Ok(()) };
+        match msg {
+            Some(Msg::Commit(c)) => e.on_commit(c, &mut out),
+            Some(Msg::Stable(s)) => e.on_stable(s),
+            Some(Msg::Fetch(f)) => e.on_fetch(f, &mut out),
+            Some(Msg::Transfer(t)) => e.on_transfer(t, &mut out),
+            Some(other) => return Err(("routing", format!("executor got {}", other.summary()))),
+            None => {}
+        }
+        e.on_tick(now, &mut out);
+        let (next, history) = (e.next(), e.history());
+        self.disks[i as usize] = e.newest_checkpoint();
+        self.check_history(i, next, history)?;
+        for executed in out.executed.drain(..) {
+            self.check_executed(executed)?;
+        }
+        self.route_executor(i, out);
+        Ok(())
+    }
+
+    fn route_executor(&mut self, i: u32, mut out: ExecutorOutbox) {
+        let from = Node::Executor(i);
+        for reply in out.replies.drain(..) {
+            if let Some(client) = self.clients.iter().position(|c| c.id == reply.client) {
+                self.send(from, Node::Client(client as u32), Msg::Reply(reply));
+            }
+        }
+        let gcs = self.config.params.gc_sources() as u32;
+        for checkpoint in out.checkpoints.drain(..) {
+            self.multicast(from, (0..gcs).map(Node::Gc), Msg::Checkpoint(checkpoint));
+        }
+        for fetch in out.fetches.drain(..) {
+            self.send(from, Node::Executor(fetch.to), Msg::Fetch(fetch));
+        }
+        for transfer in out.transfers.drain(..) {
+            self.send(from, Node::Executor(transfer.to), Msg::Transfer(transfer));
+        }
+        for nack in out.nacks.drain(..) {
+            self.outcome.nacks += 1;
+            self.send(from, Node::Proposer(nack.to), Msg::Nack(nack));
+        }
+    }
+
+    fn tick(&mut self, node: Node) -> Check {
+        match node {
+            Node::Source(i) => {
+                let mut out = Vec::new();
+                if let Some(s) = self.sources[i as usize].as_mut() {
+                    s.on_tick(self.now, &mut out);
+                }
+                self.route_requests(i, out);
+            }
+            Node::Executor(i) => return self.at_executor(i, None),
+            Node::Proposer(i) => {
+                let mut out = Vec::new();
+                if let Some(p) = self.proposers[i as usize].as_mut() {
+                    p.on_tick(self.now, &mut out);
+                }
+                for propose in out {
+                    self.check_proposal(&propose)?;
+                    let committers = (0..self.config.params.committers() as u32).map(Node::Committer);
+                    self.multicast(Node::Proposer(i), committers, Msg::Propose(propose));
+                }
+            }
+            Node::Gc(i) => {
+                let mut out = Vec::new();
+                if let Some(g) = self.gcs[i as usize].as_mut() {
+                    g.on_tick(self.now, &mut out);
+                }
+                self.route_stable(i, out);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    // ---- crashes ----
+
+    fn down(&self, node: Node) -> bool {
+        match node {
+            Node::Client(_) => false,
+            Node::Source(i) => self.sources[i as usize].is_none(),
+            Node::Proposer(i) => self.proposers[i as usize].is_none(),
+            Node::Committer(i) => self.committers[i as usize].is_none(),
+            Node::Executor(i) => self.executors[i as usize].is_none(),
+            Node::Gc(i) => self.gcs[i as usize].is_none(),
+        }
+    }
+
+    fn same_stage(a: Node, b: Node) -> bool {
+        std::mem::discriminant(&a) == std::mem::discriminant(&b)
+    }
+
+    /// Crashes a random replica if its stage has fewer than f replicas down. The active
+    /// proposer (view 0: proposer 0) is spared: without view change nobody could replace it.
+    fn crash_someone(&mut self) {
+        if self.faulty() {
+            let next = self.now + self.rng.random_range(1..=2 * self.config.crash_every_us);
+            self.schedule(next, Event::Crash);
+        } else {
+            return;
+        }
+        let nodes: Vec<Node> = self.nodes().into_iter().filter(|n| *n != Node::Proposer(0)).collect();
+        let victim = nodes[self.rng.random_range(0..nodes.len())];
+        let down = nodes.iter().filter(|n| Self::same_stage(**n, victim) && self.down(**n)).count();
+        if self.down(victim) || down >= self.config.params.f {
+            return;
+        }
+        match victim {
+            Node::Source(i) => self.sources[i as usize] = None,
+            Node::Proposer(i) => self.proposers[i as usize] = None,
+            Node::Committer(i) => self.committers[i as usize] = None,
+            Node::Executor(i) => self.executors[i as usize] = None,
+            Node::Gc(i) => self.gcs[i as usize] = None,
+            Node::Client(_) => return,
+        }
+        self.outcome.crashes += 1;
+        self.note(victim, "CRASHED".into());
+        let back = self.now + self.rng.random_range(1..=self.config.downtime_us);
+        self.schedule(back, Event::Restart(victim));
+    }
+
+    /// Restarts a replica with its durable state only: an executor reloads its newest
+    /// checkpoint; the other stages keep nothing.
+    fn restart(&mut self, node: Node) {
+        let p = self.config.params.clone();
+        match node {
+            Node::Source(i) => self.sources[i as usize] = Some(new_source(&self.config, i)),
+            Node::Proposer(i) => self.proposers[i as usize] = Some(new_proposer(&self.config, i)),
+            Node::Committer(i) => self.committers[i as usize] = Some(Committer::new(i, &p)),
+            Node::Gc(i) => self.gcs[i as usize] = Some(GcSource::new(i, &p)),
+            Node::Executor(i) => {
+                let mut executor = new_executor(&self.config, i);
+                if let Some((sequence, state)) = self.disks[i as usize].clone() {
+                    let _ = executor.restore_checkpoint(sequence, state);
+                }
+                self.executors[i as usize] = Some(executor);
+            }
+            Node::Client(_) => {}
+        }
+        self.note(node, "RESTARTED".into());
+    }
+
+    // ---- clients ----
+
+    fn issue(&mut self, client: u32) {
+        let keys = self.config.keys;
+        let window = self.config.params.client_window;
+        let c = &mut self.clients[client as usize];
+        if c.issued == self.config.commands_per_client || c.next_timestamp >= c.answered_below() + window {
+            return;
+        }
+        c.issued += 1;
+        let timestamp = c.next_timestamp;
+        let answered_below = c.answered_below();
+        c.next_timestamp += 1;
+        let key = format!("k{}", self.rng.random_range(0..keys));
+        let op = match self.rng.random_range(0..10) {
+            0..=4 => KvOp::Put { key, value: format!("{}:{timestamp}", c.id).into_bytes() },
+            5..=8 => KvOp::Get { key },
+            _ => KvOp::Delete { key },
+        };
+        let c = &mut self.clients[client as usize];
+        let command = Command { client: c.id, timestamp, answered_below, op: op.encode() };
+        let c = &mut self.clients[client as usize];
+        let source = ((c.id + timestamp) % self.config.params.sources() as u64) as u32;
+        self.history.push(Operation { client: c.id, invoke: self.now, response: None, op, result: None });
+        let history = self.history.len() - 1;
+        c.pending.insert(timestamp, Pending { command: command.clone(), history, source });
+        self.send(Node::Client(client), Node::Source(source), Msg::Submit(command));
+        self.schedule(self.now + self.config.retry_us, Event::Retry { client, timestamp });
+    }
+
+    fn retry(&mut self, client: u32, timestamp: u64) {
+        let sources = self.config.params.sources() as u32;
+        let c = &mut self.clients[client as usize];
+        let answered_below = c.answered_below();
+        let Some(pending) = c.pending.get_mut(&timestamp) else { return };
+        pending.source = (pending.source + 1) % sources;
+        pending.command.answered_below = answered_below;
+        let (source, command) = (pending.source, pending.command.clone());
+        self.send(Node::Client(client), Node::Source(source), Msg::Submit(command));
+        self.schedule(self.now + self.config.retry_us, Event::Retry { client, timestamp });
+    }
+
+    fn on_reply(&mut self, client: u32, reply: Reply) -> Check {
+        let c = &mut self.clients[client as usize];
+        let Some(pending) = c.pending.remove(&reply.timestamp) else { return Ok(()) };
+        if reply.outcome == ReplyOutcome::Expired {
+            return Err((
+                "exactly-once",
+                format!("client {} got Expired for t{} it still waited for", c.id, reply.timestamp),
+            ));
+        }
+        let result = KvResult::decode(&reply.result).map_err(|e| ("reply", e))?;
+        let operation = &mut self.history[pending.history];
+        operation.response = Some(self.now);
+        operation.result = Some(result);
+        self.outcome.completed += 1;
+        // Closed loop: keep `outstanding` commands in flight, as far as the window allows.
+        while self.clients[client as usize].pending.len() < self.config.outstanding {
+            let issued = self.clients[client as usize].issued;
+            self.issue(client);
+            if self.clients[client as usize].issued == issued {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    // ---- checks ----
+
+    /// Safety: one proposer per view, and one request per sequence number and view.
+    fn check_proposal(&mut self, propose: &Propose) -> Check {
+        let proposer = *self.checks.proposer_of_view.entry(propose.view).or_insert(propose.proposer);
+        if proposer != propose.proposer {
+            return Err((
+                "one proposer per view",
+                format!("view {} has proposers {proposer} and {}", propose.view, propose.proposer),
+            ));
+        }
+        let id = (propose.proposer, propose.request.id());
+        let first = *self.checks.proposals.entry((propose.view, propose.sequence)).or_insert(id);
+        if first != id {
+            return Err((
+                "one proposal per slot",
+                format!("s{} v{} proposed as {:?} and as {:?}", propose.sequence, propose.view, first.1, id.1),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Safety: executors agree on what was executed at each position, and a command executes at
+    /// one position only.
+    fn check_executed(&mut self, x: Executed) -> Check {
+        let position = (x.sequence, x.index);
+        let entry = (x.command.client, x.command.timestamp, x.result.clone());
+        if let Some(first) = self.checks.decided.get(&position) {
+            if *first != entry {
+                return Err((
+                    "agreement",
+                    format!(
+                        "executor {} executed {:?} at {position:?} where another executed {:?}",
+                        x.executor, entry, first
+                    ),
+                ));
+            }
+        } else {
+            self.checks.decided.insert(position, entry);
+        }
+        let command = (x.command.client, x.command.timestamp);
+        let at = *self.checks.position.entry(command).or_insert(position);
+        if at != position {
+            return Err(("exactly-once", format!("command {command:?} executed at {at:?} and again at {position:?}")));
+        }
+        Ok(())
+    }
+
+    /// Safety: executors that reached the same sequence number executed the same history.
+    fn check_history(&mut self, executor: u32, next: u64, history: u64) -> Check {
+        let first = *self.checks.history_at.entry(next).or_insert(history);
+        if first != history {
+            return Err(("digests agree", format!("executor {executor} reached s{next} with a different history")));
+        }
+        Ok(())
+    }
+
+    fn final_checks(&mut self) -> Check {
+        for executor in self.executors.iter().flatten() {
+            self.outcome.transfers += executor.transfers_restored();
+        }
+        for c in &self.clients {
+            for timestamp in 1..c.next_timestamp {
+                let executed = self.checks.position.contains_key(&(c.id, timestamp));
+                if !executed {
+                    return Err((
+                        "exactly-once",
+                        format!("client {} command t{timestamp} was answered but never executed", c.id),
+                    ));
+                }
+            }
+        }
+        linearizability::check(&self.history).map_err(|e| ("linearizability", e))
+    }
+}
+
+/// A proposer with the run's repair timeout.
+fn new_proposer(config: &SimConfig, id: u32) -> Proposer {
+    Proposer::new(id, &config.params).repair_timeout_us(config.repair_us)
+}
+
+/// A request source; broken if the run's mutation is a source bug.
+fn new_source(config: &SimConfig, id: u32) -> RequestSource {
+    let source = RequestSource::new(id, &config.params);
+    match config.mutation {
+        Some(m @ Mutation::SourceNeverFlushes) => source.mutate(m),
+        _ => source,
+    }
+}
+
+/// An executor; broken if the run's mutation is an executor bug.
+fn new_executor(config: &SimConfig, id: u32) -> Executor<KvStore> {
+    let executor =
+        Executor::new(id, &config.params, KvStore::default()).emit_executed(true).repair_timeout_us(config.repair_us);
+    match config.mutation {
+        Some(Mutation::SourceNeverFlushes) | None => executor,
+        Some(m) => executor.mutate(m),
+    }
+}
+
+fn mix(a: u64, b: u64) -> u64 {
+    (a ^ b).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29)
+}
