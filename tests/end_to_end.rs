@@ -237,3 +237,37 @@ fn an_invalid_description_does_not_start() {
         assert!(err.to_string().contains(expected), "{overrides}: {err}");
     }
 }
+
+/// Issue 2: a command without reply is retransmitted through another request source, and the
+/// duplicates take effect once. With a 1 ms retry timeout nearly every command is sent twice or
+/// more; each sequential create must still create exactly one znode.
+#[test]
+fn retransmissions_take_effect_once() {
+    within(60, || {
+        let cluster =
+            Cluster::start(&description("retry_timeout_ms = 1\nbatch_timeout_ms = 5"), |_| Coordination::default())
+                .unwrap();
+        let mut pool = cluster.pool();
+        let ids: Vec<u64> = (0..8).map(|_| pool.add_client()).collect();
+        let mut setup = cluster.client();
+        setup.invoke(CoordOp::Create { path: "/seq".into(), data: vec![], sequential: false }.encode()).unwrap();
+        let create = CoordOp::Create { path: "/seq/n-".into(), data: vec![], sequential: true }.encode();
+        let (mut created, mut retransmissions) = (0, 0);
+        for _ in 0..50 {
+            for id in &ids {
+                pool.submit(*id, create.clone()).unwrap();
+            }
+            while pool.outstanding() > 0 {
+                let done = pool.poll(Duration::from_secs(10)).unwrap().expect("an answer");
+                assert!(matches!(decode_result(&done.result).unwrap(), Ok(CoordResponse::Created { .. })));
+                retransmissions += done.retransmissions;
+                created += 1;
+            }
+        }
+        let children = decode_result(&setup.invoke(CoordOp::GetChildren { path: "/seq".into() }.encode()).unwrap());
+        let Ok(Ok(CoordResponse::Children(names))) = children else { panic!("{children:?}") };
+        assert_eq!(names.len(), created, "a retransmitted create took effect twice");
+        assert!(retransmissions > 0, "the retry timeout never fired");
+        assert!(cluster.stop().digests_agree());
+    });
+}
