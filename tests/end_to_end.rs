@@ -239,8 +239,9 @@ fn an_invalid_description_does_not_start() {
 }
 
 /// Issue 2: a command without reply is retransmitted through another request source, and the
-/// duplicates take effect once. With a 1 ms retry timeout nearly every command is sent twice or
-/// more; each sequential create must still create exactly one znode.
+/// duplicates take effect once. A 5 ms batch timeout holds every command past the 1 ms retry
+/// timeout, so nearly every command is sent twice or more; each sequential create must still
+/// create exactly one znode.
 #[test]
 fn retransmissions_take_effect_once() {
     within(60, || {
