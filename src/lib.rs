@@ -7,6 +7,7 @@
 //! - [`cluster`]: an embedded cluster, its description files and clients;
 //! - [`dataflow`]: the timely operators, thin adapters around the stages;
 //! - [`protocol`]: the sans-IO stages, one state machine per stage of the paper;
+//! - [`storage`]: durable state on disk (checkpoints);
 //! - [`app`]: the replicated services.
 #![forbid(missing_docs)]
 
@@ -14,3 +15,4 @@ pub mod app;
 pub mod cluster;
 pub mod dataflow;
 pub mod protocol;
+pub mod storage;

@@ -77,7 +77,7 @@ impl Model {
 fn many_clients_every_replica_executes_the_same_sequence() {
     within(120, || {
         let (executed_tx, executed_rx) = crossbeam_channel::unbounded::<Executed>();
-        let options = Options { executed: Some(executed_tx) };
+        let options = Options { executed: Some(executed_tx), ..Options::default() };
         let cluster = Cluster::start_with(&description(""), |_| Coordination::default(), options).unwrap();
         let mut setup = cluster.client();
         setup.invoke(CoordOp::Create { path: "/shared".into(), data: vec![], sequential: false }.encode()).unwrap();

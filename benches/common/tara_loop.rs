@@ -64,7 +64,8 @@ pub fn run<A: Application + 'static>(
         let (deployment, stats, app) = (deployment.clone(), stats2.clone(), app.clone());
         worker.dataflow::<u64, _, _>(|scope| {
             let (handle, submissions) = scope.feedback::<Vec<Submit>>(1);
-            let streams = tara(scope, submissions, &deployment, |id| app(id));
+            let app = app.clone();
+            let streams = tara(scope, submissions, &deployment, move |id| app(id));
             client_op(streams.replies, clients, &deployment, ops, &stats).connect_loop(handle);
         });
         while worker.step_or_park(None) {}

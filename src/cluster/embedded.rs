@@ -1,5 +1,6 @@
 //! A whole TARA cluster inside one process, on timely worker threads.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -48,6 +49,8 @@ impl Drop for AbortOnPanic {
 pub struct Cluster {
     shared: Arc<Shared>,
     placement: Placement,
+    state_dir: PathBuf,
+    _temporary: Option<tempfile::TempDir>,
     aborted: Arc<AtomicBool>,
     guards: Option<timely::communication::WorkerGuards<()>>,
 }
@@ -57,6 +60,9 @@ pub struct Cluster {
 pub struct Options {
     /// Receives every command executed by every executor replica.
     pub executed: Option<Sender<Executed>>,
+    /// Where executors keep their checkpoints (`executor-<e>/` under it); by default a fresh
+    /// temporary directory that is removed when the cluster stops.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// The executors' final state, collected when a cluster stops.
@@ -92,8 +98,19 @@ impl Cluster {
         F: Fn(u32) -> A + Send + Sync + 'static,
     {
         let (params, placement) = description.validate()?;
-        let mut deployment =
-            Deployment::new(params.clone(), placement.clone()).emit_executed(options.executed.is_some());
+        let (state_dir, temporary) = match options.state_dir {
+            Some(dir) => (dir, None),
+            None => {
+                let temporary = tempfile::Builder::new()
+                    .prefix("tara-state-")
+                    .tempdir()
+                    .map_err(|e| ConfigError(format!("cannot create a temporary state directory: {e}")))?;
+                (temporary.path().to_path_buf(), Some(temporary))
+            }
+        };
+        let mut deployment = Deployment::new(params.clone(), placement.clone())
+            .emit_executed(options.executed.is_some())
+            .state_dir(state_dir.clone());
         deployment.epoch_ms = description.epoch_ms;
         let shared = Arc::new(Shared {
             ingress: Ingress::new(params.sources()),
@@ -118,7 +135,8 @@ impl Cluster {
             let app = app.clone();
             worker.dataflow::<u64, _, _>(|scope| {
                 let submissions = ingress(scope, &queues, &deployment);
-                let streams = tara(scope, submissions, &deployment, |id| app(id));
+                let app = app.clone();
+                let streams = tara(scope, submissions, &deployment, move |id| app(id));
                 egress(streams.replies, &mailboxes);
                 if let Some(sender) = executed.clone() {
                     streams.executed.sink(Pipeline, "ExecutedSink", move |(input, _)| {
@@ -129,7 +147,7 @@ impl Cluster {
             while !abort.load(Ordering::Acquire) && worker.step_or_park(None) {}
         })
         .map_err(|e| ConfigError(format!("cannot start timely workers: {e}")))?;
-        Ok(Cluster { shared, placement, aborted, guards: Some(guards) })
+        Ok(Cluster { shared, placement, state_dir, _temporary: temporary, aborted, guards: Some(guards) })
     }
 
     /// A new client with a unique id.
@@ -150,6 +168,11 @@ impl Cluster {
     /// The protocol parameters.
     pub fn params(&self) -> &Params {
         &self.shared.params
+    }
+
+    /// Where executors keep their checkpoints.
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
     }
 
     /// The placement of replicas on workers.

@@ -32,13 +32,13 @@ pub struct TaraStreams<'s> {
 /// from executors back to the proposers.
 ///
 /// `submissions` carries client commands, each addressed to a request source; `app` creates the
-/// application instance of each executor replica. Every worker of the scope must call this
+/// application instance of each executor replica, at start and at every restart. Every worker of the scope must call this
 /// function with the same deployment; the placement decides which worker hosts which replica.
 pub fn tara<'s, A: Application + 'static>(
     scope: Scope<'s, u64>,
     submissions: Stream<'s, u64, Vec<Submit>>,
     deployment: &Deployment,
-    app: impl Fn(u32) -> A,
+    app: impl Fn(u32) -> A + 'static,
 ) -> TaraStreams<'s> {
     let (stable_loop, stable) = scope.feedback(1);
     let (fetch_loop, fetches) = scope.feedback(1);
@@ -49,7 +49,7 @@ pub fn tara<'s, A: Application + 'static>(
     let proposals = proposers(requests, stable.clone(), nacks, deployment);
     let commits = committers(proposals, stable.clone(), deployment);
     let inputs = ExecutorInputs { commits, stable, fetches, transfers };
-    let out = executors(inputs, deployment, &app);
+    let out = executors(inputs, deployment, app);
     out.fetches.connect_loop(fetch_loop);
     out.transfers.connect_loop(transfer_loop);
     out.nacks.connect_loop(nack_loop);

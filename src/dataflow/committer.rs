@@ -28,7 +28,8 @@ pub fn committers<'s>(
 
     let params = deployment.params.clone();
     let ids = placement.replicas_on(Stage::Committer, scope.index());
-    let mut local = Local::new(ids.iter().map(|id| (*id, Committer::new(*id, &params))).collect());
+    let make = move |id| Committer::new(id, &params);
+    let mut local = Local::new(Stage::Committer, ids, make.clone());
     let (control, epoch_ms) = (deployment.control.clone(), deployment.epoch_ms);
     let activator = scope.activator_for(info.address.clone());
     let executors = placement.stage(Stage::Executor).to_vec();
@@ -38,6 +39,7 @@ pub fn committers<'s>(
         let mut out: Vec<Commit> = Vec::new();
         move |_frontiers| {
             let alive = pulse.begin();
+            local.sync(&control, &make);
             stable_in.for_each(|_, data| {
                 for routed in data.drain(..).filter(|_| alive) {
                     local.deliver(routed.replica, |k| k.on_stable(routed.tuple));
@@ -45,7 +47,7 @@ pub fn committers<'s>(
             });
             proposals_in.for_each(|_, data| {
                 for routed in data.drain(..).filter(|_| alive) {
-                    local.deliver(routed.replica, |k| k.on_propose(routed.tuple.clone(), &mut out));
+                    local.deliver_input(&control, routed.replica, |k| k.on_propose(routed.tuple.clone(), &mut out));
                 }
             });
             if !alive {
@@ -54,7 +56,7 @@ pub fn committers<'s>(
             for (id, committer) in local.iter_mut() {
                 if let Some(stats) = control.stats(Stage::Committer, id) {
                     ReplicaStats::set(&stats.count, committer.accepted());
-                    ReplicaStats::set(&stats.held, committer.held() as u64);
+                    stats.set_held(committer.held() as u64);
                 }
             }
             give(&mut output, pulse.send_cap(0), out.drain(..).flat_map(|commit| multicast(&executors, commit)));

@@ -32,6 +32,21 @@ pub struct ReplicaStats {
     pub transfers: AtomicU64,
     /// Executors: nacks sent. Proposers: proposals repeated on a nack.
     pub repairs: AtomicU64,
+    /// The most entries `held` ever reached.
+    pub held_max: AtomicU64,
+    /// Proposers: requests that found the window full and waited.
+    pub stalls: AtomicU64,
+    /// Proposers: requests dropped because `window` requests were already waiting.
+    pub dropped: AtomicU64,
+    /// Executors: the newest checkpoint made durable (its sequence number).
+    pub stored: AtomicU64,
+    /// Fault injection: the replica is crashed (drops every input, emits nothing).
+    down: AtomicBool,
+    /// Fault injection: bumped by every restart; a replica rebuilds from durable state when it
+    /// sees a new generation.
+    generation: AtomicU64,
+    /// Fault injection: the replica's consensus input (requests, proposals, commits) is lost.
+    deaf: AtomicBool,
 }
 
 impl ReplicaStats {
@@ -43,6 +58,27 @@ impl ReplicaStats {
     /// Sets a counter.
     pub fn set(counter: &AtomicU64, value: u64) {
         counter.store(value, Ordering::Relaxed);
+    }
+
+    /// Publishes the entries held now and keeps the high-water mark.
+    pub fn set_held(&self, held: u64) {
+        self.held.store(held, Ordering::Relaxed);
+        self.held_max.fetch_max(held, Ordering::Relaxed);
+    }
+
+    /// True while the replica is crashed.
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::Acquire)
+    }
+
+    /// The restart generation.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// True while the replica's consensus input is lost.
+    pub fn is_deaf(&self) -> bool {
+        self.deaf.load(Ordering::Acquire)
     }
 }
 
@@ -82,6 +118,30 @@ impl Control {
         self.origin.elapsed().as_micros() as u64
     }
 
+    /// Crashes a replica: from its next activation it drops every input and emits nothing, and
+    /// it forgets everything that is not durable.
+    pub fn crash(&self, stage: Stage, replica: u32) -> Result<(), String> {
+        let stats = self.stats(stage, replica).ok_or_else(|| no_such(stage, replica))?;
+        stats.down.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Restarts a crashed replica from its durable state only (an executor from its newest
+    /// valid checkpoint); restarting a running replica crashes and restarts it at once.
+    pub fn restart(&self, stage: Stage, replica: u32) -> Result<(), String> {
+        let stats = self.stats(stage, replica).ok_or_else(|| no_such(stage, replica))?;
+        stats.generation.fetch_add(1, Ordering::AcqRel);
+        stats.down.store(false, Ordering::Release);
+        Ok(())
+    }
+
+    /// Loses (or stops losing) a replica's consensus input, as a network that drops tuples would.
+    pub fn set_deaf(&self, stage: Stage, replica: u32, deaf: bool) -> Result<(), String> {
+        let stats = self.stats(stage, replica).ok_or_else(|| no_such(stage, replica))?;
+        stats.deaf.store(deaf, Ordering::Release);
+        Ok(())
+    }
+
     /// The counters of one replica.
     pub fn stats(&self, stage: Stage, replica: u32) -> Option<&ReplicaStats> {
         self.stats.get(&(stage, replica))
@@ -91,4 +151,8 @@ impl Control {
     pub fn stage_stats(&self, stage: Stage) -> impl Iterator<Item = (u32, &ReplicaStats)> {
         self.stats.range((stage, 0)..=(stage, u32::MAX)).map(|((_, r), s)| (*r, s))
     }
+}
+
+fn no_such(stage: Stage, replica: u32) -> String {
+    format!("there is no replica {replica} of the {}", stage.name())
 }

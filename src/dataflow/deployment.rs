@@ -1,5 +1,6 @@
 //! Everything the operators of one TARA dataflow share.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -31,6 +32,10 @@ pub struct Deployment {
     /// Emit every executed command on the `executed` stream (it costs a copy per command and
     /// executor replica, so it is off unless a consumer needs it).
     pub emit_executed: bool,
+    /// Where durable state lives: executor `e` keeps its checkpoints in `executor-<e>/` under
+    /// it. Without it checkpoints stay in memory only, and a restarted executor recovers from a
+    /// peer.
+    pub state_dir: Option<PathBuf>,
     /// Shared with the code that runs the dataflow.
     pub control: Arc<Control>,
 }
@@ -39,7 +44,13 @@ impl Deployment {
     /// A deployment with default epoch length and no executed stream.
     pub fn new(params: Params, placement: Placement) -> Deployment {
         let control = Control::new(&placement);
-        Deployment { params, placement, epoch_ms: 5, emit_executed: false, control }
+        Deployment { params, placement, epoch_ms: 5, emit_executed: false, state_dir: None, control }
+    }
+
+    /// Sets [`Deployment::state_dir`].
+    pub fn state_dir(mut self, dir: PathBuf) -> Deployment {
+        self.state_dir = Some(dir);
+        self
     }
 
     /// Sets [`Deployment::emit_executed`].

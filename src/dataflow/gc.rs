@@ -27,7 +27,8 @@ pub fn gc_sources<'s>(
 
     let params = deployment.params.clone();
     let ids = placement.replicas_on(Stage::Gc, scope.index());
-    let mut local = Local::new(ids.iter().map(|id| (*id, GcSource::new(*id, &params))).collect());
+    let make = move |id| GcSource::new(id, &params);
+    let mut local = Local::new(Stage::Gc, ids, make.clone());
     let (control, epoch_ms) = (deployment.control.clone(), deployment.epoch_ms);
     let activator = scope.activator_for(info.address.clone());
     let receivers = placement.workers_hosting(&[Stage::Proposer, Stage::Committer, Stage::Executor]);
@@ -37,10 +38,11 @@ pub fn gc_sources<'s>(
         let mut out: Vec<Stable> = Vec::new();
         move |_frontiers| {
             let alive = pulse.begin();
+            local.sync(&control, &make);
             let now_us = pulse.now_us();
             checkpoints_in.for_each(|_, data| {
                 for routed in data.drain(..).filter(|_| alive) {
-                    local.deliver(routed.replica, |g| g.on_checkpoint(routed.tuple, now_us, &mut out));
+                    local.deliver_input(&control, routed.replica, |g| g.on_checkpoint(routed.tuple, now_us, &mut out));
                 }
             });
             if !alive {

@@ -31,7 +31,8 @@ pub fn proposers<'s>(
 
     let params = deployment.params.clone();
     let ids = placement.replicas_on(Stage::Proposer, scope.index());
-    let mut local = Local::new(ids.iter().map(|id| (*id, Proposer::new(*id, &params))).collect());
+    let make = move |id| Proposer::new(id, &params);
+    let mut local = Local::new(Stage::Proposer, ids, make.clone());
     let (control, epoch_ms) = (deployment.control.clone(), deployment.epoch_ms);
     let activator = scope.activator_for(info.address.clone());
     let committers = placement.stage(Stage::Committer).to_vec();
@@ -41,6 +42,7 @@ pub fn proposers<'s>(
         let mut out: Vec<Propose> = Vec::new();
         move |_frontiers| {
             let alive = pulse.begin();
+            local.sync(&control, &make);
             stable_in.for_each(|_, data| {
                 for routed in data.drain(..).filter(|_| alive) {
                     local.deliver(routed.replica, |p| p.on_stable(routed.tuple, &mut out));
@@ -53,7 +55,7 @@ pub fn proposers<'s>(
             });
             requests_in.for_each(|_, data| {
                 for routed in data.drain(..).filter(|_| alive) {
-                    local.deliver(routed.replica, |p| p.on_request(routed.tuple.clone(), &mut out));
+                    local.deliver_input(&control, routed.replica, |p| p.on_request(routed.tuple.clone(), &mut out));
                 }
             });
             if !alive {
@@ -65,7 +67,9 @@ pub fn proposers<'s>(
                     ReplicaStats::set(&stats.next, proposer.proposed());
                     ReplicaStats::set(&stats.count, proposer.proposed());
                     ReplicaStats::set(&stats.in_flight_max, proposer.in_flight_max());
-                    ReplicaStats::set(&stats.held, proposer.held() as u64);
+                    stats.set_held(proposer.held() as u64);
+                    ReplicaStats::set(&stats.stalls, proposer.stalls());
+                    ReplicaStats::set(&stats.dropped, proposer.dropped());
                     ReplicaStats::set(&stats.stable, proposer.stable());
                     ReplicaStats::set(&stats.repairs, proposer.repeated());
                 }

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use timely::ExchangeData;
 use timely::dataflow::channels::pact::Exchange;
 
+use super::control::Control;
 use super::placement::{Placement, Stage};
 
 /// The replica index that addresses every replica of the receiving stage on the worker.
@@ -42,15 +43,17 @@ pub fn multicast<'a, T: Clone + 'a>(workers: &'a [u32], tuple: T) -> impl Iterat
     })
 }
 
-/// The replicas a stage hosts on one worker, with their indices.
+/// The replicas a stage hosts on one worker, with their indices. A crashed replica has no state
+/// (`None`): tuples for it are dropped, as a crashed process would drop them.
 pub struct Local<S> {
-    replicas: Vec<(u32, S)>,
+    replicas: Vec<(u32, Option<S>, u64)>,
+    stage: Stage,
 }
 
 impl<S> Local<S> {
-    /// Wraps the replicas this worker hosts.
-    pub fn new(replicas: Vec<(u32, S)>) -> Local<S> {
-        Local { replicas }
+    /// The replicas of `stage` on this worker, each made by `make`.
+    pub fn new(stage: Stage, ids: Vec<u32>, mut make: impl FnMut(u32) -> S) -> Local<S> {
+        Local { replicas: ids.into_iter().map(|id| (id, Some(make(id)), 0)).collect(), stage }
     }
 
     /// True if the worker hosts no replica of the stage.
@@ -58,18 +61,41 @@ impl<S> Local<S> {
         self.replicas.is_empty()
     }
 
-    /// Applies `f` to the addressed replica, or to every local one for [`ALL_REPLICAS`].
-    /// A tuple for a replica this worker does not host is dropped.
+    /// Applies injected faults: a replica marked down loses its state; a replica restarted since
+    /// the last call is rebuilt by `make` (which reloads whatever is durable).
+    pub fn sync(&mut self, control: &Control, mut make: impl FnMut(u32) -> S) {
+        for (id, state, seen) in self.replicas.iter_mut() {
+            let Some(stats) = control.stats(self.stage, *id) else { continue };
+            if stats.is_down() {
+                *state = None;
+            } else if state.is_none() || stats.generation() != *seen {
+                *seen = stats.generation();
+                *state = Some(make(*id));
+            }
+        }
+    }
+
+    /// Applies `f` to the addressed live replica, or to every live local one for
+    /// [`ALL_REPLICAS`]. A tuple for a replica this worker does not host is dropped.
     pub fn deliver(&mut self, replica: u32, mut f: impl FnMut(&mut S)) {
-        for (id, state) in self.replicas.iter_mut() {
-            if replica == ALL_REPLICAS || *id == replica {
+        for (id, state, _) in self.replicas.iter_mut() {
+            if let Some(state) = state.as_mut().filter(|_| replica == ALL_REPLICAS || *id == replica) {
                 f(state);
             }
         }
     }
 
-    /// Every local replica.
+    /// Like [`Local::deliver`], for a replica's consensus input, which fault injection can
+    /// make it lose ([`Control::set_deaf`]).
+    pub fn deliver_input(&mut self, control: &Control, replica: u32, f: impl FnMut(&mut S)) {
+        let deaf = control.stats(self.stage, replica).is_some_and(|s| s.is_deaf());
+        if !deaf {
+            self.deliver(replica, f);
+        }
+    }
+
+    /// Every live local replica.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (u32, &mut S)> {
-        self.replicas.iter_mut().map(|(id, s)| (*id, s))
+        self.replicas.iter_mut().filter_map(|(id, s, _)| s.as_mut().map(|s| (*id, s)))
     }
 }

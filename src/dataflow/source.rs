@@ -29,7 +29,8 @@ pub fn request_sources<'s>(
 
     let params = deployment.params.clone();
     let ids = placement.replicas_on(Stage::Source, scope.index());
-    let mut local = Local::new(ids.iter().map(|id| (*id, RequestSource::new(*id, &params))).collect());
+    let make = move |id| RequestSource::new(id, &params);
+    let mut local = Local::new(Stage::Source, ids, make.clone());
     let (control, epoch_ms) = (deployment.control.clone(), deployment.epoch_ms);
     let activator = scope.activator_for(info.address.clone());
 
@@ -38,11 +39,12 @@ pub fn request_sources<'s>(
         let mut out: Vec<(u32, Request)> = Vec::new();
         move |_frontiers| {
             let alive = pulse.begin();
+            local.sync(&control, &make);
             let now_us = pulse.now_us();
             input.for_each(|_, data| {
                 for submit in data.drain(..) {
                     if alive {
-                        local.deliver(submit.source, |s| s.on_command(submit.command.clone(), now_us, &mut out));
+                        local.deliver_input(&control, submit.source, |s| s.on_command(submit.command.clone(), now_us, &mut out));
                     }
                 }
             });
@@ -55,6 +57,7 @@ pub fn request_sources<'s>(
                 deadline = min_option(deadline, source.next_deadline_us());
                 if let Some(stats) = control.stats(Stage::Source, id) {
                     ReplicaStats::set(&stats.next, source.highest_number() + 1);
+                    stats.set_held(source.held() as u64);
                 }
             }
             let route = |(proposer, request)| Routed::to(&placement, Stage::Proposer, proposer, request);

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::client_table::{ClientTable, Verdict};
+use super::frame;
 use super::mutation::{self, Mutation};
 use super::params::Params;
 use super::quorum::Announced;
@@ -20,6 +21,10 @@ const CHECKPOINTS_KEPT: usize = 2;
 /// The tuples an executor emits; the host routes each kind to its stage.
 #[derive(Debug, Default)]
 pub struct ExecutorOutbox {
+    /// Checkpoints to make durable. Host duty: write each one to stable storage (atomically,
+    /// synced), then call [`Executor::on_stored`], which announces it. A host without storage
+    /// calls `on_stored` at once.
+    pub stores: Vec<Store>,
     /// Results, to the reply sink of each command's source.
     pub replies: Vec<Reply>,
     /// Checkpoint announcements, to every garbage-collection source.
@@ -32,6 +37,17 @@ pub struct ExecutorOutbox {
     pub transfers: Vec<Transfer>,
     /// Requests to the active proposer to repeat a proposal this executor waits for.
     pub nacks: Vec<Nack>,
+}
+
+/// A checkpoint to make durable.
+#[derive(Clone, Debug)]
+pub struct Store {
+    /// The executor replica whose checkpoint it is.
+    pub executor: u32,
+    /// The checkpoint covers every sequence number below this one.
+    pub sequence: u64,
+    /// The framed checkpoint ([`frame`]).
+    pub state: Arc<Vec<u8>>,
 }
 
 /// Votes for one sequence number in one view.
@@ -95,6 +111,8 @@ pub struct Executor<A: Application> {
     app: A,
     clients: ClientTable,
     checkpoints: VecDeque<(u64, Arc<Vec<u8>>)>,
+    /// The newest checkpoint the host reported durable.
+    durable: Option<u64>,
     history: u64,
     executed: u64,
     stalled_at: u64,
@@ -127,6 +145,7 @@ impl<A: Application> Executor<A> {
             app,
             clients: ClientTable::new(params.client_window),
             checkpoints: VecDeque::new(),
+            durable: None,
             history: digest_bytes(b"tara"),
             executed: 0,
             stalled_at: 0,
@@ -169,6 +188,16 @@ impl<A: Application> Executor<A> {
 
     fn mutated(&self, mutation: Mutation) -> bool {
         mutation::applies(self.mutation, mutation)
+    }
+
+    /// This replica's index.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The newest checkpoint the host reported durable.
+    pub fn durable(&self) -> Option<u64> {
+        self.durable
     }
 
     /// The next sequence number to execute: everything below it has been executed.
@@ -260,21 +289,34 @@ impl<A: Application> Executor<A> {
         if transfer.to != self.id || transfer.sequence <= self.next {
             return;
         }
-        if self.restore_checkpoint(transfer.sequence, transfer.state).is_err() {
+        if self.restore_checkpoint(transfer.sequence, transfer.state.clone()).is_err() {
             return;
         }
         self.fetching = None;
         self.transfers_restored += 1;
-        out.checkpoints.push(Checkpoint { executor: self.id, sequence: self.next });
+        out.stores.push(Store { executor: self.id, sequence: transfer.sequence, state: transfer.state });
         self.execute_ready(out);
     }
 
-    /// Replaces this replica's state with a checkpoint at `sequence` (after a restart, or from a
-    /// peer): the application, the duplicate-detection table and the counters. On error the
-    /// state is unchanged.
+    /// The host made the checkpoint at `sequence` durable: announce it to the garbage-collection
+    /// sources (Section III-D: "having stored the checkpoint, the executor ... sends").
+    pub fn on_stored(&mut self, sequence: u64, out: &mut ExecutorOutbox) {
+        if self.durable.is_none_or(|d| sequence > d) {
+            self.durable = Some(sequence);
+            out.checkpoints.push(Checkpoint { executor: self.id, sequence });
+        }
+    }
+
+    /// Replaces this replica's state with a framed checkpoint at `sequence` (after a restart, or
+    /// from a peer): the application, the duplicate-detection table and the counters. A corrupt
+    /// or mismatched checkpoint is rejected and the state is unchanged.
     pub fn restore_checkpoint(&mut self, sequence: u64, state: Arc<Vec<u8>>) -> Result<(), String> {
+        let (framed_sequence, payload) = frame::unframe(&state).map_err(|e| e.to_string())?;
+        if framed_sequence != sequence {
+            return Err(format!("checkpoint claims sequence {framed_sequence} instead of {sequence}"));
+        }
         let decoded: CheckpointState =
-            bincode::deserialize(&state).map_err(|e| format!("undecodable checkpoint: {e}"))?;
+            bincode::deserialize(payload).map_err(|e| format!("undecodable checkpoint: {e}"))?;
         if decoded.sequence != sequence {
             return Err(format!("checkpoint claims sequence {} instead of {sequence}", decoded.sequence));
         }
@@ -327,8 +369,8 @@ impl<A: Application> Executor<A> {
             return;
         }
         self.announced_us = now_us;
-        if let Some((sequence, _)) = self.checkpoints.back() {
-            out.checkpoints.push(Checkpoint { executor: self.id, sequence: *sequence });
+        if let Some(sequence) = self.durable {
+            out.checkpoints.push(Checkpoint { executor: self.id, sequence });
         }
     }
 
@@ -394,9 +436,10 @@ impl<A: Application> Executor<A> {
             clients: &self.clients,
             app: &app,
         };
-        let Ok(bytes) = bincode::serialize(&state) else { return };
-        self.keep_checkpoint(self.next, Arc::new(bytes));
-        out.checkpoints.push(Checkpoint { executor: self.id, sequence: self.next });
+        let Ok(payload) = bincode::serialize(&state) else { return };
+        let framed = Arc::new(frame::frame(self.next, &payload));
+        self.keep_checkpoint(self.next, framed.clone());
+        out.stores.push(Store { executor: self.id, sequence: self.next, state: framed });
     }
 
     fn keep_checkpoint(&mut self, sequence: u64, state: Arc<Vec<u8>>) {
@@ -553,7 +596,11 @@ mod tests {
             e.on_commit(commit(0, s, 0, &r), &mut out);
             e.on_commit(commit(1, s, 0, &r), &mut out);
         }
-        assert_eq!(out.checkpoints.iter().map(|c| c.sequence).collect::<Vec<_>>(), vec![4, 8]);
+        assert_eq!(out.stores.iter().map(|s| s.sequence).collect::<Vec<_>>(), vec![4, 8]);
+        assert!(out.checkpoints.is_empty(), "announced only once durable");
+        e.on_stored(4, &mut out);
+        e.on_stored(4, &mut out);
+        assert_eq!(out.checkpoints, vec![Checkpoint { executor: 0, sequence: 4 }]);
     }
 
     /// Section III-D: a lagging executor loads a peer's checkpoint and continues from it.
@@ -605,12 +652,26 @@ mod tests {
         assert_eq!(out.nacks.len(), 1, "at most one nack per timeout");
     }
 
+    /// Section III-D: a corrupt checkpoint is never restored; the state stays unchanged.
     #[test]
     fn a_corrupt_transfer_is_dropped() {
-        let mut behind = executor();
+        let mut ahead = executor();
         let mut out = ExecutorOutbox::default();
-        let transfer = Transfer { executor: 1, to: 0, sequence: 4, state: Arc::new(vec![1, 2, 3]) };
-        behind.on_transfer(transfer, &mut out);
-        assert_eq!(behind.next(), 0);
+        for s in 0..4 {
+            let r = request(s + 1, vec![put(1, s + 1, "k")]);
+            ahead.on_commit(commit(0, s, 0, &r), &mut out);
+            ahead.on_commit(commit(1, s, 0, &r), &mut out);
+        }
+        let (sequence, good) = ahead.newest_checkpoint().unwrap();
+        let mut behind = executor();
+        for flip in [0, 9, 40, good.len() - 1] {
+            let mut bad = (*good).clone();
+            bad[flip] ^= 1;
+            let transfer = Transfer { executor: 1, to: 0, sequence, state: Arc::new(bad) };
+            behind.on_transfer(transfer, &mut out);
+            assert_eq!(behind.next(), 0, "a corrupt checkpoint (byte {flip}) was restored");
+        }
+        behind.on_transfer(Transfer { executor: 1, to: 0, sequence, state: good }, &mut out);
+        assert_eq!(behind.next(), 4);
     }
 }

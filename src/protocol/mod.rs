@@ -8,6 +8,7 @@
 pub mod client_table;
 pub mod committer;
 pub mod executor;
+pub mod frame;
 pub mod gc;
 pub mod mutation;
 pub mod params;
@@ -18,7 +19,7 @@ pub mod tuple;
 pub mod window;
 
 pub use committer::{Committer, Record};
-pub use executor::{Executor, ExecutorOutbox};
+pub use executor::{Executor, ExecutorOutbox, Store};
 pub use gc::GcSource;
 pub use params::{ParamError, Params};
 pub use proposer::Proposer;

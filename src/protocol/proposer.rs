@@ -28,6 +28,8 @@ pub struct Proposer {
     in_flight_max: u64,
     proposed: u64,
     repeated: u64,
+    stalls: u64,
+    dropped: u64,
     repair_timeout_us: u64,
     /// When the threshold last rose (or the window last had room).
     progress_us: u64,
@@ -53,6 +55,8 @@ impl Proposer {
             in_flight_max: 0,
             proposed: 0,
             repeated: 0,
+            stalls: 0,
+            dropped: 0,
             repair_timeout_us: 20_000,
             progress_us: 0,
             repeated_us: 0,
@@ -99,19 +103,38 @@ impl Proposer {
         self.waiting.len() + self.sent.occupied()
     }
 
+    /// Requests that found the window full and had to wait.
+    pub fn stalls(&self) -> u64 {
+        self.stalls
+    }
+
+    /// Requests dropped because `window` requests were already waiting (their clients
+    /// retransmit).
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
     /// Proposals sent again because an executor asked.
     pub fn repeated(&self) -> u64 {
         self.repeated
     }
 
-    /// A request from a source: proposed at once if the window has room.
-    /// An inactive proposer ignores requests (sources send to the active one).
+    /// A request from a source: proposed at once if the window has room, otherwise it waits.
+    /// At most `window` requests wait; more are dropped (memory stays bounded; their clients
+    /// retransmit). An inactive proposer ignores requests (sources send to the active one).
     pub fn on_request(&mut self, request: Request, out: &mut Vec<Propose>) {
         if !self.is_active() {
             return;
         }
+        if self.waiting.len() as u64 >= self.window {
+            self.dropped += 1;
+            return;
+        }
         self.waiting.push_back(request);
         self.propose_waiting(out);
+        if !self.waiting.is_empty() {
+            self.stalls += 1;
+        }
     }
 
     /// A stability announcement: a rising threshold moves the window and frees room.
@@ -217,6 +240,18 @@ mod tests {
             out.iter().map(|x| (x.sequence, x.request.number)).collect::<Vec<_>>(),
             vec![(0, 1), (1, 2), (2, 3), (3, 4)]
         );
+    }
+
+    /// At most `window` requests wait for room; more are dropped, so memory stays bounded.
+    #[test]
+    fn the_waiting_queue_is_bounded() {
+        let mut p = Proposer::new(0, &params(2));
+        let mut out = Vec::new();
+        for q in 1..=10 {
+            p.on_request(request(q), &mut out);
+        }
+        assert_eq!(out.len(), 2);
+        assert_eq!((p.held(), p.dropped(), p.stalls()), (2 + 2, 6, 2));
     }
 
     /// Repair: a nack for an instance this proposer made gets the same proposal again.

@@ -55,6 +55,11 @@ impl RequestSource {
         self.id
     }
 
+    /// Commands waiting in the current batch (state held, for metrics and bounds).
+    pub fn held(&self) -> usize {
+        self.batch.len()
+    }
+
     /// The highest request number assigned so far (`q` of the paper's TARGET tuple), 0 if none.
     pub fn highest_number(&self) -> u64 {
         self.next_number - 1

@@ -477,8 +477,12 @@ impl World {
             None => {}
         }
         e.on_tick(now, &mut out);
+        // Durable storage: the checkpoint is on the simulated disk before it is announced.
+        for store in std::mem::take(&mut out.stores) {
+            self.disks[i as usize] = Some((store.sequence, store.state));
+            e.on_stored(store.sequence, &mut out);
+        }
         let (next, history) = (e.next(), e.history());
-        self.disks[i as usize] = e.newest_checkpoint();
         self.check_history(i, next, history)?;
         for executed in out.executed.drain(..) {
             self.check_executed(executed)?;
@@ -600,8 +604,10 @@ impl World {
             Node::Gc(i) => self.gcs[i as usize] = Some(GcSource::new(i, &p)),
             Node::Executor(i) => {
                 let mut executor = new_executor(&self.config, i);
-                if let Some((sequence, state)) = self.disks[i as usize].clone() {
-                    let _ = executor.restore_checkpoint(sequence, state);
+                if let Some((sequence, state)) = self.disks[i as usize].clone()
+                    && executor.restore_checkpoint(sequence, state).is_ok()
+                {
+                    executor.on_stored(sequence, &mut ExecutorOutbox::default());
                 }
                 self.executors[i as usize] = Some(executor);
             }
