@@ -132,6 +132,7 @@ fn mutations_are_caught() {
         (Mutation::ExecuteOutOfOrder, ""),
         (Mutation::CheckpointForgetsClients, ""),
         (Mutation::SourceNeverFlushes, "liveness"),
+        (Mutation::ProposerNeverRepeats, ""),
     ];
     for (mutation, check) in cases {
         let (failures, ran) = sweep(1, 1_000, Some(mutation), true);

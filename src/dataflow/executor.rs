@@ -71,7 +71,9 @@ where
     let stores = open_stores(deployment, &ids);
     let mut writers: BTreeMap<u32, Writer> = stores
         .iter()
-        .map(|(id, store)| (*id, Writer::spawn(*id, store.clone(), scope.worker().sync_activator_for(info.address.to_vec()))))
+        .map(|(id, store)| {
+            (*id, Writer::spawn(*id, store.clone(), scope.worker().sync_activator_for(info.address.to_vec())))
+        })
         .collect();
     let (params, emit) = (deployment.params.clone(), deployment.emit_executed);
     let make = move |id: u32| {
@@ -151,11 +153,11 @@ fn recover<A: Application>(mut executor: Executor<A>, store: Option<&CheckpointS
     let Some(store) = store else { return executor };
     let id = executor.id();
     match store.load_newest() {
-        Ok((found, rejected)) => {
-            for r in rejected {
+        Ok(loaded) => {
+            for r in loaded.rejected {
                 tracing::warn!("executor {id}: rejected checkpoint {}: {}", r.path.display(), r.reason);
             }
-            if let Some((sequence, bytes)) = found {
+            if let Some((sequence, bytes)) = loaded.newest {
                 match executor.restore_checkpoint(sequence, Arc::new(bytes)) {
                     Ok(()) => {
                         tracing::info!("executor {id}: restored checkpoint {sequence} from {}", store.dir().display());
@@ -305,6 +307,10 @@ impl Outputs {
         give(&mut self.fetches, pulse.send_cap(3), fetches);
         let transfers = out.transfers.drain(..).map(|t| Routed::to(placement, Stage::Executor, t.to, t));
         give(&mut self.transfers, pulse.send_cap(4), transfers);
-        give(&mut self.nacks, pulse.send_cap(5), out.nacks.drain(..).map(|n| Routed::to(placement, Stage::Proposer, n.to, n)));
+        give(
+            &mut self.nacks,
+            pulse.send_cap(5),
+            out.nacks.drain(..).map(|n| Routed::to(placement, Stage::Proposer, n.to, n)),
+        );
     }
 }

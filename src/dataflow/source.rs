@@ -44,7 +44,9 @@ pub fn request_sources<'s>(
             input.for_each(|_, data| {
                 for submit in data.drain(..) {
                     if alive {
-                        local.deliver_input(&control, submit.source, |s| s.on_command(submit.command.clone(), now_us, &mut out));
+                        local.deliver_input(&control, submit.source, |s| {
+                            s.on_command(submit.command.clone(), now_us, &mut out)
+                        });
                     }
                 }
             });

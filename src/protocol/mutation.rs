@@ -17,6 +17,9 @@ pub enum Mutation {
     /// Restoring a checkpoint restores the application but not the duplicate-detection table
     /// (breaks Section III-D: a checkpoint must hold `T_exec` and the result cache).
     CheckpointForgetsClients,
+    /// The proposer never repeats stalled proposals (its tick does nothing): an executor that
+    /// missed the last instances never learns about them (a liveness bug).
+    ProposerNeverRepeats,
     /// A request source ignores the batch size and holds commands until its timeout forever
     /// (a liveness bug: commands are never proposed).
     SourceNeverFlushes,

@@ -2,10 +2,14 @@
 
 use std::collections::VecDeque;
 
+use super::mutation::{self, Mutation};
 use super::params::Params;
 use super::quorum::Announced;
 use super::tuple::{Nack, Propose, Request, Stable};
 use super::window::Window;
+
+/// Proposals repeated for one nack.
+const NACK_BURST: u64 = 16;
 
 /// Proposer replica `p`. In view `v` only proposer `v mod (f+1)` is active.
 ///
@@ -38,6 +42,7 @@ pub struct Proposer {
     backoff_us: u64,
     /// The threshold rose since the last tick.
     progressed: bool,
+    mutation: Option<Mutation>,
 }
 
 impl Proposer {
@@ -62,6 +67,7 @@ impl Proposer {
             repeated_us: 0,
             backoff_us: 20_000,
             progressed: false,
+            mutation: None,
         }
     }
 
@@ -70,6 +76,13 @@ impl Proposer {
     pub fn repair_timeout_us(mut self, timeout_us: u64) -> Self {
         self.repair_timeout_us = timeout_us;
         self.backoff_us = timeout_us;
+        self
+    }
+
+    /// Breaks this replica on purpose (tests of the simulator only).
+    #[cfg(feature = "mutations")]
+    pub fn mutate(mut self, mutation: Mutation) -> Self {
+        self.mutation = Some(mutation);
         self
     }
 
@@ -146,20 +159,31 @@ impl Proposer {
         }
     }
 
-    /// Time passed. A full window whose threshold does not rise means the instances above the
-    /// threshold are stuck, and when all of them were lost no executor can tell (there is no
-    /// later instance to reveal a gap): send them again, with exponential backoff.
+    /// Time passed. Instances in flight without progress (no new proposal, no rising threshold)
+    /// for a timeout may be stuck where no executor can tell: when every instance at the top of
+    /// a full window was lost there is no later instance to reveal the gap, and after the load
+    /// stops a lagging executor sees nothing at all. So the proposer repeats, with exponential
+    /// backoff: every proposal above the threshold when the window is full, otherwise its last
+    /// proposal, which shows a lagging executor what it misses (it then nacks the gap).
     pub fn on_tick(&mut self, now_us: u64, out: &mut Vec<Propose>) {
-        if self.waiting.is_empty() || !self.is_active() || std::mem::take(&mut self.progressed) {
+        if mutation::applies(self.mutation, Mutation::ProposerNeverRepeats) {
+            return;
+        }
+        let in_flight = self.next_sequence > self.stable();
+        if !in_flight || !self.is_active() || std::mem::take(&mut self.progressed) {
             self.progress_us = now_us;
             self.backoff_us = self.repair_timeout_us;
             return;
         }
         let stalled = now_us.saturating_sub(self.progress_us) >= self.repair_timeout_us;
-        if stalled && now_us.saturating_sub(self.repeated_us) >= self.backoff_us {
-            self.repeated_us = now_us;
-            self.backoff_us = (self.backoff_us * 2).min(self.repair_timeout_us * 50);
-            for (_, propose) in self.sent.iter() {
+        if !stalled || now_us.saturating_sub(self.repeated_us) < self.backoff_us {
+            return;
+        }
+        self.repeated_us = now_us;
+        self.backoff_us = (self.backoff_us * 2).min(self.repair_timeout_us * 50);
+        let first = if self.waiting.is_empty() { self.next_sequence - 1 } else { self.stable() };
+        for sequence in first..self.next_sequence {
+            if let Some(propose) = self.sent.get(sequence) {
                 self.repeated += 1;
                 out.push(propose.clone());
             }
@@ -171,9 +195,14 @@ impl Proposer {
         if nack.to != self.id || !self.is_active() {
             return;
         }
-        if let Some(propose) = self.sent.get(nack.sequence) {
-            self.repeated += 1;
-            out.push(propose.clone());
+        // A lagging executor usually misses a run of instances: repeat a burst from the one it
+        // names, so that it does not need one nack (and one timeout) per instance.
+        let end = self.next_sequence.min(nack.sequence + NACK_BURST);
+        for sequence in nack.sequence..end {
+            if let Some(propose) = self.sent.get(sequence) {
+                self.repeated += 1;
+                out.push(propose.clone());
+            }
         }
     }
 
@@ -185,6 +214,7 @@ impl Proposer {
                 *slot = propose.clone();
             }
             out.push(propose);
+            self.progressed = true;
             self.next_sequence += 1;
             self.proposed += 1;
             self.in_flight_max = self.in_flight_max.max(self.in_flight());
@@ -265,10 +295,12 @@ mod tests {
         out.clear();
         p.on_nack(Nack { executor: 2, to: 0, sequence: 1 }, &mut out);
         assert_eq!(out, vec![first]);
+        p.on_nack(Nack { executor: 2, to: 0, sequence: 0 }, &mut out);
+        assert_eq!(out.iter().map(|x| x.sequence).collect::<Vec<_>>(), vec![1, 0, 1], "a burst from 0");
         p.on_nack(Nack { executor: 2, to: 0, sequence: 3 }, &mut out);
-        assert_eq!(out.len(), 1, "nothing was proposed at 3");
+        assert_eq!(out.len(), 3, "nothing was proposed at 3");
         p.on_nack(Nack { executor: 2, to: 1, sequence: 1 }, &mut out);
-        assert_eq!(out.len(), 1, "addressed to another proposer");
+        assert_eq!(out.len(), 3, "addressed to another proposer");
     }
 
     /// Repair: when the window stays full and the threshold does not rise, the proposals above
@@ -296,6 +328,25 @@ mod tests {
         p.on_tick(31, &mut out);
         p.on_tick(40, &mut out);
         assert_eq!(out.len(), proposed, "progress resets the timeout");
+    }
+
+    /// Repair: an idle proposer with instances in flight repeats its last proposal now and then,
+    /// so that an executor that missed the last instances learns about them.
+    #[test]
+    fn an_idle_proposer_repeats_its_last_proposal() {
+        let mut p = Proposer::new(0, &params(8)).repair_timeout_us(10);
+        let mut out = Vec::new();
+        p.on_request(request(1), &mut out);
+        p.on_request(request(2), &mut out);
+        out.clear();
+        p.on_tick(0, &mut out);
+        p.on_tick(10, &mut out);
+        assert_eq!(out.iter().map(|x| x.sequence).collect::<Vec<_>>(), vec![1]);
+        p.on_stable(Stable { source: 0, sequence: 2 }, &mut out);
+        p.on_stable(Stable { source: 1, sequence: 2 }, &mut out);
+        p.on_tick(100, &mut out);
+        p.on_tick(200, &mut out);
+        assert_eq!(out.len(), 1, "nothing in flight above the threshold: nothing to repeat");
     }
 
     /// Section III-C: only proposer v mod (f+1) may propose.

@@ -25,6 +25,15 @@ pub struct CheckpointStore {
     dir: PathBuf,
 }
 
+/// What [`CheckpointStore::load_newest`] found.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Loaded {
+    /// The newest intact checkpoint: its sequence number and framed bytes.
+    pub newest: Option<(u64, Vec<u8>)>,
+    /// Newer files that were skipped because they are damaged.
+    pub rejected: Vec<Rejected>,
+}
+
 /// A checkpoint file that was found but not loaded, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rejected {
@@ -89,12 +98,14 @@ impl CheckpointStore {
 
     /// The newest checkpoint whose file is intact and whose frame names the sequence number
     /// in its file name; every newer file that fails these checks is reported as rejected.
-    pub fn load_newest(&self) -> io::Result<(Option<(u64, Vec<u8>)>, Vec<Rejected>)> {
+    pub fn load_newest(&self) -> io::Result<Loaded> {
         let mut rejected = Vec::new();
         for (sequence, path) in self.files()?.into_iter().rev() {
             let bytes = fs::read(&path)?;
             match frame::unframe(&bytes) {
-                Ok((framed, _)) if framed == sequence => return Ok((Some((sequence, bytes)), rejected)),
+                Ok((framed, _)) if framed == sequence => {
+                    return Ok(Loaded { newest: Some((sequence, bytes)), rejected });
+                }
                 Ok((framed, _)) => {
                     let reason = format!("the file name says {sequence}, the checkpoint says {framed}");
                     rejected.push(Rejected { path, reason });
@@ -102,7 +113,7 @@ impl CheckpointStore {
                 Err(e) => rejected.push(Rejected { path, reason: e.to_string() }),
             }
         }
-        Ok((None, rejected))
+        Ok(Loaded { newest: None, rejected })
     }
 }
 
@@ -119,9 +130,9 @@ mod tests {
         }
         let kept: Vec<u64> = store.files().unwrap().into_iter().map(|(s, _)| s).collect();
         assert_eq!(kept, vec![256, 384]);
-        let (newest, rejected) = store.load_newest().unwrap();
-        assert_eq!(newest.map(|(s, _)| s), Some(384));
-        assert!(rejected.is_empty());
+        let loaded = store.load_newest().unwrap();
+        assert_eq!(loaded.newest.map(|(s, _)| s), Some(384));
+        assert!(loaded.rejected.is_empty());
         assert!(fs::read_dir(dir.path()).unwrap().all(|e| !e.unwrap().path().to_string_lossy().ends_with(".tmp")));
     }
 
@@ -137,10 +148,10 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
         fs::write(&newest, bytes).unwrap();
-        let (loaded, rejected) = store.load_newest().unwrap();
-        assert_eq!(loaded.map(|(s, _)| s), Some(128));
-        assert_eq!(rejected.len(), 1);
-        assert!(rejected[0].reason.contains("checksum"), "{:?}", rejected[0]);
+        let loaded = store.load_newest().unwrap();
+        assert_eq!(loaded.newest.map(|(s, _)| s), Some(128));
+        assert_eq!(loaded.rejected.len(), 1);
+        assert!(loaded.rejected[0].reason.contains("checksum"), "{:?}", loaded.rejected[0]);
     }
 
     #[test]
@@ -148,10 +159,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("notes.txt"), "x").unwrap();
         let store = CheckpointStore::open(dir.path()).unwrap();
-        assert_eq!(store.load_newest().unwrap(), (None, vec![]));
+        assert_eq!(store.load_newest().unwrap(), Loaded::default());
         fs::write(dir.path().join("checkpoint-00000000000000000007.tara"), "garbage").unwrap();
-        let (loaded, rejected) = store.load_newest().unwrap();
-        assert!(loaded.is_none());
-        assert_eq!(rejected.len(), 1);
+        let loaded = store.load_newest().unwrap();
+        assert!(loaded.newest.is_none());
+        assert_eq!(loaded.rejected.len(), 1);
     }
 }

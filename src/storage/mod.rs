@@ -3,4 +3,4 @@
 
 pub mod checkpoints;
 
-pub use checkpoints::{CheckpointStore, Rejected};
+pub use checkpoints::{CheckpointStore, Loaded, Rejected};

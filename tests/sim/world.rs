@@ -259,8 +259,13 @@ impl World {
         }
     }
 
+    /// The clients are done and every executor is up, at the same position, with the same
+    /// history: replicas must converge even when no more load arrives.
     fn done(&self) -> bool {
-        self.clients.iter().all(|c| c.issued == self.config.commands_per_client && c.pending.is_empty())
+        let clients = self.clients.iter().all(|c| c.issued == self.config.commands_per_client && c.pending.is_empty());
+        let positions: Vec<Option<(u64, u64)>> =
+            self.executors.iter().map(|e| e.as_ref().map(|e| (e.next(), e.history()))).collect();
+        clients && positions.iter().all(|p| p.is_some() && *p == positions[0])
     }
 
     fn main_loop(&mut self) -> Check {
@@ -274,6 +279,14 @@ impl World {
                     .iter()
                     .flat_map(|c| c.pending.keys().map(move |t| format!("c{} t{}", c.id, t)))
                     .collect();
+                if pending.is_empty() {
+                    let positions: Vec<Option<u64>> =
+                        self.executors.iter().map(|e| e.as_ref().map(|e| e.next())).collect();
+                    return Err((
+                        "convergence",
+                        format!("executors did not converge after the fault phase: {positions:?}"),
+                    ));
+                }
                 return Err(("liveness", format!("commands still outstanding after the fault phase: {pending:?}")));
             }
             self.outcome.events += 1;
@@ -759,9 +772,13 @@ impl World {
     }
 }
 
-/// A proposer with the run's repair timeout.
+/// A proposer with the run's repair timeout; broken if the run's mutation is a proposer bug.
 fn new_proposer(config: &SimConfig, id: u32) -> Proposer {
-    Proposer::new(id, &config.params).repair_timeout_us(config.repair_us)
+    let proposer = Proposer::new(id, &config.params).repair_timeout_us(config.repair_us);
+    match config.mutation {
+        Some(m @ Mutation::ProposerNeverRepeats) => proposer.mutate(m),
+        _ => proposer,
+    }
 }
 
 /// A request source; broken if the run's mutation is a source bug.
@@ -778,7 +795,7 @@ fn new_executor(config: &SimConfig, id: u32) -> Executor<KvStore> {
     let executor =
         Executor::new(id, &config.params, KvStore::default()).emit_executed(true).repair_timeout_us(config.repair_us);
     match config.mutation {
-        Some(Mutation::SourceNeverFlushes) | None => executor,
+        Some(Mutation::SourceNeverFlushes | Mutation::ProposerNeverRepeats) | None => executor,
         Some(m) => executor.mutate(m),
     }
 }
