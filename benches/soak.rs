@@ -1,0 +1,82 @@
+//! Soak: the embedded cluster under full load for a long time (10 minutes by default), with the
+//! resident memory sampled every 10 seconds. Memory must stay flat: every stage keeps state only
+//! for its window, checkpoints are pruned to two per executor, and clients acknowledge answers.
+//!
+//! `cargo bench --bench soak`; `TARA_SOAK_SECONDS=600`, `TARA_SOAK_CLIENTS=64`.
+//! Writes `papers/soak.csv` and `papers/soak.svg`.
+
+#[path = "common/plot.rs"]
+mod plot;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use tara::app::coordination::Coordination;
+use tara::cluster::workload::{self, Workload};
+use tara::cluster::{Cluster, Description};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Resident memory of this process in KiB (Linux).
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap_or("VmRSS: 0 kB");
+    line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+fn main() {
+    let seconds = env_u64("TARA_SOAK_SECONDS", 600);
+    let clients = env_u64("TARA_SOAK_CLIENTS", 64) as usize;
+    let sample = Duration::from_secs(env_u64("TARA_SOAK_SAMPLE_SECONDS", 10));
+    let description = Description::embedded();
+    let cluster = Cluster::start(&description, |_| Coordination::default()).expect("the cluster starts");
+    workload::setup(&cluster, description.pool_znodes, description.payload_bytes).expect("setup");
+    let start = Instant::now();
+    let mut samples: Vec<(f64, u64, u64)> = Vec::new();
+    let mut completed = 0u64;
+    println!("{:>8} {:>12} {:>14} {:>12}", "seconds", "rss_kib", "commands", "ops/s");
+    while start.elapsed() < Duration::from_secs(seconds) {
+        let run = Workload {
+            clients,
+            duration: sample,
+            payload_bytes: description.payload_bytes,
+            pool_znodes: description.pool_znodes,
+            seed: samples.len() as u64,
+            progress: false,
+        };
+        let summary = workload::run(&cluster, &run).expect("the workload runs");
+        assert_eq!(summary.errors, 0, "wrong answers");
+        completed += summary.completed;
+        let t = start.elapsed().as_secs_f64();
+        let rss = rss_kib();
+        samples.push((t, rss, completed));
+        println!("{t:>8.0} {rss:>12} {completed:>14} {:>12.0}", summary.throughput_ops);
+        let _ = std::io::stdout().flush();
+    }
+    let report = cluster.stop();
+    assert!(report.digests_agree(), "executor digests differ after the soak");
+    write_results(&samples);
+}
+
+fn write_results(samples: &[(f64, u64, u64)]) {
+    let at = |t: f64| samples.iter().find(|s| s.0 >= t).or(samples.last()).map(|s| s.1).unwrap_or(0);
+    let (one_minute, end) = (at(60.0), samples.last().map(|s| s.1).unwrap_or(0));
+    let growth = if one_minute > 0 { 100.0 * (end as f64 - one_minute as f64) / one_minute as f64 } else { 0.0 };
+    println!("\nresident memory: {one_minute} KiB after 1 minute, {end} KiB at the end: {growth:+.1}% (goal: at most +5%)");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("papers");
+    let mut csv = String::from("seconds,rss_kib,commands\n");
+    for (t, rss, commands) in samples {
+        csv.push_str(&format!("{t:.0},{rss},{commands}\n"));
+    }
+    let _ = std::fs::write(dir.join("soak.csv"), csv);
+    let series = [plot::Series { label: "resident memory".into(), points: samples.iter().map(|s| (s.0, s.1 as f64 / 1024.0)).collect() }];
+    match plot::line_chart(&dir.join("soak.svg"), "soak: resident memory under full load", "seconds", "MiB", &series) {
+        Ok(()) => println!("wrote papers/soak.csv and papers/soak.svg"),
+        Err(e) => eprintln!("plot failed: {e}"),
+    }
+}
