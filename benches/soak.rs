@@ -67,14 +67,19 @@ fn write_results(samples: &[(f64, u64, u64)]) {
     let at = |t: f64| samples.iter().find(|s| s.0 >= t).or(samples.last()).map(|s| s.1).unwrap_or(0);
     let (one_minute, end) = (at(60.0), samples.last().map(|s| s.1).unwrap_or(0));
     let growth = if one_minute > 0 { 100.0 * (end as f64 - one_minute as f64) / one_minute as f64 } else { 0.0 };
-    println!("\nresident memory: {one_minute} KiB after 1 minute, {end} KiB at the end: {growth:+.1}% (goal: at most +5%)");
+    println!(
+        "\nresident memory: {one_minute} KiB after 1 minute, {end} KiB at the end: {growth:+.1}% (goal: at most +5%)"
+    );
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("papers");
     let mut csv = String::from("seconds,rss_kib,commands\n");
     for (t, rss, commands) in samples {
         csv.push_str(&format!("{t:.0},{rss},{commands}\n"));
     }
     let _ = std::fs::write(dir.join("soak.csv"), csv);
-    let series = [plot::Series { label: "resident memory".into(), points: samples.iter().map(|s| (s.0, s.1 as f64 / 1024.0)).collect() }];
+    let series = [plot::Series {
+        label: "resident memory".into(),
+        points: samples.iter().map(|s| (s.0, s.1 as f64 / 1024.0)).collect(),
+    }];
     match plot::line_chart(&dir.join("soak.svg"), "soak: resident memory under full load", "seconds", "MiB", &series) {
         Ok(()) => println!("wrote papers/soak.csv and papers/soak.svg"),
         Err(e) => eprintln!("plot failed: {e}"),

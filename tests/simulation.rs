@@ -132,10 +132,11 @@ fn mutations_are_caught() {
         (Mutation::ExecuteOutOfOrder, ""),
         (Mutation::CheckpointForgetsClients, ""),
         (Mutation::SourceNeverFlushes, "liveness"),
-        (Mutation::ProposerNeverRepeats, ""),
+        (Mutation::CommitAfterF, ""),
+        (Mutation::CommitterForgetsRecords, ""),
     ];
     for (mutation, check) in cases {
-        let (failures, ran) = sweep(1, 1_000, Some(mutation), true);
+        let (failures, ran) = sweep(1, 3_000, Some(mutation), true);
         assert!(!failures.is_empty(), "{mutation:?} survived {ran} seeds");
         assert!(failures[0].contains(check), "{mutation:?} failed an unexpected check:\n{}", failures[0]);
         println!("{mutation:?}: caught after {ran} seeds: {}", failures[0].lines().next().unwrap_or(""));

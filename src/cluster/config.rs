@@ -42,6 +42,12 @@ pub struct Description {
     pub epoch_ms: u64,
     /// A client retransmits a command without reply after this long.
     pub retry_timeout_ms: u64,
+    /// Controllers change the view after this long without progress while work is outstanding.
+    pub view_timeout_ms: u64,
+    /// Committers sync their record log before sending commits (the protection against the
+    /// "amnesia" case of Section III-E). Switching it off is faster and unsafe if a committer
+    /// process can lose its memory.
+    pub durable_records: bool,
     /// Data bytes per `set data` of the demo workload.
     pub payload_bytes: usize,
     /// Znodes in the demo workload's shared pool.
@@ -65,6 +71,8 @@ pub struct PlacementSection {
     pub executors: Option<Vec<u32>>,
     /// Garbage-collection sources (2f+1).
     pub gc: Option<Vec<u32>>,
+    /// Controllers (2f+1).
+    pub controllers: Option<Vec<u32>>,
 }
 
 impl PlacementSection {
@@ -75,6 +83,7 @@ impl PlacementSection {
             (Stage::Committer, &self.committers),
             (Stage::Executor, &self.executors),
             (Stage::Gc, &self.gc),
+            (Stage::Controller, &self.controllers),
         ];
         all.into_iter().filter_map(|(stage, list)| list.clone().map(|l| (stage, l))).collect()
     }
@@ -105,6 +114,8 @@ impl Default for Description {
             client_window: params.client_window,
             epoch_ms: 5,
             retry_timeout_ms: 1000,
+            view_timeout_ms: params.view_timeout_us / 1000,
+            durable_records: true,
             payload_bytes: 64,
             pool_znodes: 1000,
             placement: PlacementSection::default(),
@@ -145,6 +156,7 @@ impl Description {
             batch_timeout_us: (self.batch_timeout_ms * 1000.0) as u64,
             checkpoint_interval: self.checkpoint_interval,
             client_window: self.client_window,
+            view_timeout_us: self.view_timeout_ms.saturating_mul(1000),
         };
         params.validate().map_err(|e| ConfigError(e.to_string()))?;
         Ok(params)
@@ -218,7 +230,7 @@ mod tests {
 
     #[test]
     fn explicit_placement_allows_fewer_workers() {
-        let text = "workers = 1\n[placement]\nsources = [0, 0]\nproposers = [0, 0]\ncommitters = [0, 0, 0]\nexecutors = [0, 0, 0]\ngc = [0, 0, 0]";
+        let text = "workers = 1\n[placement]\nsources = [0, 0]\nproposers = [0, 0]\ncommitters = [0, 0, 0]\nexecutors = [0, 0, 0]\ngc = [0, 0, 0]\ncontrollers = [0, 0, 0]";
         let (_, placement) = Description::from_toml(text).unwrap().validate().unwrap();
         assert_eq!(placement.replicas_on(Stage::Executor, 0), vec![0, 1, 2]);
     }

@@ -112,6 +112,7 @@ impl Cluster {
             .emit_executed(options.executed.is_some())
             .state_dir(state_dir.clone());
         deployment.epoch_ms = description.epoch_ms;
+        deployment.durable_records = description.durable_records;
         let shared = Arc::new(Shared {
             ingress: Ingress::new(params.sources()),
             mailboxes: Mailboxes::new(),

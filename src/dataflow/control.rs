@@ -13,9 +13,12 @@ use super::placement::{Placement, Stage};
 #[derive(Debug, Default)]
 pub struct ReplicaStats {
     /// Executors: the next sequence number to execute. Proposers: the next to assign.
+    /// Committers: their view.
     pub next: AtomicU64,
+    /// The view the replica is in (proposers, executors, controllers).
+    pub view: AtomicU64,
     /// Executors: commands executed (duplicates excluded). Proposers: proposals made.
-    /// Committers: proposals accepted.
+    /// Committers: proposals accepted. Controllers: view changes started.
     pub count: AtomicU64,
     /// Executors: the hash chain over everything executed, in order.
     pub history: AtomicU64,

@@ -36,6 +36,10 @@ pub struct Deployment {
     /// it. Without it checkpoints stay in memory only, and a restarted executor recovers from a
     /// peer.
     pub state_dir: Option<PathBuf>,
+    /// Committers make their records durable (a synced log) before sending commits and records.
+    /// Switching this off re-creates the paper's "amnesia" hazard; it exists to test that the
+    /// log is what prevents it.
+    pub durable_records: bool,
     /// Shared with the code that runs the dataflow.
     pub control: Arc<Control>,
 }
@@ -44,7 +48,15 @@ impl Deployment {
     /// A deployment with default epoch length and no executed stream.
     pub fn new(params: Params, placement: Placement) -> Deployment {
         let control = Control::new(&placement);
-        Deployment { params, placement, epoch_ms: 5, emit_executed: false, state_dir: None, control }
+        Deployment {
+            params,
+            placement,
+            epoch_ms: 5,
+            emit_executed: false,
+            state_dir: None,
+            durable_records: true,
+            control,
+        }
     }
 
     /// Sets [`Deployment::state_dir`].

@@ -18,7 +18,7 @@ use super::pulse::{Out, Pulse, give};
 use super::routed::{Local, Routed, by_worker, multicast};
 use crate::app::Application;
 use crate::protocol::{
-    Checkpoint, Commit, Executed, Executor, ExecutorOutbox, Fetch, Nack, Reply, Stable, Store, Transfer,
+    Actual, Checkpoint, Commit, Executed, Executor, ExecutorOutbox, Fetch, Nack, Reply, Stable, Store, Transfer, View,
 };
 use crate::storage::CheckpointStore;
 
@@ -36,6 +36,8 @@ pub struct ExecutorStreams<'s> {
     pub transfers: Stream<'s, u64, Vec<Routed<Transfer>>>,
     /// Requests to repeat a proposal, routed to the proposer asked.
     pub nacks: Stream<'s, u64, Vec<Routed<Nack>>>,
+    /// Progress reports, to every controller.
+    pub actuals: Stream<'s, u64, Vec<Routed<Actual>>>,
 }
 
 /// The inputs of the executor operator.
@@ -48,6 +50,8 @@ pub struct ExecutorInputs<'s> {
     pub fetches: Stream<'s, u64, Vec<Routed<Fetch>>>,
     /// Checkpoints from peers (state-transfer loop).
     pub transfers: Stream<'s, u64, Vec<Routed<Transfer>>>,
+    /// Views from the controllers (view loop).
+    pub views: Stream<'s, u64, Vec<Routed<View>>>,
 }
 
 /// Executes committed requests in order on one application instance per replica; with a state
@@ -65,7 +69,9 @@ where
     let mut stable_in = builder.new_input(inputs.stable, by_worker());
     let mut fetches_in = builder.new_input(inputs.fetches, by_worker());
     let mut transfers_in = builder.new_input(inputs.transfers, by_worker());
-    let (mut outputs, (replies, checkpoints, executed, fetches, transfers, nacks)) = Outputs::new(&mut builder);
+    let mut views_in = builder.new_input(inputs.views, by_worker());
+    let (mut outputs, (replies, checkpoints, executed, fetches, transfers, nacks, actuals)) =
+        Outputs::new(&mut builder);
 
     let ids = placement.replicas_on(Stage::Executor, scope.index());
     let stores = open_stores(deployment, &ids);
@@ -91,6 +97,11 @@ where
             let alive = pulse.begin();
             local.sync(&control, &make);
             let now_us = pulse.now_us();
+            views_in.for_each(|_, data| {
+                for routed in data.drain(..).filter(|_| alive) {
+                    local.deliver(routed.replica, |e| e.on_view(routed.tuple));
+                }
+            });
             stable_in.for_each(|_, data| {
                 for routed in data.drain(..).filter(|_| alive) {
                     local.deliver(routed.replica, |e| e.on_stable(routed.tuple));
@@ -129,7 +140,7 @@ where
             pulse.end(None);
         }
     });
-    ExecutorStreams { replies, checkpoints, executed, fetches, transfers, nacks }
+    ExecutorStreams { replies, checkpoints, executed, fetches, transfers, nacks, actuals }
 }
 
 /// The checkpoint directory of every local executor, if the deployment has a state directory.
@@ -198,6 +209,7 @@ fn persist<A: Application>(
 fn publish<A: Application>(control: &Control, id: u32, executor: &Executor<A>, stopping: bool) {
     let Some(stats) = control.stats(Stage::Executor, id) else { return };
     ReplicaStats::set(&stats.next, executor.next());
+    ReplicaStats::set(&stats.view, executor.view());
     ReplicaStats::set(&stats.count, executor.executed());
     ReplicaStats::set(&stats.history, executor.history());
     stats.set_held(executor.held() as u64);
@@ -267,6 +279,7 @@ type OutputStreams<'s> = (
     Stream<'s, u64, Vec<Routed<Fetch>>>,
     Stream<'s, u64, Vec<Routed<Transfer>>>,
     Stream<'s, u64, Vec<Routed<Nack>>>,
+    Stream<'s, u64, Vec<Routed<Actual>>>,
 );
 
 struct Outputs {
@@ -276,6 +289,7 @@ struct Outputs {
     fetches: Out<Routed<Fetch>>,
     transfers: Out<Routed<Transfer>>,
     nacks: Out<Routed<Nack>>,
+    actuals: Out<Routed<Actual>>,
 }
 
 impl Outputs {
@@ -286,6 +300,7 @@ impl Outputs {
         let (fetches_out, fetches) = builder.new_output();
         let (transfers_out, transfers) = builder.new_output();
         let (nacks_out, nacks) = builder.new_output();
+        let (actuals_out, actuals) = builder.new_output();
         let outputs = Outputs {
             replies: OutputBuilder::from(replies_out),
             checkpoints: OutputBuilder::from(checkpoints_out),
@@ -293,8 +308,9 @@ impl Outputs {
             fetches: OutputBuilder::from(fetches_out),
             transfers: OutputBuilder::from(transfers_out),
             nacks: OutputBuilder::from(nacks_out),
+            actuals: OutputBuilder::from(actuals_out),
         };
-        (outputs, (replies, checkpoints, executed, fetches, transfers, nacks))
+        (outputs, (replies, checkpoints, executed, fetches, transfers, nacks, actuals))
     }
 
     fn send(&mut self, pulse: &Pulse, placement: &Placement, out: &mut ExecutorOutbox) {
@@ -307,10 +323,9 @@ impl Outputs {
         give(&mut self.fetches, pulse.send_cap(3), fetches);
         let transfers = out.transfers.drain(..).map(|t| Routed::to(placement, Stage::Executor, t.to, t));
         give(&mut self.transfers, pulse.send_cap(4), transfers);
-        give(
-            &mut self.nacks,
-            pulse.send_cap(5),
-            out.nacks.drain(..).map(|n| Routed::to(placement, Stage::Proposer, n.to, n)),
-        );
+        let nacks = out.nacks.drain(..).map(|n| Routed::to(placement, Stage::Proposer, n.to, n));
+        give(&mut self.nacks, pulse.send_cap(5), nacks);
+        let controllers = placement.stage(Stage::Controller);
+        give(&mut self.actuals, pulse.send_cap(6), out.actuals.drain(..).flat_map(|a| multicast(controllers, a)));
     }
 }

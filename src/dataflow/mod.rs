@@ -7,6 +7,7 @@
 pub mod build;
 pub mod committer;
 pub mod control;
+pub mod controller;
 pub mod deployment;
 pub mod egress;
 pub mod executor;

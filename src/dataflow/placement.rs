@@ -21,11 +21,14 @@ pub enum Stage {
     Executor,
     /// Garbage-collection sources (2f+1).
     Gc,
+    /// Controllers (2f+1).
+    Controller,
 }
 
 impl Stage {
     /// Every stage, in dataflow order.
-    pub const ALL: [Stage; 5] = [Stage::Source, Stage::Proposer, Stage::Committer, Stage::Executor, Stage::Gc];
+    pub const ALL: [Stage; 6] =
+        [Stage::Source, Stage::Proposer, Stage::Committer, Stage::Executor, Stage::Gc, Stage::Controller];
 
     /// The stage's name as in the paper and in description files.
     pub fn name(self) -> &'static str {
@@ -35,6 +38,7 @@ impl Stage {
             Stage::Committer => "committers",
             Stage::Executor => "executors",
             Stage::Gc => "gc",
+            Stage::Controller => "controllers",
         }
     }
 
@@ -46,6 +50,7 @@ impl Stage {
             Stage::Committer => params.committers(),
             Stage::Executor => params.executors(),
             Stage::Gc => params.gc_sources(),
+            Stage::Controller => params.controllers(),
         }
     }
 
@@ -62,6 +67,7 @@ impl Stage {
             Stage::Committer => 0,
             Stage::Executor => 0,
             Stage::Gc => 0,
+            Stage::Controller => 0,
         }
     }
 }
@@ -83,7 +89,7 @@ impl std::error::Error for PlacementError {}
 pub struct Placement {
     processes: usize,
     threads: usize,
-    workers: [Vec<u32>; 5],
+    workers: [Vec<u32>; 6],
 }
 
 impl Placement {

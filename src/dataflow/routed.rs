@@ -85,6 +85,20 @@ impl<S> Local<S> {
         }
     }
 
+    /// Like [`Local::deliver`], telling `f` which replica it is applied to.
+    pub fn deliver_to(&mut self, replica: u32, mut f: impl FnMut(u32, &mut S)) {
+        for (id, state, _) in self.replicas.iter_mut() {
+            if let Some(state) = state.as_mut().filter(|_| replica == ALL_REPLICAS || *id == replica) {
+                f(*id, state);
+            }
+        }
+    }
+
+    /// True if `replica` is hosted here and running.
+    pub fn is_live(&self, replica: u32) -> bool {
+        self.replicas.iter().any(|(id, state, _)| *id == replica && state.is_some())
+    }
+
     /// Like [`Local::deliver`], for a replica's consensus input, which fault injection can
     /// make it lose ([`Control::set_deaf`]).
     pub fn deliver_input(&mut self, control: &Control, replica: u32, f: impl FnMut(&mut S)) {

@@ -10,9 +10,14 @@ use super::frame;
 use super::mutation::{self, Mutation};
 use super::params::Params;
 use super::quorum::Announced;
-use super::tuple::{Checkpoint, Command, Commit, Executed, Fetch, Nack, Outcome, Reply, Request, Stable, Transfer};
+use super::tuple::{
+    Actual, Checkpoint, Command, Commit, Executed, Fetch, Nack, Outcome, Reply, Request, Stable, Transfer, View,
+};
 use super::window::Window;
 use crate::app::{Application, digest_bytes, digest_extend};
+
+/// Unanswered nacks after which a stuck executor asks a peer for its state instead.
+const NACKS_BEFORE_FETCH: u64 = 3;
 
 /// Checkpoints kept in memory per executor: the newest two, so that one is always complete
 /// while the next is being taken.
@@ -37,6 +42,8 @@ pub struct ExecutorOutbox {
     pub transfers: Vec<Transfer>,
     /// Requests to the active proposer to repeat a proposal this executor waits for.
     pub nacks: Vec<Nack>,
+    /// Progress reports, to every controller.
+    pub actuals: Vec<Actual>,
 }
 
 /// A checkpoint to make durable.
@@ -67,6 +74,7 @@ struct CheckpointState {
     sequence: u64,
     history: u64,
     executed: u64,
+    agreed: Vec<u64>,
     clients: ClientTable,
     app: Vec<u8>,
 }
@@ -77,6 +85,7 @@ struct CheckpointRef<'a> {
     sequence: u64,
     history: u64,
     executed: u64,
+    agreed: &'a [u64],
     clients: &'a ClientTable,
     app: &'a [u8],
 }
@@ -105,7 +114,10 @@ pub struct Executor<A: Application> {
     announce_us: u64,
     emit_executed: bool,
     view: u64,
+    views: Announced,
     stable: Announced,
+    /// Per request source: the highest request number executed (the paper's vector q⃗).
+    agreed: Vec<u64>,
     next: u64,
     slots: Window<Slot>,
     app: A,
@@ -121,8 +133,12 @@ pub struct Executor<A: Application> {
     fetching: Option<Fetching>,
     nacked_us: u64,
     announced_us: u64,
+    reported_us: u64,
+    report_us: u64,
     transfers_restored: u64,
     nacks_sent: u64,
+    /// Nacks sent when the current stall began.
+    nacks_at_stall: u64,
     mutation: Option<Mutation>,
 }
 
@@ -139,7 +155,9 @@ impl<A: Application> Executor<A> {
             announce_us: 100_000,
             emit_executed: false,
             view: 0,
+            views: Announced::new(params.controllers(), params.quorum(), 0),
             stable: Announced::new(params.gc_sources(), params.quorum(), 0),
+            agreed: vec![0; params.sources()],
             next: 0,
             slots: Window::new(0, 2 * params.window),
             app,
@@ -154,8 +172,11 @@ impl<A: Application> Executor<A> {
             fetching: None,
             nacked_us: 0,
             announced_us: 0,
+            reported_us: 0,
+            report_us: params.report_interval_us(),
             transfers_restored: 0,
             nacks_sent: 0,
+            nacks_at_stall: 0,
             mutation: None,
         }
     }
@@ -244,6 +265,9 @@ impl<A: Application> Executor<A> {
 
     /// A commit: counted if it is for the current view; executes whatever became ready.
     pub fn on_commit(&mut self, commit: Commit, out: &mut ExecutorOutbox) {
+        // A committer is in a view only once f+1 controllers announced it: a commit of a
+        // higher view proves that view, even if this executor missed the announcements.
+        self.view = self.view.max(commit.view);
         if commit.view != self.view || commit.committer >= 64 || commit.sequence < self.next {
             return;
         }
@@ -263,24 +287,38 @@ impl<A: Application> Executor<A> {
         self.execute_ready(out);
     }
 
+    /// A view announcement: commits count only for the view the executor is in (Section III-E).
+    pub fn on_view(&mut self, view: View) {
+        if let Some(adopted) = self.views.report(view.controller, view.view) {
+            self.view = self.view.max(adopted);
+        }
+    }
+
+    /// This replica's current view.
+    pub fn view(&self) -> u64 {
+        self.view
+    }
+
     /// A stability announcement from a garbage-collection source.
     pub fn on_stable(&mut self, stable: Stable) {
         self.stable.report(stable.source, stable.sequence);
     }
 
-    /// A peer asks for a checkpoint: answer with the newest one that covers what it needs.
+    /// A peer asks for a checkpoint: answer with the newest one that covers what it needs, or,
+    /// if this replica has executed that far but checkpointed less, with a fresh one.
     pub fn on_fetch(&mut self, fetch: Fetch, out: &mut ExecutorOutbox) {
         if fetch.to != self.id {
             return;
         }
-        if let Some((sequence, state)) = self.checkpoints.back().filter(|(s, _)| *s >= fetch.sequence) {
-            out.transfers.push(Transfer {
-                executor: self.id,
-                to: fetch.executor,
-                sequence: *sequence,
-                state: state.clone(),
-            });
-        }
+        let (sequence, state) = match self.checkpoints.back().filter(|(s, _)| *s >= fetch.sequence) {
+            Some((sequence, state)) => (*sequence, state.clone()),
+            None if self.next >= fetch.sequence => match self.take_checkpoint() {
+                Some(state) => (self.next, state),
+                None => return,
+            },
+            None => return,
+        };
+        out.transfers.push(Transfer { executor: self.id, to: fetch.executor, sequence, state });
     }
 
     /// A peer's checkpoint arrived: restore it if it moves this replica forward.
@@ -324,6 +362,7 @@ impl<A: Application> Executor<A> {
         self.next = decoded.sequence;
         self.history = decoded.history;
         self.executed = decoded.executed;
+        self.agreed = decoded.agreed;
         if !self.mutated(Mutation::CheckpointForgetsClients) {
             self.clients = decoded.clients;
         }
@@ -342,18 +381,28 @@ impl<A: Application> Executor<A> {
     /// now and then, so that a garbage-collection source that missed it learns it.
     pub fn on_tick(&mut self, now_us: u64, out: &mut ExecutorOutbox) {
         self.announce(now_us, out);
+        if now_us.saturating_sub(self.reported_us) >= self.report_us {
+            self.reported_us = now_us;
+            out.actuals.push(Actual { executor: self.id, agreed: self.agreed.clone() });
+        }
         let idle = self.slots.occupied() == 0;
         if self.next != self.stalled_at || (self.was_idle && !idle) {
             self.stalled_at = self.next;
             self.stalled_since_us = now_us;
             self.fetching = None;
+            self.nacks_at_stall = self.nacks_sent;
         }
         self.was_idle = idle;
         if now_us.saturating_sub(self.stalled_since_us) < self.repair_timeout_us {
             return;
         }
+        let unanswered = self.nacks_sent - self.nacks_at_stall;
         if self.next < self.stable() {
-            self.fetch(now_us, out);
+            self.fetch(self.stable(), now_us, out);
+        } else if !idle && unanswered >= NACKS_BEFORE_FETCH {
+            // The proposer does not answer (crashed, or silent after a restart) and no view
+            // change is coming: a peer that executed further supplies the state.
+            self.fetch(self.next + 1, now_us, out);
         } else if !idle && now_us.saturating_sub(self.nacked_us) >= self.repair_timeout_us {
             // Slots hold only sequence numbers from `next` on, and `next` is not committed
             // (it would have executed): an instance is stuck.
@@ -374,14 +423,14 @@ impl<A: Application> Executor<A> {
         }
     }
 
-    fn fetch(&mut self, now_us: u64, out: &mut ExecutorOutbox) {
+    fn fetch(&mut self, sequence: u64, now_us: u64, out: &mut ExecutorOutbox) {
         let peer = match &self.fetching {
             None => (self.id + 1) % self.executors,
             Some(f) if now_us.saturating_sub(f.sent_us) >= self.repair_timeout_us => self.next_peer(f.peer),
             Some(_) => return,
         };
         self.fetching = Some(Fetching { peer, sent_us: now_us });
-        out.fetches.push(Fetch { executor: self.id, to: peer, sequence: self.stable() });
+        out.fetches.push(Fetch { executor: self.id, to: peer, sequence });
     }
 
     fn next_peer(&self, peer: u32) -> u32 {
@@ -390,7 +439,8 @@ impl<A: Application> Executor<A> {
     }
 
     fn is_committed(&self, sequence: u64) -> bool {
-        self.slots.get(sequence).is_some_and(|slot| slot.votes.count_ones() >= self.quorum)
+        let quorum = if self.mutated(Mutation::CommitAfterF) { self.quorum - 1 } else { self.quorum };
+        self.slots.get(sequence).is_some_and(|slot| slot.votes.count_ones() >= quorum)
     }
 
     fn execute_ready(&mut self, out: &mut ExecutorOutbox) {
@@ -428,18 +478,24 @@ impl<A: Application> Executor<A> {
         if !due || taken {
             return;
         }
+        let Some(framed) = self.take_checkpoint() else { return };
+        self.keep_checkpoint(self.next, framed.clone());
+        out.stores.push(Store { executor: self.id, sequence: self.next, state: framed });
+    }
+
+    /// The framed state before `next`: application snapshot, client table, counters.
+    fn take_checkpoint(&self) -> Option<Arc<Vec<u8>>> {
         let app = self.app.snapshot();
         let state = CheckpointRef {
             sequence: self.next,
             history: self.history,
             executed: self.executed,
+            agreed: &self.agreed,
             clients: &self.clients,
             app: &app,
         };
-        let Ok(payload) = bincode::serialize(&state) else { return };
-        let framed = Arc::new(frame::frame(self.next, &payload));
-        self.keep_checkpoint(self.next, framed.clone());
-        out.stores.push(Store { executor: self.id, sequence: self.next, state: framed });
+        let payload = bincode::serialize(&state).ok()?;
+        Some(Arc::new(frame::frame(self.next, &payload)))
     }
 
     fn keep_checkpoint(&mut self, sequence: u64, state: Arc<Vec<u8>>) {
@@ -450,6 +506,9 @@ impl<A: Application> Executor<A> {
     }
 
     fn execute(&mut self, sequence: u64, request: &Request, out: &mut ExecutorOutbox) {
+        if let Some(agreed) = self.agreed.get_mut(request.source as usize) {
+            *agreed = (*agreed).max(request.number);
+        }
         let skip_duplicate_check = self.mutated(Mutation::SkipDuplicateCheck);
         for (index, command) in request.commands.iter().enumerate() {
             let (client, timestamp) = (command.client, command.timestamp);
@@ -530,15 +589,22 @@ mod tests {
         assert_eq!(out.replies[0].outcome, Outcome::Executed);
     }
 
-    /// Section III-C: commits count only for the view the executor is in.
+    /// Section III-C: commits count only for the view the executor is in; a commit of a higher
+    /// view proves that view (its committer entered it after f+1 controllers announced it).
     #[test]
-    fn ignores_commits_of_other_views() {
+    fn counts_commits_of_its_view_only() {
         let mut e = executor();
         let mut out = ExecutorOutbox::default();
         let r = request(1, vec![put(1, 1, "a")]);
+        e.on_view(View { controller: 0, view: 2 });
+        e.on_view(View { controller: 1, view: 2 });
         e.on_commit(commit(0, 0, 1, &r), &mut out);
         e.on_commit(commit(1, 0, 1, &r), &mut out);
-        assert_eq!(e.next(), 0);
+        assert_eq!(e.next(), 0, "view 1 is over for this executor");
+        e.on_commit(commit(0, 0, 3, &r), &mut out);
+        assert_eq!(e.view(), 3);
+        e.on_commit(commit(1, 0, 3, &r), &mut out);
+        assert_eq!(e.next(), 1);
     }
 
     /// Section III-C: execution follows sequence order, whatever order commits arrive in.
@@ -653,6 +719,35 @@ mod tests {
     }
 
     /// Section III-D: a corrupt checkpoint is never restored; the state stays unchanged.
+    /// Repair without a proposer: when nacks go unanswered, a peer that executed further sends
+    /// its state, taking a checkpoint on demand if it has none that far.
+    #[test]
+    fn a_peer_supplies_state_when_nacks_go_unanswered() {
+        let mut ahead = executor();
+        let mut out = ExecutorOutbox::default();
+        for s in 0..3 {
+            let r = request(s + 1, vec![put(1, s + 1, "k")]);
+            ahead.on_commit(commit(0, s, 0, &r), &mut out);
+            ahead.on_commit(commit(1, s, 0, &r), &mut out);
+        }
+        let mut behind = Executor::new(1, &params(), KvStore::default()).repair_timeout_us(10);
+        let mut lag = ExecutorOutbox::default();
+        let r = request(3, vec![put(1, 3, "k")]);
+        behind.on_commit(commit(0, 2, 0, &r), &mut lag);
+        for now in (0..100).step_by(10) {
+            behind.on_tick(now, &mut lag);
+        }
+        assert_eq!(lag.nacks.len(), 3, "nacks first");
+        let fetch = lag.fetches.pop().expect("then a fetch");
+        assert_eq!(fetch.sequence, 1);
+        let mut answer = ExecutorOutbox::default();
+        ahead.on_fetch(Fetch { to: 0, ..fetch }, &mut answer);
+        let transfer = answer.transfers.pop().expect("a checkpoint taken on demand");
+        assert_eq!(transfer.sequence, 3);
+        behind.on_transfer(transfer, &mut lag);
+        assert_eq!((behind.next(), behind.history()), (3, ahead.history()));
+    }
+
     #[test]
     fn a_corrupt_transfer_is_dropped() {
         let mut ahead = executor();

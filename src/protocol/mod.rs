@@ -7,6 +7,7 @@
 
 pub mod client_table;
 pub mod committer;
+pub mod controller;
 pub mod executor;
 pub mod frame;
 pub mod gc;
@@ -18,10 +19,11 @@ pub mod source;
 pub mod tuple;
 pub mod window;
 
-pub use committer::{Committer, Record};
+pub use committer::{Committer, CommitterOutbox, LogEntry};
+pub use controller::Controller;
 pub use executor::{Executor, ExecutorOutbox, Store};
 pub use gc::GcSource;
 pub use params::{ParamError, Params};
 pub use proposer::Proposer;
-pub use source::RequestSource;
+pub use source::{RequestSource, SourceOutbox};
 pub use tuple::*;

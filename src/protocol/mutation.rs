@@ -17,9 +17,12 @@ pub enum Mutation {
     /// Restoring a checkpoint restores the application but not the duplicate-detection table
     /// (breaks Section III-D: a checkpoint must hold `T_exec` and the result cache).
     CheckpointForgetsClients,
-    /// The proposer never repeats stalled proposals (its tick does nothing): an executor that
-    /// missed the last instances never learns about them (a liveness bug).
-    ProposerNeverRepeats,
+    /// Executors count a request as committed after f commits instead of f+1 (breaks Section
+    /// III-C; only a view change can expose it, when a new proposer fills the slot otherwise).
+    CommitAfterF,
+    /// A restarted committer has lost its records and its view (the "amnesia" case of
+    /// Section III-E: a host that does not keep the record log durable).
+    CommitterForgetsRecords,
     /// A request source ignores the batch size and holds commands until its timeout forever
     /// (a liveness bug: commands are never proposed).
     SourceNeverFlushes,

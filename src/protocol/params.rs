@@ -31,11 +31,22 @@ pub struct Params {
     /// Results remembered per client for duplicate detection: a client may have at most this
     /// many commands outstanding.
     pub client_window: u64,
+    /// Controllers start a new view when executors make no progress for this long while work is
+    /// outstanding (Section III-E). Progress reports go out four times per timeout.
+    pub view_timeout_us: u64,
 }
 
 impl Default for Params {
     fn default() -> Self {
-        Params { f: 1, window: 256, batch_size: 64, batch_timeout_us: 0, checkpoint_interval: 128, client_window: 64 }
+        Params {
+            f: 1,
+            window: 256,
+            batch_size: 64,
+            batch_timeout_us: 0,
+            checkpoint_interval: 128,
+            client_window: 64,
+            view_timeout_us: 500_000,
+        }
     }
 }
 
@@ -81,6 +92,14 @@ impl Params {
     pub fn gc_sources(&self) -> usize {
         2 * self.f + 1
     }
+    /// Controllers (2f+1).
+    pub fn controllers(&self) -> usize {
+        2 * self.f + 1
+    }
+    /// How often sources and executors report progress, and controllers repeat their view.
+    pub fn report_interval_us(&self) -> u64 {
+        (self.view_timeout_us / 4).max(1)
+    }
     /// Matching votes needed: f+1 (a majority of 2f+1).
     pub fn quorum(&self) -> usize {
         self.f + 1
@@ -118,6 +137,12 @@ impl Params {
                 ),
             );
         }
+        if self.view_timeout_us < 1_000 {
+            return error(
+                "view_timeout_ms",
+                format!("must be at least 1 ms, got {} us; a few hundred ms suits most clusters", self.view_timeout_us),
+            );
+        }
         if self.client_window == 0 || self.client_window > CLIENT_WINDOW_MAX {
             return error(
                 "client_window",
@@ -147,6 +172,7 @@ mod tests {
             (Params { checkpoint_interval: 512, ..Params::default() }, "checkpoint_interval"),
             (Params { checkpoint_interval: 0, ..Params::default() }, "checkpoint_interval"),
             (Params { client_window: 0, ..Params::default() }, "client_window"),
+            (Params { view_timeout_us: 10, ..Params::default() }, "view_timeout_ms"),
         ];
         for (params, field) in cases {
             let err = params.validate().unwrap_err();

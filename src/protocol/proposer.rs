@@ -1,11 +1,11 @@
-//! The proposer stage (Section III-C): assigns sequence numbers to requests.
+//! The proposer stage (Sections III-C and III-E): assigns sequence numbers to requests, and
+//! takes over after a view change.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
-use super::mutation::{self, Mutation};
 use super::params::Params;
 use super::quorum::Announced;
-use super::tuple::{Nack, Propose, Request, Stable};
+use super::tuple::{Nack, Propose, Record, Request, Stable, View};
 use super::window::Window;
 
 /// Proposals repeated for one nack.
@@ -18,12 +18,21 @@ const NACK_BURST: u64 = 16;
 /// as long as the window `[s_stable, s_stable + window)` has room (Sections III-C, III-D, VI-B).
 /// Requests that find the window full wait in arrival order and go out when the stability
 /// threshold rises.
+///
+/// When a view change makes it the proposer of view `v` (Section III-E), it first waits for
+/// records from f+1 distinct committers, re-proposes in `v`, for every slot they cover, the
+/// request with the highest view, fills slots that no record covers with no-ops, and only then
+/// proposes new requests.
 #[derive(Debug)]
 pub struct Proposer {
     id: u32,
     proposers: u64,
+    quorum: usize,
     window: u64,
     view: u64,
+    views: Announced,
+    /// Records collected for the view this proposer is taking over, by committer.
+    recovering: Option<BTreeMap<u32, Record>>,
     next_sequence: u64,
     stable: Announced,
     waiting: VecDeque<Request>,
@@ -35,14 +44,19 @@ pub struct Proposer {
     stalls: u64,
     dropped: u64,
     repair_timeout_us: u64,
-    /// When the threshold last rose (or the window last had room).
+    /// When the threshold last rose or a proposal last went out.
     progress_us: u64,
-    /// When the proposals above the threshold were last repeated, and the current backoff.
+    /// When proposals were last repeated, and the current backoff.
     repeated_us: u64,
     backoff_us: u64,
-    /// The threshold rose since the last tick.
+    /// Progress since the last tick.
     progressed: bool,
-    mutation: Option<Mutation>,
+    /// The highest view this replica ever led (durable: host duty, see [`Proposer::led`]). A
+    /// restarted proposer has forgotten the sequence numbers it assigned, so it never leads that
+    /// view again, only a higher one, through the committers' records.
+    led: Option<u64>,
+    /// This incarnation leads its view.
+    leading: bool,
 }
 
 impl Proposer {
@@ -51,12 +65,15 @@ impl Proposer {
         Proposer {
             id,
             proposers: params.proposers() as u64,
+            quorum: params.quorum(),
             window: params.window,
             view: 0,
+            views: Announced::new(params.controllers(), params.quorum(), 0),
+            recovering: None,
             next_sequence: 0,
             stable: Announced::new(params.gc_sources(), params.quorum(), 0),
             waiting: VecDeque::new(),
-            sent: Window::new(0, params.window),
+            sent: Window::new(0, 2 * params.window),
             in_flight_max: 0,
             proposed: 0,
             repeated: 0,
@@ -67,28 +84,44 @@ impl Proposer {
             repeated_us: 0,
             backoff_us: 20_000,
             progressed: false,
-            mutation: None,
+            led: (id == 0).then_some(0),
+            leading: id == 0,
         }
     }
 
-    /// How long a full window may stay without a rising threshold before the proposals above
-    /// the threshold are sent again (doubling on each further attempt, up to 50 times).
+    /// Proposer replica `id` after a restart, with the highest view it ever led (from durable
+    /// storage): it stays silent until a view change makes it the proposer of a higher view,
+    /// and then takes over from the records.
+    pub fn restarted(id: u32, params: &Params, led: Option<u64>) -> Proposer {
+        Proposer { led, leading: false, ..Proposer::new(id, params) }
+    }
+
+    /// The highest view this replica ever led. Host duty: make it durable before sending the
+    /// proposals of a call in which it changed.
+    pub fn led(&self) -> Option<u64> {
+        self.led
+    }
+
+    /// How long instances in flight may make no progress before they are sent again (doubling
+    /// on each further attempt, up to 50 times).
     pub fn repair_timeout_us(mut self, timeout_us: u64) -> Self {
         self.repair_timeout_us = timeout_us;
         self.backoff_us = timeout_us;
         self
     }
 
-    /// Breaks this replica on purpose (tests of the simulator only).
-    #[cfg(feature = "mutations")]
-    pub fn mutate(mut self, mutation: Mutation) -> Self {
-        self.mutation = Some(mutation);
-        self
+    /// True if this replica is the proposer of its current view and has finished taking over.
+    pub fn is_active(&self) -> bool {
+        self.is_leader() && self.recovering.is_none()
     }
 
-    /// True if this replica is the active proposer of its current view.
-    pub fn is_active(&self) -> bool {
-        self.view % self.proposers == self.id as u64
+    fn is_leader(&self) -> bool {
+        self.leading
+    }
+
+    /// This replica's current view.
+    pub fn view(&self) -> u64 {
+        self.view
     }
 
     /// The stability threshold this replica adopted.
@@ -121,22 +154,21 @@ impl Proposer {
         self.stalls
     }
 
-    /// Requests dropped because `window` requests were already waiting (their clients
-    /// retransmit).
+    /// Requests dropped because `window` requests were already waiting (their sources resend).
     pub fn dropped(&self) -> u64 {
         self.dropped
     }
 
-    /// Proposals sent again because an executor asked.
+    /// Proposals sent again because an executor asked or instances stalled.
     pub fn repeated(&self) -> u64 {
         self.repeated
     }
 
     /// A request from a source: proposed at once if the window has room, otherwise it waits.
-    /// At most `window` requests wait; more are dropped (memory stays bounded; their clients
-    /// retransmit). An inactive proposer ignores requests (sources send to the active one).
+    /// At most `window` requests wait; more are dropped (memory stays bounded; their sources
+    /// resend). A proposer that is not the leader of its view ignores requests.
     pub fn on_request(&mut self, request: Request, out: &mut Vec<Propose>) {
-        if !self.is_active() {
+        if !self.is_leader() {
             return;
         }
         if self.waiting.len() as u64 >= self.window {
@@ -159,6 +191,64 @@ impl Proposer {
         }
     }
 
+    /// A view announcement (Section III-E). Entering a higher view, the proposer of that view
+    /// starts collecting records; every other proposer falls silent and forgets its queue.
+    pub fn on_view(&mut self, view: View) {
+        let Some(adopted) = self.views.report(view.controller, view.view) else { return };
+        if adopted <= self.view {
+            return;
+        }
+        self.view = adopted;
+        self.waiting.clear();
+        self.sent = Window::new(self.stable(), self.sent_capacity());
+        let ours = adopted % self.proposers == self.id as u64;
+        self.leading = ours && self.led.is_none_or(|led| adopted > led);
+        if self.leading {
+            self.led = Some(adopted);
+        }
+        self.recovering = self.leading.then(BTreeMap::new);
+    }
+
+    fn sent_capacity(&self) -> u64 {
+        2 * self.window
+    }
+
+    /// A committer's records for the view this proposer takes over. With records from f+1
+    /// distinct committers it re-proposes and becomes active.
+    pub fn on_record(&mut self, record: Record, out: &mut Vec<Propose>) {
+        if record.view != self.view {
+            return;
+        }
+        let Some(records) = self.recovering.as_mut() else { return };
+        records.insert(record.committer, record);
+        if records.len() >= self.quorum
+            && let Some(records) = self.recovering.take()
+        {
+            self.take_over(records, out);
+        }
+    }
+
+    /// Section III-E: for every slot the records cover, re-propose the request with the highest
+    /// view; fill slots no record covers with no-ops; then continue with new requests.
+    fn take_over(&mut self, records: BTreeMap<u32, Record>, out: &mut Vec<Propose>) {
+        let base = records.values().map(|r| r.stable).max().unwrap_or(0).max(self.stable());
+        let mut chosen: BTreeMap<u64, (u64, Request)> = BTreeMap::new();
+        for accepted in records.into_values().flat_map(|r| r.records).filter(|a| a.sequence >= base) {
+            let slot = chosen.entry(accepted.sequence).or_insert((accepted.view, accepted.request.clone()));
+            if accepted.view > slot.0 {
+                *slot = (accepted.view, accepted.request);
+            }
+        }
+        let top = chosen.keys().next_back().map_or(base, |s| s + 1);
+        self.sent = Window::new(base, self.sent_capacity());
+        for sequence in base..top {
+            let request = chosen.remove(&sequence).map_or_else(Request::noop, |(_, r)| r);
+            self.send(Propose { proposer: self.id, sequence, view: self.view, request }, out);
+        }
+        self.next_sequence = top;
+        self.propose_waiting(out);
+    }
+
     /// Time passed. Instances in flight without progress (no new proposal, no rising threshold)
     /// for a timeout may be stuck where no executor can tell: when every instance at the top of
     /// a full window was lost there is no later instance to reveal the gap, and after the load
@@ -166,9 +256,6 @@ impl Proposer {
     /// backoff: every proposal above the threshold when the window is full, otherwise its last
     /// proposal, which shows a lagging executor what it misses (it then nacks the gap).
     pub fn on_tick(&mut self, now_us: u64, out: &mut Vec<Propose>) {
-        if mutation::applies(self.mutation, Mutation::ProposerNeverRepeats) {
-            return;
-        }
         let in_flight = self.next_sequence > self.stable();
         if !in_flight || !self.is_active() || std::mem::take(&mut self.progressed) {
             self.progress_us = now_us;
@@ -182,23 +269,19 @@ impl Proposer {
         self.repeated_us = now_us;
         self.backoff_us = (self.backoff_us * 2).min(self.repair_timeout_us * 50);
         let first = if self.waiting.is_empty() { self.next_sequence - 1 } else { self.stable() };
-        for sequence in first..self.next_sequence {
-            if let Some(propose) = self.sent.get(sequence) {
-                self.repeated += 1;
-                out.push(propose.clone());
-            }
+        self.repeat(first..self.next_sequence, out);
+    }
+
+    /// An executor waits for `sequence`: repeat a burst of proposals from it. A lagging executor
+    /// usually misses a run of instances, and should not need a nack (and a timeout) for each.
+    pub fn on_nack(&mut self, nack: Nack, out: &mut Vec<Propose>) {
+        if nack.to == self.id && self.is_active() {
+            self.repeat(nack.sequence..self.next_sequence.min(nack.sequence + NACK_BURST), out);
         }
     }
 
-    /// An executor waits for `sequence`: send the proposal again if this replica made it.
-    pub fn on_nack(&mut self, nack: Nack, out: &mut Vec<Propose>) {
-        if nack.to != self.id || !self.is_active() {
-            return;
-        }
-        // A lagging executor usually misses a run of instances: repeat a burst from the one it
-        // names, so that it does not need one nack (and one timeout) per instance.
-        let end = self.next_sequence.min(nack.sequence + NACK_BURST);
-        for sequence in nack.sequence..end {
+    fn repeat(&mut self, sequences: std::ops::Range<u64>, out: &mut Vec<Propose>) {
+        for sequence in sequences {
             if let Some(propose) = self.sent.get(sequence) {
                 self.repeated += 1;
                 out.push(propose.clone());
@@ -207,18 +290,22 @@ impl Proposer {
     }
 
     fn propose_waiting(&mut self, out: &mut Vec<Propose>) {
-        while self.next_sequence < self.stable() + self.window {
+        while self.is_active() && self.next_sequence < self.stable() + self.window {
             let Some(request) = self.waiting.pop_front() else { break };
             let propose = Propose { proposer: self.id, sequence: self.next_sequence, view: self.view, request };
-            if let Some(slot) = self.sent.get_or_insert_with(propose.sequence, || propose.clone()) {
-                *slot = propose.clone();
-            }
-            out.push(propose);
-            self.progressed = true;
+            self.send(propose, out);
             self.next_sequence += 1;
-            self.proposed += 1;
-            self.in_flight_max = self.in_flight_max.max(self.in_flight());
         }
+    }
+
+    fn send(&mut self, propose: Propose, out: &mut Vec<Propose>) {
+        if let Some(slot) = self.sent.get_or_insert_with(propose.sequence, || propose.clone()) {
+            *slot = propose.clone();
+        }
+        out.push(propose);
+        self.proposed += 1;
+        self.progressed = true;
+        self.in_flight_max = self.in_flight_max.max(self.in_flight() + 1);
     }
 }
 
@@ -227,7 +314,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::protocol::tuple::Command;
+    use crate::protocol::tuple::{Accepted, Command};
 
     fn request(number: u64) -> Request {
         let command = Command::new(9, number, vec![]);
@@ -236,6 +323,17 @@ mod tests {
 
     fn params(window: u64) -> Params {
         Params { window, checkpoint_interval: window.min(4), ..Params::default() }
+    }
+
+    fn enter(p: &mut Proposer, view: u64) {
+        p.on_view(View { controller: 0, view });
+        p.on_view(View { controller: 1, view });
+    }
+
+    fn record(committer: u32, view: u64, stable: u64, entries: &[(u64, u64, u64)]) -> Record {
+        let records =
+            entries.iter().map(|(s, v, q)| Accepted { sequence: *s, view: *v, request: request(*q) }).collect();
+        Record { committer, view, stable, records }
     }
 
     /// Section III-C: the active proposer assigns increasing sequence numbers in its view and
@@ -266,10 +364,8 @@ mod tests {
         p.on_stable(Stable { source: 0, sequence: 2 }, &mut out);
         assert_eq!(out.len(), 2, "one source is not enough");
         p.on_stable(Stable { source: 2, sequence: 2 }, &mut out);
-        assert_eq!(
-            out.iter().map(|x| (x.sequence, x.request.number)).collect::<Vec<_>>(),
-            vec![(0, 1), (1, 2), (2, 3), (3, 4)]
-        );
+        let assigned: Vec<(u64, u64)> = out.iter().map(|x| (x.sequence, x.request.number)).collect();
+        assert_eq!(assigned, vec![(0, 1), (1, 2), (2, 3), (3, 4)]);
     }
 
     /// At most `window` requests wait for room; more are dropped, so memory stays bounded.
@@ -284,17 +380,17 @@ mod tests {
         assert_eq!((p.held(), p.dropped(), p.stalls()), (2 + 2, 6, 2));
     }
 
-    /// Repair: a nack for an instance this proposer made gets the same proposal again.
+    /// Repair: a nack gets a burst of the proposals from the one it names.
     #[test]
-    fn repeats_a_proposal_on_nack() {
+    fn repeats_proposals_on_nack() {
         let mut p = Proposer::new(0, &params(4));
         let mut out = Vec::new();
         p.on_request(request(1), &mut out);
         p.on_request(request(2), &mut out);
-        let first = out[1].clone();
+        let second = out[1].clone();
         out.clear();
         p.on_nack(Nack { executor: 2, to: 0, sequence: 1 }, &mut out);
-        assert_eq!(out, vec![first]);
+        assert_eq!(out, vec![second]);
         p.on_nack(Nack { executor: 2, to: 0, sequence: 0 }, &mut out);
         assert_eq!(out.iter().map(|x| x.sequence).collect::<Vec<_>>(), vec![1, 0, 1], "a burst from 0");
         p.on_nack(Nack { executor: 2, to: 0, sequence: 3 }, &mut out);
@@ -357,5 +453,72 @@ mod tests {
         p.on_request(request(1), &mut out);
         assert!(out.is_empty());
         assert!(!p.is_active());
+    }
+
+    /// Section III-E: the new proposer waits for f+1 records, re-proposes the highest-view
+    /// request of every covered slot in its view, fills gaps with no-ops, then continues.
+    #[test]
+    fn takes_over_from_f_plus_one_records() {
+        let mut p = Proposer::new(1, &params(8));
+        let mut out = Vec::new();
+        enter(&mut p, 1);
+        assert!(!p.is_active(), "collecting records first");
+        p.on_request(request(50), &mut out);
+        assert!(out.is_empty(), "new requests wait for the take-over");
+        p.on_record(record(0, 1, 2, &[(2, 0, 10), (3, 0, 11)]), &mut out);
+        assert!(out.is_empty(), "one record is not enough");
+        p.on_record(record(0, 1, 2, &[(2, 0, 10)]), &mut out);
+        assert!(out.is_empty(), "the same committer twice is one record");
+        p.on_record(record(2, 1, 2, &[(3, 0, 11), (5, 0, 13)]), &mut out);
+        let proposals: Vec<(u64, u64, u64)> = out.iter().map(|x| (x.sequence, x.view, x.request.number)).collect();
+        assert_eq!(proposals, vec![(2, 1, 10), (3, 1, 11), (4, 1, 0), (5, 1, 13), (6, 1, 50)]);
+        assert!(out[2].request.is_noop(), "slot 4 is covered by no record: a no-op");
+        assert!(p.is_active());
+    }
+
+    /// Section III-E: among the records for one slot, the request with the highest view wins.
+    #[test]
+    fn the_highest_view_wins() {
+        let mut p = Proposer::new(0, &params(8));
+        let mut out = Vec::new();
+        enter(&mut p, 4);
+        p.on_record(record(0, 4, 0, &[(0, 1, 10)]), &mut out);
+        p.on_record(record(1, 4, 0, &[(0, 3, 20)]), &mut out);
+        assert_eq!(out.iter().map(|x| (x.sequence, x.view, x.request.number)).collect::<Vec<_>>(), vec![(0, 4, 20)]);
+    }
+
+    /// A restarted proposer never leads a view it led before (it has forgotten its sequence
+    /// numbers): the simulator found one that re-proposed a slot of its old view. A higher view
+    /// makes it take over through records.
+    #[test]
+    fn a_restarted_proposer_never_leads_its_old_view_again() {
+        let mut p = Proposer::restarted(0, &params(8), Some(2));
+        let mut out = Vec::new();
+        p.on_request(request(1), &mut out);
+        enter(&mut p, 2);
+        p.on_request(request(2), &mut out);
+        p.on_record(record(0, 2, 0, &[]), &mut out);
+        p.on_record(record(1, 2, 0, &[]), &mut out);
+        assert!(out.is_empty() && !p.is_active(), "it led view 2 before its restart");
+        enter(&mut p, 4);
+        assert_eq!(p.led(), Some(4), "leading view 4 is recorded before anything is proposed");
+        p.on_record(record(0, 4, 0, &[(0, 0, 7)]), &mut out);
+        p.on_record(record(1, 4, 0, &[]), &mut out);
+        assert_eq!(out.iter().map(|x| (x.sequence, x.view, x.request.number)).collect::<Vec<_>>(), vec![(0, 4, 7)]);
+    }
+
+    /// Records for another view are ignored; leaving the view silences a proposer.
+    #[test]
+    fn records_of_other_views_are_ignored() {
+        let mut p = Proposer::new(1, &params(8));
+        let mut out = Vec::new();
+        enter(&mut p, 3);
+        p.on_record(record(0, 1, 0, &[(0, 1, 10)]), &mut out);
+        p.on_record(record(1, 1, 0, &[(0, 1, 10)]), &mut out);
+        assert!(out.is_empty() && !p.is_active());
+        enter(&mut p, 4);
+        p.on_record(record(0, 4, 0, &[]), &mut out);
+        p.on_record(record(1, 4, 0, &[]), &mut out);
+        assert!(!p.is_active(), "view 4 belongs to proposer 0");
     }
 }

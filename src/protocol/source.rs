@@ -1,10 +1,34 @@
-//! The request source stage (Section III-C): wraps client commands into numbered requests.
+//! The request source stage (Section III-C): wraps client commands into numbered requests and
+//! sees them through to execution.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::mutation::{self, Mutation};
 use super::params::Params;
-use super::tuple::{Command, Request};
+use super::quorum::Announced;
+use super::tuple::{Command, Reply, Request, Target, View};
+
+/// Request numbers carry the source's incarnation in their high bits, so that a restarted
+/// source never reuses a number.
+pub const INCARNATION_SHIFT: u32 = 40;
+
+/// The tuples a request source emits.
+#[derive(Debug, Default)]
+pub struct SourceOutbox {
+    /// Requests, each to the proposer named with it.
+    pub requests: Vec<(u32, Request)>,
+    /// Progress reports, to every controller.
+    pub targets: Vec<Target>,
+}
+
+/// A request that has not been answered completely yet.
+#[derive(Debug)]
+struct Unanswered {
+    request: Request,
+    commands_left: usize,
+    sent_us: u64,
+}
 
 /// Request source replica `r`: numbers requests `<REQUEST, r, q, cmds>` and sends them to the
 /// active proposer of its current view.
@@ -14,6 +38,11 @@ use super::tuple::{Command, Request};
 /// partial batch goes out at every tick, that is whenever the host has drained its input: the
 /// batch then holds what arrived while the previous one was being sent, which keeps latency low
 /// under light load and batches large under heavy load.
+///
+/// The source sees the replies to its commands (its reply sink is next to it) and keeps every
+/// request until each of its commands is answered. It sends an unanswered request again to the
+/// proposer of a new view at once (Section III-E), and to the current proposer after half a view
+/// timeout. It reports the highest request number it assigned (`Target`) to the controllers.
 #[derive(Debug)]
 pub struct RequestSource {
     id: u32,
@@ -21,14 +50,24 @@ pub struct RequestSource {
     batch_size: usize,
     batch_timeout_us: u64,
     view: u64,
-    next_number: u64,
+    views: Announced,
+    incarnation: u64,
+    counter: u64,
     batch: Vec<Command>,
     batch_started_us: u64,
+    unanswered: BTreeMap<u64, Unanswered>,
+    /// Which unanswered requests hold each command.
+    holding: HashMap<(u64, u64), Vec<u64>>,
+    unanswered_max: usize,
+    resend_us: u64,
+    report_us: u64,
+    reported_us: u64,
+    resent: u64,
     mutation: Option<Mutation>,
 }
 
 impl RequestSource {
-    /// Source replica `id` of a deployment with `params`.
+    /// Source replica `id` of a deployment with `params`, in its first incarnation.
     pub fn new(id: u32, params: &Params) -> RequestSource {
         RequestSource {
             id,
@@ -36,11 +75,27 @@ impl RequestSource {
             batch_size: params.batch_size,
             batch_timeout_us: params.batch_timeout_us,
             view: 0,
-            next_number: 1,
+            views: Announced::new(params.controllers(), params.quorum(), 0),
+            incarnation: 0,
+            counter: 0,
             batch: Vec::with_capacity(params.batch_size),
             batch_started_us: 0,
+            unanswered: BTreeMap::new(),
+            holding: HashMap::new(),
+            unanswered_max: 4 * params.window as usize,
+            resend_us: params.view_timeout_us / 2,
+            report_us: params.report_interval_us(),
+            reported_us: 0,
+            resent: 0,
             mutation: None,
         }
+    }
+
+    /// The same source after its `incarnation`-th restart: its request numbers continue above
+    /// every number an earlier incarnation used.
+    pub fn incarnation(mut self, incarnation: u64) -> Self {
+        self.incarnation = incarnation;
+        self
     }
 
     /// Breaks this replica on purpose (tests of the simulator only).
@@ -55,14 +110,19 @@ impl RequestSource {
         self.id
     }
 
-    /// Commands waiting in the current batch (state held, for metrics and bounds).
+    /// Commands waiting in the current batch plus requests awaiting answers (state held).
     pub fn held(&self) -> usize {
-        self.batch.len()
+        self.batch.len() + self.unanswered.len()
     }
 
-    /// The highest request number assigned so far (`q` of the paper's TARGET tuple), 0 if none.
+    /// Requests sent again (timeouts and view changes).
+    pub fn resent(&self) -> u64 {
+        self.resent
+    }
+
+    /// The highest request number assigned in this incarnation (`q` of TARGET), 0 if none.
     pub fn highest_number(&self) -> u64 {
-        self.next_number - 1
+        if self.counter == 0 { 0 } else { (self.incarnation << INCARNATION_SHIFT) | self.counter }
     }
 
     /// The proposer that requests go to: p = v mod (f+1) (Section III-C).
@@ -70,21 +130,53 @@ impl RequestSource {
         (self.view % self.proposers) as u32
     }
 
-    /// Accepts a client command; emits `(proposer, request)` once the batch is full.
-    pub fn on_command(&mut self, command: Command, now_us: u64, out: &mut Vec<(u32, Request)>) {
+    /// Accepts a client command; emits a request once the batch is full.
+    pub fn on_command(&mut self, command: Command, now_us: u64, out: &mut SourceOutbox) {
         if self.batch.is_empty() {
             self.batch_started_us = now_us;
         }
         self.batch.push(command);
         if self.batch.len() >= self.batch_size {
-            self.flush(out);
+            self.flush(now_us, out);
         }
     }
 
-    /// Time passed or the host drained its input: sends a partial batch that waited long enough.
-    pub fn on_tick(&mut self, now_us: u64, out: &mut Vec<(u32, Request)>) {
+    /// A reply to one of this source's commands: a request whose commands are all answered
+    /// is done. Duplicate replies (from the other executors) are ignored.
+    pub fn on_reply(&mut self, reply: &Reply) {
+        if reply.source != self.id {
+            return;
+        }
+        let Some(numbers) = self.holding.remove(&(reply.client, reply.timestamp)) else { return };
+        for number in numbers {
+            if let Some(entry) = self.unanswered.get_mut(&number) {
+                entry.commands_left = entry.commands_left.saturating_sub(1);
+                if entry.commands_left == 0 {
+                    self.unanswered.remove(&number);
+                }
+            }
+        }
+    }
+
+    /// A view announcement: on a new view, send every unanswered request to its proposer.
+    pub fn on_view(&mut self, view: View, now_us: u64, out: &mut SourceOutbox) {
+        let Some(adopted) = self.views.report(view.controller, view.view) else { return };
+        if adopted > self.view {
+            self.view = adopted;
+            self.resend(now_us, 0, out);
+        }
+    }
+
+    /// Time passed: send a partial batch that waited long enough, resend requests unanswered
+    /// for half a view timeout, report progress.
+    pub fn on_tick(&mut self, now_us: u64, out: &mut SourceOutbox) {
         if !self.batch.is_empty() && now_us.saturating_sub(self.batch_started_us) >= self.batch_timeout_us {
-            self.flush(out);
+            self.flush(now_us, out);
+        }
+        self.resend(now_us, self.resend_us, out);
+        if now_us.saturating_sub(self.reported_us) >= self.report_us {
+            self.reported_us = now_us;
+            out.targets.push(Target { source: self.id, number: self.highest_number() });
         }
     }
 
@@ -93,39 +185,74 @@ impl RequestSource {
         (!self.batch.is_empty()).then(|| self.batch_started_us + self.batch_timeout_us)
     }
 
-    fn flush(&mut self, out: &mut Vec<(u32, Request)>) {
+    fn resend(&mut self, now_us: u64, older_than_us: u64, out: &mut SourceOutbox) {
+        let proposer = self.active_proposer();
+        for entry in self.unanswered.values_mut() {
+            if now_us.saturating_sub(entry.sent_us) >= older_than_us {
+                entry.sent_us = now_us;
+                self.resent += 1;
+                out.requests.push((proposer, entry.request.clone()));
+            }
+        }
+    }
+
+    fn flush(&mut self, now_us: u64, out: &mut SourceOutbox) {
         if mutation::applies(self.mutation, Mutation::SourceNeverFlushes) {
             return;
         }
         let commands: Arc<[Command]> =
             Arc::from(std::mem::replace(&mut self.batch, Vec::with_capacity(self.batch_size)));
-        let request = Request { source: self.id, number: self.next_number, commands };
-        self.next_number += 1;
-        out.push((self.active_proposer(), request));
+        self.counter += 1;
+        let number = self.highest_number();
+        let request = Request { source: self.id, number, commands };
+        self.track(&request, now_us);
+        out.requests.push((self.active_proposer(), request));
+    }
+
+    /// Remembers a request until it is answered; the oldest is forgotten if too many are
+    /// unanswered (memory stays bounded; its clients retransmit).
+    fn track(&mut self, request: &Request, now_us: u64) {
+        if self.unanswered.len() >= self.unanswered_max
+            && let Some((_, oldest)) = self.unanswered.pop_first()
+        {
+            for command in oldest.request.commands.iter() {
+                self.holding.remove(&(command.client, command.timestamp));
+            }
+        }
+        for command in request.commands.iter() {
+            self.holding.entry((command.client, command.timestamp)).or_default().push(request.number);
+        }
+        let entry = Unanswered { request: request.clone(), commands_left: request.commands.len(), sent_us: now_us };
+        self.unanswered.insert(request.number, entry);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::tuple::Outcome;
 
     fn command(t: u64) -> Command {
         Command::new(1, t, vec![t as u8])
     }
 
     fn source(batch_size: usize, batch_timeout_us: u64) -> RequestSource {
-        RequestSource::new(1, &Params { batch_size, batch_timeout_us, ..Params::default() })
+        RequestSource::new(1, &Params { batch_size, batch_timeout_us, view_timeout_us: 1_000, ..Params::default() })
+    }
+
+    fn reply(timestamp: u64) -> Reply {
+        Reply { executor: 0, source: 1, client: 1, timestamp, outcome: Outcome::Executed, result: vec![] }
     }
 
     /// Section III-C: requests carry the source id and increasing numbers q.
     #[test]
     fn numbers_requests_in_order() {
         let mut s = source(1, 0);
-        let mut out = Vec::new();
+        let mut out = SourceOutbox::default();
         for t in 1..=3 {
             s.on_command(command(t), 0, &mut out);
         }
-        let numbers: Vec<(u32, u32, u64)> = out.iter().map(|(p, r)| (*p, r.source, r.number)).collect();
+        let numbers: Vec<(u32, u32, u64)> = out.requests.iter().map(|(p, r)| (*p, r.source, r.number)).collect();
         assert_eq!(numbers, vec![(0, 1, 1), (0, 1, 2), (0, 1, 3)]);
         assert_eq!(s.highest_number(), 3);
     }
@@ -134,30 +261,79 @@ mod tests {
     #[test]
     fn batches_by_size_then_by_timeout() {
         let mut s = source(3, 100);
-        let mut out = Vec::new();
+        let mut out = SourceOutbox::default();
         for t in 1..=4 {
             s.on_command(command(t), 10, &mut out);
         }
-        assert_eq!(out.len(), 1);
-        assert_eq!(out[0].1.commands.len(), 3);
+        assert_eq!(out.requests.len(), 1);
+        assert_eq!(out.requests[0].1.commands.len(), 3);
         assert_eq!(s.next_deadline_us(), Some(110));
         s.on_tick(109, &mut out);
-        assert_eq!(out.len(), 1, "partial batch must wait for the timeout");
+        assert_eq!(out.requests.len(), 1, "partial batch must wait for the timeout");
         s.on_tick(110, &mut out);
-        assert_eq!(out.len(), 2);
-        assert_eq!(out[1].1.commands.iter().map(|c| c.timestamp).collect::<Vec<_>>(), vec![4]);
+        assert_eq!(out.requests.len(), 2);
+        assert_eq!(out.requests[1].1.commands.iter().map(|c| c.timestamp).collect::<Vec<_>>(), vec![4]);
         assert_eq!(s.next_deadline_us(), None);
     }
 
     #[test]
     fn zero_timeout_sends_at_every_tick() {
         let mut s = source(64, 0);
-        let mut out = Vec::new();
+        let mut out = SourceOutbox::default();
         s.on_command(command(1), 5, &mut out);
         s.on_command(command(2), 5, &mut out);
-        assert!(out.is_empty());
+        assert!(out.requests.is_empty());
         s.on_tick(5, &mut out);
-        assert_eq!(out.len(), 1);
-        assert_eq!(out[0].1.commands.len(), 2);
+        assert_eq!(out.requests.len(), 1);
+        assert_eq!(out.requests[0].1.commands.len(), 2);
+    }
+
+    /// Section III-E: unanswered requests go to the new view's proposer; answered ones do not.
+    #[test]
+    fn a_new_view_gets_the_unanswered_requests() {
+        let mut s = source(1, 0);
+        let mut out = SourceOutbox::default();
+        for t in 1..=3 {
+            s.on_command(command(t), 0, &mut out);
+        }
+        s.on_reply(&reply(2));
+        s.on_reply(&reply(2));
+        out.requests.clear();
+        s.on_view(View { controller: 0, view: 1 }, 10, &mut out);
+        s.on_view(View { controller: 2, view: 1 }, 10, &mut out);
+        let resent: Vec<(u32, u64)> = out.requests.iter().map(|(p, r)| (*p, r.number)).collect();
+        assert_eq!(resent, vec![(1, 1), (1, 3)], "to proposer 1, the two unanswered requests");
+    }
+
+    /// Unanswered requests are resent after half a view timeout, and only then.
+    #[test]
+    fn resends_after_half_a_view_timeout() {
+        let mut s = source(1, 0);
+        let mut out = SourceOutbox::default();
+        s.on_command(command(1), 0, &mut out);
+        s.on_tick(499, &mut out);
+        assert_eq!(out.requests.len(), 1);
+        s.on_tick(500, &mut out);
+        assert_eq!(out.requests.len(), 2);
+        s.on_reply(&reply(1));
+        s.on_tick(2_000, &mut out);
+        assert_eq!(out.requests.len(), 2, "answered: never again");
+        assert_eq!(s.held(), 0);
+    }
+
+    /// Section III-E: TARGET reports the highest request number; a new incarnation numbers
+    /// above every earlier one.
+    #[test]
+    fn reports_targets_and_never_reuses_numbers() {
+        let mut s = source(1, 0);
+        let mut out = SourceOutbox::default();
+        s.on_tick(250, &mut out);
+        assert_eq!(out.targets, vec![Target { source: 1, number: 0 }]);
+        s.on_command(command(1), 250, &mut out);
+        s.on_tick(500, &mut out);
+        assert_eq!(out.targets.last(), Some(&Target { source: 1, number: 1 }));
+        let mut restarted = source(1, 0).incarnation(1);
+        restarted.on_command(command(2), 0, &mut out);
+        assert!(out.requests.last().unwrap().1.number > 1 << INCARNATION_SHIFT);
     }
 }

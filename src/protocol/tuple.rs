@@ -203,3 +203,58 @@ pub struct Nack {
     /// The sequence number it waits for.
     pub sequence: u64,
 }
+
+/// `<TARGET, r, q>`: request source `r` has assigned request numbers up to `q` (Section III-E).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Target {
+    /// The request source.
+    pub source: u32,
+    /// The highest request number it assigned (0: none in its current incarnation).
+    pub number: u64,
+}
+
+/// `<ACTUAL, e, q⃗>`: for each request source, the highest request number that executor `e`
+/// executed (Section III-E).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Actual {
+    /// The executor.
+    pub executor: u32,
+    /// Per request source (by index), the highest executed request number.
+    pub agreed: Vec<u64>,
+}
+
+/// `<VIEW, x, v>`: controller `x` announces view `v` (Section III-E). Replicas adopt the
+/// (f+1)-th highest view announced by distinct controllers.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct View {
+    /// The controller.
+    pub controller: u32,
+    /// The view it announces.
+    pub view: u64,
+}
+
+/// The paper's record `d = (s, v, req)`: the request a committer accepted for sequence number
+/// `s`, in the most recent view `v` it accepted a proposal for `s` in (Section III-E).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Accepted {
+    /// The sequence number `s`.
+    pub sequence: u64,
+    /// The view `v` of the accepted proposal.
+    pub view: u64,
+    /// The accepted request.
+    pub request: Request,
+}
+
+/// `<RECORD, k, D>`: committer `k` entered view `view` and hands the new proposer every record
+/// in its window (Section III-E).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Record {
+    /// The committer.
+    pub committer: u32,
+    /// The view the committer entered; the record is for that view's proposer.
+    pub view: u64,
+    /// The committer's stability threshold: its records cover sequence numbers from here.
+    pub stable: u64,
+    /// Its records, in sequence order.
+    pub records: Vec<Accepted>,
+}

@@ -65,6 +65,7 @@ impl SimConfig {
             batch_timeout_us: if rng.random_bool(0.5) { 0 } else { 300 },
             checkpoint_interval,
             client_window: 8,
+            view_timeout_us: rng.random_range(20_000..100_000),
         };
         let faulty = rng.random_bool(0.9);
         SimConfig {

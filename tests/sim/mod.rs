@@ -7,6 +7,7 @@
 //! exactly-once execution, linearizability of the clients' history, and liveness.
 
 pub mod config;
+mod replicas;
 mod world;
 
 pub use config::SimConfig;

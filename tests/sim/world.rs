@@ -1,4 +1,4 @@
-//! The simulated world: replicas, network, clients, crashes, and the checks.
+//! The simulated world: event loop, network, crashes, clients, and the checks.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
@@ -7,30 +7,30 @@ use std::sync::Arc;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tara::app::kv::{KvOp, KvResult, KvStore};
-use tara::protocol::{
-    Checkpoint, Command, Commit, Committer, Executed, Executor, ExecutorOutbox, Fetch, GcSource, Nack,
-    Outcome as ReplyOutcome, Propose, Proposer, Reply, Request, RequestSource, Stable, Transfer,
-};
-
 use tara::protocol::mutation::Mutation;
+use tara::protocol::{
+    Actual, Checkpoint, Command, Commit, Committer, Controller, Executed, Executor, Fetch, GcSource, LogEntry, Nack,
+    Outcome as ReplyOutcome, Propose, Proposer, Record, Reply, Request, RequestSource, Stable, Target, Transfer, View,
+};
 
 use super::config::SimConfig;
 use crate::linearizability::{self, Operation};
 
 /// A replica or client of the simulated deployment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-enum Node {
+pub(super) enum Node {
     Client(u32),
     Source(u32),
     Proposer(u32),
     Committer(u32),
     Executor(u32),
     Gc(u32),
+    Controller(u32),
 }
 
 /// A tuple in flight.
 #[derive(Clone, Debug)]
-enum Msg {
+pub(super) enum Msg {
     Submit(Command),
     Request(Request),
     Propose(Propose),
@@ -41,6 +41,10 @@ enum Msg {
     Fetch(Fetch),
     Transfer(Transfer),
     Nack(Nack),
+    Target(Target),
+    Actual(Actual),
+    View(View),
+    Record(Record),
 }
 
 impl Msg {
@@ -57,12 +61,16 @@ impl Msg {
             Msg::Fetch(f) => format!("Fetch e{} -> e{} s{}", f.executor, f.to, f.sequence),
             Msg::Transfer(t) => format!("Transfer e{} -> e{} s{}", t.executor, t.to, t.sequence),
             Msg::Nack(n) => format!("Nack e{} -> p{} s{}", n.executor, n.to, n.sequence),
+            Msg::Target(t) => format!("Target r{} q{}", t.source, t.number),
+            Msg::Actual(a) => format!("Actual e{} {:?}", a.executor, a.agreed),
+            Msg::View(v) => format!("View x{} v{}", v.controller, v.view),
+            Msg::Record(r) => format!("Record k{} v{} stable {} x{}", r.committer, r.view, r.stable, r.records.len()),
         }
     }
 }
 
 #[derive(Debug)]
-enum Event {
+pub(super) enum Event {
     Deliver { from: Node, to: Node, msg: Msg },
     Tick(Node),
     Crash,
@@ -119,20 +127,22 @@ pub struct Outcome {
     pub transfers: u64,
     /// Nacks sent by executors.
     pub nacks: u64,
+    /// The highest view reached.
+    pub views: u64,
     /// A fingerprint of the whole run (for determinism checks).
     pub fingerprint: u64,
     /// Simulated duration, microseconds.
     pub duration_us: u64,
 }
 
-struct Pending {
+pub(super) struct Pending {
     command: Command,
     history: usize,
     source: u32,
 }
 
-struct Client {
-    id: u64,
+pub(super) struct Client {
+    pub(super) id: u64,
     next_timestamp: u64,
     issued: usize,
     pending: BTreeMap<u64, Pending>,
@@ -153,32 +163,37 @@ struct Checks {
     position: HashMap<(u64, u64), (u64, u32)>,
     /// next -> history chain of the executors that reached it.
     history_at: HashMap<u64, u64>,
-    /// (view, sequence) -> (proposer, request id).
-    proposals: HashMap<(u64, u64), (u32, (u32, u64))>,
-    /// view -> the one proposer that proposed in it.
-    proposer_of_view: HashMap<u64, u32>,
+    /// (view, sequence) -> request id proposed.
+    proposals: HashMap<(u64, u64), (u32, u64)>,
 }
 
-struct World {
-    config: SimConfig,
-    rng: SmallRng,
-    now: u64,
+pub(super) struct World {
+    pub(super) config: SimConfig,
+    pub(super) rng: SmallRng,
+    pub(super) now: u64,
     order: u64,
     queue: BinaryHeap<Reverse<(u64, u64, usize)>>,
     events: HashMap<usize, Event>,
     next_event: usize,
-    sources: Vec<Option<RequestSource>>,
-    proposers: Vec<Option<Proposer>>,
-    committers: Vec<Option<Committer>>,
-    executors: Vec<Option<Executor<KvStore>>>,
-    disks: Vec<Option<(u64, Arc<Vec<u8>>)>>,
-    gcs: Vec<Option<GcSource>>,
-    clients: Vec<Client>,
+    pub(super) sources: Vec<Option<RequestSource>>,
+    pub(super) proposers: Vec<Option<Proposer>>,
+    pub(super) committers: Vec<Option<Committer>>,
+    pub(super) executors: Vec<Option<Executor<KvStore>>>,
+    pub(super) gcs: Vec<Option<GcSource>>,
+    pub(super) controllers: Vec<Option<Controller>>,
+    /// Executors' durable checkpoints and committers' durable logs.
+    pub(super) checkpoint_disks: Vec<Option<(u64, Arc<Vec<u8>>)>>,
+    pub(super) log_disks: Vec<Vec<LogEntry>>,
+    /// Proposers' highest led view.
+    pub(super) led_disks: Vec<Option<u64>>,
+    /// Restarts per source (its incarnation).
+    source_restarts: Vec<u64>,
+    pub(super) clients: Vec<Client>,
     history: Vec<Operation>,
     checks: Checks,
     recent: BTreeMap<Node, VecDeque<String>>,
     trace: bool,
-    outcome: Outcome,
+    pub(super) outcome: Outcome,
 }
 
 /// Runs one simulated deployment to the end and checks it.
@@ -193,12 +208,11 @@ pub fn run(config: SimConfig, trace: bool) -> Result<Outcome, Failure> {
     }
 }
 
-type Check = Result<(), (&'static str, String)>;
+pub(super) type Check = Result<(), (&'static str, String)>;
 
 impl World {
     fn new(config: SimConfig, trace: bool) -> World {
         let p = config.params.clone();
-        let executors = (0..p.executors() as u32).map(|e| Some(new_executor(&config, e))).collect();
         World {
             rng: SmallRng::seed_from_u64(config.seed),
             now: 0,
@@ -206,12 +220,16 @@ impl World {
             queue: BinaryHeap::new(),
             events: HashMap::new(),
             next_event: 0,
-            sources: (0..p.sources() as u32).map(|r| Some(new_source(&config, r))).collect(),
+            sources: (0..p.sources() as u32).map(|r| Some(new_source(&config, r, 0))).collect(),
             proposers: (0..p.proposers() as u32).map(|i| Some(new_proposer(&config, i))).collect(),
             committers: (0..p.committers() as u32).map(|i| Some(Committer::new(i, &p))).collect(),
-            executors,
-            disks: vec![None; p.executors()],
+            executors: (0..p.executors() as u32).map(|e| Some(new_executor(&config, e))).collect(),
             gcs: (0..p.gc_sources() as u32).map(|i| Some(GcSource::new(i, &p))).collect(),
+            controllers: (0..p.controllers() as u32).map(|i| Some(Controller::new(i, &p))).collect(),
+            checkpoint_disks: vec![None; p.executors()],
+            log_disks: vec![Vec::new(); p.committers()],
+            led_disks: vec![None; p.proposers()],
+            source_restarts: vec![0; p.sources()],
             clients: (0..config.clients as u64)
                 .map(|i| Client { id: 100 + i, next_timestamp: 1, issued: 0, pending: BTreeMap::new() })
                 .collect(),
@@ -232,7 +250,8 @@ impl World {
         self.queue.push(Reverse((at, self.order, id)));
     }
 
-    fn nodes(&self) -> Vec<Node> {
+    /// Every replica, in a fixed order.
+    pub(super) fn nodes(&self) -> Vec<Node> {
         let p = &self.config.params;
         let mut nodes = Vec::new();
         nodes.extend((0..p.sources() as u32).map(Node::Source));
@@ -240,6 +259,7 @@ impl World {
         nodes.extend((0..p.committers() as u32).map(Node::Committer));
         nodes.extend((0..p.executors() as u32).map(Node::Executor));
         nodes.extend((0..p.gc_sources() as u32).map(Node::Gc));
+        nodes.extend((0..p.controllers() as u32).map(Node::Controller));
         nodes
     }
 
@@ -274,20 +294,7 @@ impl World {
             let Some(event) = self.events.remove(&id) else { continue };
             self.now = at;
             if self.now > deadline {
-                let pending: Vec<String> = self
-                    .clients
-                    .iter()
-                    .flat_map(|c| c.pending.keys().map(move |t| format!("c{} t{}", c.id, t)))
-                    .collect();
-                if pending.is_empty() {
-                    let positions: Vec<Option<u64>> =
-                        self.executors.iter().map(|e| e.as_ref().map(|e| e.next())).collect();
-                    return Err((
-                        "convergence",
-                        format!("executors did not converge after the fault phase: {positions:?}"),
-                    ));
-                }
-                return Err(("liveness", format!("commands still outstanding after the fault phase: {pending:?}")));
+                return Err(self.stuck());
             }
             self.outcome.events += 1;
             self.outcome.fingerprint = mix(self.outcome.fingerprint, at ^ (id as u64).rotate_left(32));
@@ -297,6 +304,16 @@ impl World {
             }
         }
         Err(("liveness", "the simulation ran out of events".into()))
+    }
+
+    fn stuck(&self) -> (&'static str, String) {
+        let pending: Vec<String> =
+            self.clients.iter().flat_map(|c| c.pending.keys().map(move |t| format!("c{} t{}", c.id, t))).collect();
+        if pending.is_empty() {
+            let positions: Vec<Option<u64>> = self.executors.iter().map(|e| e.as_ref().map(|e| e.next())).collect();
+            return ("convergence", format!("executors did not converge after the fault phase: {positions:?}"));
+        }
+        ("liveness", format!("commands still outstanding after the fault phase: {pending:?}"))
     }
 
     fn handle(&mut self, event: Event) -> Check {
@@ -322,7 +339,7 @@ impl World {
         }
     }
 
-    fn note(&mut self, node: Node, line: String) {
+    pub(super) fn note(&mut self, node: Node, line: String) {
         if self.trace {
             eprintln!("{:>10.3} ms  {:?}  {}", self.now as f64 / 1000.0, node, line);
         }
@@ -347,7 +364,7 @@ impl World {
 
     // ---- network ----
 
-    fn faulty(&self) -> bool {
+    pub(super) fn faulty(&self) -> bool {
         self.now < self.config.faults_until_us
     }
 
@@ -358,7 +375,7 @@ impl World {
         nodes[index % nodes.len()] == node && self.now >= from && self.now < until && self.faulty()
     }
 
-    fn send(&mut self, from: Node, to: Node, msg: Msg) {
+    pub(super) fn send(&mut self, from: Node, to: Node, msg: Msg) {
         let cut = self.isolated(from) || self.isolated(to);
         if cut || (self.faulty() && self.rng.random_bool(self.config.drop)) {
             self.outcome.dropped += 1;
@@ -378,191 +395,27 @@ impl World {
         }
     }
 
-    fn multicast(&mut self, from: Node, to: impl Iterator<Item = Node>, msg: Msg) {
+    pub(super) fn multicast(&mut self, from: Node, to: impl Iterator<Item = Node>, msg: Msg) {
         for node in to.collect::<Vec<_>>() {
             self.send(from, node, msg.clone());
         }
     }
 
-    // ---- replicas ----
-
     fn deliver(&mut self, from: Node, to: Node, msg: Msg) -> Check {
-        let line = format!("<- {from:?} {}", msg.summary());
-        let alive = match to {
-            Node::Client(_) => true,
-            Node::Source(i) => self.sources[i as usize].is_some(),
-            Node::Proposer(i) => self.proposers[i as usize].is_some(),
-            Node::Committer(i) => self.committers[i as usize].is_some(),
-            Node::Executor(i) => self.executors[i as usize].is_some(),
-            Node::Gc(i) => self.gcs[i as usize].is_some(),
-        };
-        if !alive {
+        if self.down(to) {
             return Ok(());
         }
+        let line = format!("<- {from:?} {}", msg.summary());
         self.note(to, line);
         match (to, msg) {
             (Node::Client(c), Msg::Reply(reply)) => self.on_reply(c, reply),
-            (Node::Source(i), Msg::Submit(command)) => {
-                let mut out = Vec::new();
-                if let Some(s) = self.sources[i as usize].as_mut() {
-                    s.on_command(command, self.now, &mut out);
-                    s.on_tick(self.now, &mut out);
-                }
-                self.route_requests(i, out);
-                Ok(())
-            }
-            (Node::Proposer(i), msg) => self.at_proposer(i, msg),
-            (Node::Committer(i), msg) => self.at_committer(i, msg),
-            (Node::Executor(i), msg) => self.at_executor(i, Some(msg)),
-            (Node::Gc(i), Msg::Checkpoint(checkpoint)) => {
-                let mut out = Vec::new();
-                if let Some(g) = self.gcs[i as usize].as_mut() {
-                    g.on_checkpoint(checkpoint, self.now, &mut out);
-                }
-                self.route_stable(i, out);
-                Ok(())
-            }
-            (to, msg) => Err(("routing", format!("{to:?} cannot handle {}", msg.summary()))),
+            (node, msg) => self.at_replica(node, msg),
         }
-    }
-
-    fn route_requests(&mut self, source: u32, out: Vec<(u32, Request)>) {
-        for (proposer, request) in out {
-            self.send(Node::Source(source), Node::Proposer(proposer), Msg::Request(request));
-        }
-    }
-
-    fn route_stable(&mut self, gc: u32, out: Vec<Stable>) {
-        let p = self.config.params.clone();
-        for stable in out {
-            let to = (0..p.proposers() as u32)
-                .map(Node::Proposer)
-                .chain((0..p.committers() as u32).map(Node::Committer))
-                .chain((0..p.executors() as u32).map(Node::Executor));
-            self.multicast(Node::Gc(gc), to, Msg::Stable(stable));
-        }
-    }
-
-    fn at_proposer(&mut self, i: u32, msg: Msg) -> Check {
-        let mut out = Vec::new();
-        if let Some(p) = self.proposers[i as usize].as_mut() {
-            match msg {
-                Msg::Request(r) => p.on_request(r, &mut out),
-                Msg::Stable(s) => p.on_stable(s, &mut out),
-                Msg::Nack(n) => p.on_nack(n, &mut out),
-                other => return Err(("routing", format!("proposer got {}", other.summary()))),
-            }
-        }
-        for propose in out {
-            self.check_proposal(&propose)?;
-            let committers = (0..self.config.params.committers() as u32).map(Node::Committer);
-            self.multicast(Node::Proposer(i), committers, Msg::Propose(propose));
-        }
-        Ok(())
-    }
-
-    fn at_committer(&mut self, i: u32, msg: Msg) -> Check {
-        let mut out = Vec::new();
-        if let Some(k) = self.committers[i as usize].as_mut() {
-            match msg {
-                Msg::Propose(p) => k.on_propose(p, &mut out),
-                Msg::Stable(s) => k.on_stable(s),
-                other => return Err(("routing", format!("committer got {}", other.summary()))),
-            }
-        }
-        for commit in out {
-            let executors = (0..self.config.params.executors() as u32).map(Node::Executor);
-            self.multicast(Node::Committer(i), executors, Msg::Commit(commit));
-        }
-        Ok(())
-    }
-
-    fn at_executor(&mut self, i: u32, msg: Option<Msg>) -> Check {
-        let mut out = ExecutorOutbox::default();
-        let now = self.now;
-        let Some(e) = self.executors[i as usize].as_mut() else { return Ok(()) };
-        match msg {
-            Some(Msg::Commit(c)) => e.on_commit(c, &mut out),
-            Some(Msg::Stable(s)) => e.on_stable(s),
-            Some(Msg::Fetch(f)) => e.on_fetch(f, &mut out),
-            Some(Msg::Transfer(t)) => e.on_transfer(t, &mut out),
-            Some(other) => return Err(("routing", format!("executor got {}", other.summary()))),
-            None => {}
-        }
-        e.on_tick(now, &mut out);
-        // Durable storage: the checkpoint is on the simulated disk before it is announced.
-        for store in std::mem::take(&mut out.stores) {
-            self.disks[i as usize] = Some((store.sequence, store.state));
-            e.on_stored(store.sequence, &mut out);
-        }
-        let (next, history) = (e.next(), e.history());
-        self.check_history(i, next, history)?;
-        for executed in out.executed.drain(..) {
-            self.check_executed(executed)?;
-        }
-        self.route_executor(i, out);
-        Ok(())
-    }
-
-    fn route_executor(&mut self, i: u32, mut out: ExecutorOutbox) {
-        let from = Node::Executor(i);
-        for reply in out.replies.drain(..) {
-            if let Some(client) = self.clients.iter().position(|c| c.id == reply.client) {
-                self.send(from, Node::Client(client as u32), Msg::Reply(reply));
-            }
-        }
-        let gcs = self.config.params.gc_sources() as u32;
-        for checkpoint in out.checkpoints.drain(..) {
-            self.multicast(from, (0..gcs).map(Node::Gc), Msg::Checkpoint(checkpoint));
-        }
-        for fetch in out.fetches.drain(..) {
-            self.send(from, Node::Executor(fetch.to), Msg::Fetch(fetch));
-        }
-        for transfer in out.transfers.drain(..) {
-            self.send(from, Node::Executor(transfer.to), Msg::Transfer(transfer));
-        }
-        for nack in out.nacks.drain(..) {
-            self.outcome.nacks += 1;
-            self.send(from, Node::Proposer(nack.to), Msg::Nack(nack));
-        }
-    }
-
-    fn tick(&mut self, node: Node) -> Check {
-        match node {
-            Node::Source(i) => {
-                let mut out = Vec::new();
-                if let Some(s) = self.sources[i as usize].as_mut() {
-                    s.on_tick(self.now, &mut out);
-                }
-                self.route_requests(i, out);
-            }
-            Node::Executor(i) => return self.at_executor(i, None),
-            Node::Proposer(i) => {
-                let mut out = Vec::new();
-                if let Some(p) = self.proposers[i as usize].as_mut() {
-                    p.on_tick(self.now, &mut out);
-                }
-                for propose in out {
-                    self.check_proposal(&propose)?;
-                    let committers = (0..self.config.params.committers() as u32).map(Node::Committer);
-                    self.multicast(Node::Proposer(i), committers, Msg::Propose(propose));
-                }
-            }
-            Node::Gc(i) => {
-                let mut out = Vec::new();
-                if let Some(g) = self.gcs[i as usize].as_mut() {
-                    g.on_tick(self.now, &mut out);
-                }
-                self.route_stable(i, out);
-            }
-            _ => {}
-        }
-        Ok(())
     }
 
     // ---- crashes ----
 
-    fn down(&self, node: Node) -> bool {
+    pub(super) fn down(&self, node: Node) -> bool {
         match node {
             Node::Client(_) => false,
             Node::Source(i) => self.sources[i as usize].is_none(),
@@ -570,6 +423,7 @@ impl World {
             Node::Committer(i) => self.committers[i as usize].is_none(),
             Node::Executor(i) => self.executors[i as usize].is_none(),
             Node::Gc(i) => self.gcs[i as usize].is_none(),
+            Node::Controller(i) => self.controllers[i as usize].is_none(),
         }
     }
 
@@ -577,16 +431,15 @@ impl World {
         std::mem::discriminant(&a) == std::mem::discriminant(&b)
     }
 
-    /// Crashes a random replica if its stage has fewer than f replicas down. The active
-    /// proposer (view 0: proposer 0) is spared: without view change nobody could replace it.
+    /// Crashes a random replica of any stage, the active proposer included, if its stage has
+    /// fewer than f replicas down.
     fn crash_someone(&mut self) {
-        if self.faulty() {
-            let next = self.now + self.rng.random_range(1..=2 * self.config.crash_every_us);
-            self.schedule(next, Event::Crash);
-        } else {
+        if !self.faulty() {
             return;
         }
-        let nodes: Vec<Node> = self.nodes().into_iter().filter(|n| *n != Node::Proposer(0)).collect();
+        let next = self.now + self.rng.random_range(1..=2 * self.config.crash_every_us);
+        self.schedule(next, Event::Crash);
+        let nodes = self.nodes();
         let victim = nodes[self.rng.random_range(0..nodes.len())];
         let down = nodes.iter().filter(|n| Self::same_stage(**n, victim) && self.down(**n)).count();
         if self.down(victim) || down >= self.config.params.f {
@@ -598,6 +451,7 @@ impl World {
             Node::Committer(i) => self.committers[i as usize] = None,
             Node::Executor(i) => self.executors[i as usize] = None,
             Node::Gc(i) => self.gcs[i as usize] = None,
+            Node::Controller(i) => self.controllers[i as usize] = None,
             Node::Client(_) => return,
         }
         self.outcome.crashes += 1;
@@ -607,20 +461,31 @@ impl World {
     }
 
     /// Restarts a replica with its durable state only: an executor reloads its newest
-    /// checkpoint; the other stages keep nothing.
+    /// checkpoint, a committer replays its record log; the other stages keep nothing.
     fn restart(&mut self, node: Node) {
         let p = self.config.params.clone();
         match node {
-            Node::Source(i) => self.sources[i as usize] = Some(new_source(&self.config, i)),
-            Node::Proposer(i) => self.proposers[i as usize] = Some(new_proposer(&self.config, i)),
-            Node::Committer(i) => self.committers[i as usize] = Some(Committer::new(i, &p)),
+            Node::Source(i) => {
+                self.source_restarts[i as usize] += 1;
+                self.sources[i as usize] = Some(new_source(&self.config, i, self.source_restarts[i as usize]));
+            }
+            Node::Proposer(i) => {
+                let led = self.led_disks[i as usize];
+                self.proposers[i as usize] = Some(restarted_proposer(&self.config, i, led));
+            }
+            Node::Committer(i) => {
+                let amnesia = self.config.mutation == Some(Mutation::CommitterForgetsRecords);
+                let log = if amnesia { Vec::new() } else { self.log_disks[i as usize].clone() };
+                self.committers[i as usize] = Some(Committer::recover(i, &p, log));
+            }
             Node::Gc(i) => self.gcs[i as usize] = Some(GcSource::new(i, &p)),
+            Node::Controller(i) => self.controllers[i as usize] = Some(Controller::new(i, &p)),
             Node::Executor(i) => {
                 let mut executor = new_executor(&self.config, i);
-                if let Some((sequence, state)) = self.disks[i as usize].clone()
+                if let Some((sequence, state)) = self.checkpoint_disks[i as usize].clone()
                     && executor.restore_checkpoint(sequence, state).is_ok()
                 {
-                    executor.on_stored(sequence, &mut ExecutorOutbox::default());
+                    executor.on_stored(sequence, &mut Default::default());
                 }
                 self.executors[i as usize] = Some(executor);
             }
@@ -644,16 +509,16 @@ impl World {
         c.next_timestamp += 1;
         let key = format!("k{}", self.rng.random_range(0..keys));
         let op = match self.rng.random_range(0..10) {
-            0..=4 => KvOp::Put { key, value: format!("{}:{timestamp}", c.id).into_bytes() },
+            0..=4 => KvOp::Put { key, value: format!("{}:{timestamp}", self.clients[client as usize].id).into_bytes() },
             5..=8 => KvOp::Get { key },
             _ => KvOp::Delete { key },
         };
         let c = &mut self.clients[client as usize];
         let command = Command { client: c.id, timestamp, answered_below, op: op.encode() };
-        let c = &mut self.clients[client as usize];
         let source = ((c.id + timestamp) % self.config.params.sources() as u64) as u32;
         self.history.push(Operation { client: c.id, invoke: self.now, response: None, op, result: None });
         let history = self.history.len() - 1;
+        let c = &mut self.clients[client as usize];
         c.pending.insert(timestamp, Pending { command: command.clone(), history, source });
         self.send(Node::Client(client), Node::Source(source), Msg::Submit(command));
         self.schedule(self.now + self.config.retry_us, Event::Retry { client, timestamp });
@@ -698,29 +563,31 @@ impl World {
 
     // ---- checks ----
 
-    /// Safety: one proposer per view, and one request per sequence number and view.
-    fn check_proposal(&mut self, propose: &Propose) -> Check {
-        let proposer = *self.checks.proposer_of_view.entry(propose.view).or_insert(propose.proposer);
-        if proposer != propose.proposer {
+    /// Safety (Section III-C): in view v only proposer v mod (f+1) proposes, and it proposes
+    /// one request per sequence number.
+    pub(super) fn check_proposal(&mut self, propose: &Propose) -> Check {
+        let leader = (propose.view % self.config.params.proposers() as u64) as u32;
+        if propose.proposer != leader {
             return Err((
                 "one proposer per view",
-                format!("view {} has proposers {proposer} and {}", propose.view, propose.proposer),
+                format!("proposer {} proposed in view {}", propose.proposer, propose.view),
             ));
         }
-        let id = (propose.proposer, propose.request.id());
+        let id = propose.request.id();
         let first = *self.checks.proposals.entry((propose.view, propose.sequence)).or_insert(id);
         if first != id {
             return Err((
                 "one proposal per slot",
-                format!("s{} v{} proposed as {:?} and as {:?}", propose.sequence, propose.view, first.1, id.1),
+                format!("s{} v{} proposed as {first:?} and as {id:?}", propose.sequence, propose.view),
             ));
         }
         Ok(())
     }
 
-    /// Safety: executors agree on what was executed at each position, and a command executes at
-    /// one position only.
-    fn check_executed(&mut self, x: Executed) -> Check {
+    /// Safety: executors agree on what was executed at each position (a sequence number never
+    /// changes once committed, across view changes too), and a command executes at one
+    /// position only.
+    pub(super) fn check_executed(&mut self, x: Executed) -> Check {
         let position = (x.sequence, x.index);
         let entry = (x.command.client, x.command.timestamp, x.result.clone());
         if let Some(first) = self.checks.decided.get(&position) {
@@ -745,7 +612,7 @@ impl World {
     }
 
     /// Safety: executors that reached the same sequence number executed the same history.
-    fn check_history(&mut self, executor: u32, next: u64, history: u64) -> Check {
+    pub(super) fn check_history(&mut self, executor: u32, next: u64, history: u64) -> Check {
         let first = *self.checks.history_at.entry(next).or_insert(history);
         if first != history {
             return Err(("digests agree", format!("executor {executor} reached s{next} with a different history")));
@@ -756,11 +623,11 @@ impl World {
     fn final_checks(&mut self) -> Check {
         for executor in self.executors.iter().flatten() {
             self.outcome.transfers += executor.transfers_restored();
+            self.outcome.views = self.outcome.views.max(executor.view());
         }
         for c in &self.clients {
             for timestamp in 1..c.next_timestamp {
-                let executed = self.checks.position.contains_key(&(c.id, timestamp));
-                if !executed {
+                if !self.checks.position.contains_key(&(c.id, timestamp)) {
                     return Err((
                         "exactly-once",
                         format!("client {} command t{timestamp} was answered but never executed", c.id),
@@ -772,31 +639,35 @@ impl World {
     }
 }
 
-/// A proposer with the run's repair timeout; broken if the run's mutation is a proposer bug.
-fn new_proposer(config: &SimConfig, id: u32) -> Proposer {
-    let proposer = Proposer::new(id, &config.params).repair_timeout_us(config.repair_us);
-    match config.mutation {
-        Some(m @ Mutation::ProposerNeverRepeats) => proposer.mutate(m),
-        _ => proposer,
-    }
-}
-
-/// A request source; broken if the run's mutation is a source bug.
-fn new_source(config: &SimConfig, id: u32) -> RequestSource {
-    let source = RequestSource::new(id, &config.params);
+/// A request source in its `incarnation`; broken if the run's mutation is a source bug.
+pub(super) fn new_source(config: &SimConfig, id: u32, incarnation: u64) -> RequestSource {
+    let source = RequestSource::new(id, &config.params).incarnation(incarnation);
     match config.mutation {
         Some(m @ Mutation::SourceNeverFlushes) => source.mutate(m),
         _ => source,
     }
 }
 
+/// A proposer with the run's repair timeout.
+pub(super) fn new_proposer(config: &SimConfig, id: u32) -> Proposer {
+    Proposer::new(id, &config.params).repair_timeout_us(config.repair_us)
+}
+
+/// A proposer after a restart, with the highest view it led: silent until a higher view.
+fn restarted_proposer(config: &SimConfig, id: u32, led: Option<u64>) -> Proposer {
+    Proposer::restarted(id, &config.params, led).repair_timeout_us(config.repair_us)
+}
+
 /// An executor; broken if the run's mutation is an executor bug.
-fn new_executor(config: &SimConfig, id: u32) -> Executor<KvStore> {
+pub(super) fn new_executor(config: &SimConfig, id: u32) -> Executor<KvStore> {
     let executor =
         Executor::new(id, &config.params, KvStore::default()).emit_executed(true).repair_timeout_us(config.repair_us);
     match config.mutation {
-        Some(Mutation::SourceNeverFlushes | Mutation::ProposerNeverRepeats) | None => executor,
-        Some(m) => executor.mutate(m),
+        Some(m @ (Mutation::SkipDuplicateCheck | Mutation::ExecuteOutOfOrder | Mutation::CheckpointForgetsClients)) => {
+            executor.mutate(m)
+        }
+        Some(m @ Mutation::CommitAfterF) => executor.mutate(m),
+        _ => executor,
     }
 }
 

@@ -1,0 +1,251 @@
+//! The controller stage (Section III-E): watches progress and starts view changes.
+
+use super::params::Params;
+use super::quorum::Announced;
+use super::tuple::{Actual, Target, View};
+
+/// Controller replica `x` (2f+1 of them).
+///
+/// Request sources report the highest request number they assigned (`Target`), executors the
+/// highest request number of each source they executed (`Actual`). A source has outstanding
+/// work while fewer than f+1 executors have executed up to its target. When some source has had
+/// outstanding work for `view_timeout` and at least f+1 executors have made no progress for
+/// that long, the controller announces the next view; replicas adopt the (f+1)-th highest view
+/// announced by distinct controllers. After a view change the new proposer gets `view_timeout`
+/// to make progress before the controllers move on to the next view. Without outstanding work
+/// there is never a view change. Announcements are repeated periodically.
+#[derive(Debug)]
+pub struct Controller {
+    id: u32,
+    quorum: usize,
+    view_timeout_us: u64,
+    report_us: u64,
+    /// Per source: the highest request number reported, and when it was last reported.
+    targets: Vec<Option<(u64, u64)>>,
+    /// Since when each source has had outstanding work.
+    outstanding_since: Vec<Option<u64>>,
+    /// Per executor: the highest executed request number of each source.
+    actual: Vec<Vec<u64>>,
+    /// Per executor: when its progress last increased.
+    progress_us: Vec<u64>,
+    views: Announced,
+    /// The highest view this controller announced.
+    announced: u64,
+    view_since_us: u64,
+    announced_us: u64,
+    changes: u64,
+    /// The first tick: a fresh (or restarted) controller first listens for a view timeout, to
+    /// learn the current view from the others' announcements before it may change it.
+    started_us: Option<u64>,
+}
+
+impl Controller {
+    /// Controller replica `id` of a deployment with `params`.
+    pub fn new(id: u32, params: &Params) -> Controller {
+        Controller {
+            id,
+            quorum: params.quorum(),
+            view_timeout_us: params.view_timeout_us,
+            report_us: params.report_interval_us(),
+            targets: vec![None; params.sources()],
+            outstanding_since: vec![None; params.sources()],
+            actual: vec![vec![0; params.sources()]; params.executors()],
+            progress_us: vec![0; params.executors()],
+            views: Announced::new(params.controllers(), params.quorum(), 0),
+            announced: 0,
+            view_since_us: 0,
+            announced_us: 0,
+            changes: 0,
+            started_us: None,
+        }
+    }
+
+    /// The view adopted from the controllers' announcements.
+    pub fn view(&self) -> u64 {
+        self.views.adopted()
+    }
+
+    /// View changes this controller started.
+    pub fn changes(&self) -> u64 {
+        self.changes
+    }
+
+    /// A source's progress report. A report from a new incarnation of a source may be lower;
+    /// the latest report counts.
+    pub fn on_target(&mut self, target: Target, now_us: u64) {
+        if let Some(slot) = self.targets.get_mut(target.source as usize) {
+            *slot = Some((target.number, now_us));
+        }
+    }
+
+    /// An executor's progress report.
+    pub fn on_actual(&mut self, actual: Actual, now_us: u64) {
+        let Some(known) = self.actual.get_mut(actual.executor as usize) else { return };
+        let mut progressed = false;
+        for (known, reported) in known.iter_mut().zip(actual.agreed.iter()) {
+            if reported > known {
+                *known = *reported;
+                progressed = true;
+            }
+        }
+        if progressed {
+            self.progress_us[actual.executor as usize] = now_us;
+        }
+    }
+
+    /// A controller's view announcement (its own included).
+    pub fn on_view(&mut self, view: View, now_us: u64) {
+        if self.views.report(view.controller, view.view).is_some() {
+            self.view_since_us = now_us;
+        }
+    }
+
+    /// Time passed: start a view change if progress stalled with work outstanding; repeat the
+    /// current announcement periodically.
+    pub fn on_tick(&mut self, now_us: u64, out: &mut Vec<View>) {
+        self.track_outstanding(now_us);
+        let timeout = self.view_timeout_us;
+        let started = *self.started_us.get_or_insert(now_us);
+        let stalled_source =
+            self.outstanding_since.iter().flatten().any(|since| now_us.saturating_sub(*since) >= timeout);
+        let quiet = self.progress_us.iter().filter(|p| now_us.saturating_sub(**p) >= timeout).count();
+        let settled = now_us.saturating_sub(self.view_since_us.max(started)) >= timeout;
+        if stalled_source && quiet >= self.quorum && settled && self.announced <= self.view() {
+            self.announced = self.view() + 1;
+            self.changes += 1;
+            self.announce(now_us, out);
+        } else if now_us.saturating_sub(self.announced_us) >= self.report_us {
+            self.announce(now_us, out);
+        }
+    }
+
+    fn announce(&mut self, now_us: u64, out: &mut Vec<View>) {
+        self.announced_us = now_us;
+        out.push(View { controller: self.id, view: self.announced.max(self.view()) });
+    }
+
+    /// A source has outstanding work while fewer than f+1 executors executed up to its target;
+    /// a source that stopped reporting (crashed) has none.
+    fn track_outstanding(&mut self, now_us: u64) {
+        let mut executed: Vec<u64> = Vec::with_capacity(self.actual.len());
+        for (source, target) in self.targets.iter().enumerate() {
+            let fresh =
+                target.filter(|(number, heard)| *number > 0 && now_us.saturating_sub(*heard) <= 3 * self.report_us);
+            let outstanding = fresh.is_some_and(|(number, _)| {
+                executed.clear();
+                executed.extend(self.actual.iter().map(|a| a[source]));
+                executed.sort_unstable_by(|a, b| b.cmp(a));
+                executed[self.quorum - 1] < number
+            });
+            let since = &mut self.outstanding_since[source];
+            *since = if outstanding { Some(since.unwrap_or(now_us)) } else { None };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params() -> Params {
+        Params { view_timeout_us: 1_000, ..Params::default() }
+    }
+
+    fn actual(executor: u32, agreed: u64) -> Actual {
+        Actual { executor, agreed: vec![agreed, 0] }
+    }
+
+    /// Section III-E: outstanding work and f+1 executors without progress for the timeout
+    /// start the next view.
+    #[test]
+    fn a_stall_with_outstanding_work_changes_the_view() {
+        let mut x = Controller::new(0, &params());
+        let mut out = Vec::new();
+        for now in [0, 200, 400, 600, 800, 1_000, 1_200] {
+            x.on_target(Target { source: 0, number: 5 }, now);
+            for e in 0..3 {
+                x.on_actual(actual(e, 3), now);
+            }
+            x.on_tick(now, &mut out);
+        }
+        assert_eq!(out.iter().filter(|v| v.view == 1).count(), 1, "{out:?}");
+        assert_eq!(x.changes(), 1);
+    }
+
+    /// Section III-E: no view change without outstanding work, however long executors idle.
+    #[test]
+    fn an_idle_system_keeps_its_view() {
+        let mut x = Controller::new(0, &params());
+        let mut out = Vec::new();
+        for now in (0..10_000).step_by(100) {
+            x.on_target(Target { source: 0, number: 5 }, now);
+            x.on_actual(actual(0, 5), now);
+            x.on_actual(actual(1, 5), now);
+            x.on_tick(now, &mut out);
+        }
+        assert!(out.iter().all(|v| v.view == 0), "{out:?}");
+    }
+
+    /// Progress on f+1 executors prevents a view change even with work outstanding.
+    #[test]
+    fn progress_prevents_a_view_change() {
+        let mut x = Controller::new(0, &params());
+        let mut out = Vec::new();
+        for (i, now) in (0..10_000).step_by(100).enumerate() {
+            x.on_target(Target { source: 0, number: 1_000 }, now);
+            x.on_actual(actual(0, i as u64 + 1), now);
+            x.on_actual(actual(1, i as u64 + 1), now);
+            x.on_tick(now, &mut out);
+        }
+        assert_eq!(x.changes(), 0);
+    }
+
+    /// A crashed source stops reporting: its stale target does not keep changing views.
+    #[test]
+    fn a_silent_source_has_no_outstanding_work() {
+        let mut x = Controller::new(0, &params());
+        let mut out = Vec::new();
+        x.on_target(Target { source: 0, number: 9 }, 0);
+        for now in (0..10_000).step_by(100) {
+            x.on_tick(now, &mut out);
+        }
+        assert_eq!(x.changes(), 0);
+    }
+
+    /// A restarted controller listens first: it does not start a view change before it had a
+    /// view timeout to learn the current view from the others.
+    #[test]
+    fn a_fresh_controller_listens_before_acting() {
+        let mut x = Controller::new(0, &params());
+        let mut out = Vec::new();
+        for now in (50_000..50_900).step_by(100) {
+            x.on_target(Target { source: 0, number: 5 }, now);
+            x.on_tick(now, &mut out);
+        }
+        assert_eq!(x.changes(), 0, "stalled for long in absolute time, but it just started");
+        for now in (50_900..51_200).step_by(100) {
+            x.on_target(Target { source: 0, number: 5 }, now);
+            x.on_tick(now, &mut out);
+        }
+        assert_eq!(x.changes(), 1);
+    }
+
+    /// If the new view does not make progress either, the controllers move on; a controller
+    /// does not run ahead of the adopted view by more than one.
+    #[test]
+    fn moves_on_when_the_new_view_fails_too() {
+        let mut x = Controller::new(0, &params());
+        let mut out = Vec::new();
+        for now in (0..5_000).step_by(100) {
+            x.on_target(Target { source: 0, number: 5 }, now);
+            x.on_tick(now, &mut out);
+            if let Some(v) = out.last().copied() {
+                // Another controller agrees, so the view is adopted.
+                x.on_view(v, now);
+                x.on_view(View { controller: 1, view: v.view }, now);
+            }
+        }
+        assert!(x.view() >= 3, "view {}", x.view());
+        assert_eq!(x.changes(), x.view());
+    }
+}
