@@ -5,9 +5,6 @@
 //! `cargo bench --bench soak`; `TARA_SOAK_SECONDS=600`, `TARA_SOAK_CLIENTS=64`.
 //! Writes `papers/soak.csv` and `papers/soak.svg`.
 
-#[path = "common/plot.rs"]
-mod plot;
-
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -48,6 +45,7 @@ fn main() {
             pool_znodes: description.pool_znodes,
             seed: samples.len() as u64,
             progress: false,
+            sample_ms: None,
         };
         let summary = workload::run(&cluster, &run).expect("the workload runs");
         assert_eq!(summary.errors, 0, "wrong answers");
@@ -76,11 +74,17 @@ fn write_results(samples: &[(f64, u64, u64)]) {
         csv.push_str(&format!("{t:.0},{rss},{commands}\n"));
     }
     let _ = std::fs::write(dir.join("soak.csv"), csv);
-    let series = [plot::Series {
+    let series = [tara::cluster::plot::Series {
         label: "resident memory".into(),
         points: samples.iter().map(|s| (s.0, s.1 as f64 / 1024.0)).collect(),
     }];
-    match plot::line_chart(&dir.join("soak.svg"), "soak: resident memory under full load", "seconds", "MiB", &series) {
+    match tara::cluster::plot::line_chart(
+        &dir.join("soak.svg"),
+        "soak: resident memory under full load",
+        "seconds",
+        "MiB",
+        &series,
+    ) {
         Ok(()) => println!("wrote papers/soak.csv and papers/soak.svg"),
         Err(e) => eprintln!("plot failed: {e}"),
     }

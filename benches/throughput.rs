@@ -9,8 +9,6 @@
 mod bare;
 #[path = "common/closed_loop.rs"]
 mod closed_loop;
-#[path = "common/plot.rs"]
-mod plot;
 #[path = "common/tara_loop.rs"]
 mod tara_loop;
 
@@ -99,10 +97,10 @@ fn write_results(rows: &[(String, usize, usize, Measurement)]) {
         ));
     }
     let _ = std::fs::write(dir.join("throughput.csv"), csv);
-    let series: Vec<plot::Series> = ["bare timely", "tara (counter)", "tara (coordination)"]
+    let series: Vec<tara::cluster::plot::Series> = ["bare timely", "tara (counter)", "tara (coordination)"]
         .iter()
         .flat_map(|name| [1usize, 64].map(|batch| (name, batch)))
-        .map(|(name, batch)| plot::Series {
+        .map(|(name, batch)| tara::cluster::plot::Series {
             label: format!("{name}, batch {batch}"),
             points: rows
                 .iter()
@@ -112,7 +110,7 @@ fn write_results(rows: &[(String, usize, usize, Measurement)]) {
         })
         .collect();
     let path = dir.join("throughput.svg");
-    match plot::line_chart(
+    match tara::cluster::plot::line_chart(
         &path,
         "throughput vs latency (closed-loop clients)",
         "throughput (k ops/s)",

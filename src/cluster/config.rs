@@ -12,6 +12,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::faults::{Fault, FaultSpec};
 use crate::dataflow::{Placement, Stage};
 use crate::protocol::Params;
 
@@ -54,6 +55,12 @@ pub struct Description {
     pub pool_znodes: usize,
     /// Explicit replica placement per stage (worker indices); absent stages are spread.
     pub placement: PlacementSection,
+    /// `tara bench`: closed-loop clients.
+    pub bench_clients: usize,
+    /// `tara bench`: seconds to run.
+    pub bench_seconds: u64,
+    /// Replica crashes and restarts during `tara demo` and `tara bench` (`[[fault]]`).
+    pub fault: Vec<FaultSpec>,
 }
 
 /// `[placement]`: the workers of each stage's replicas, by replica index. Listing a stage
@@ -119,6 +126,9 @@ impl Default for Description {
             payload_bytes: 64,
             pool_znodes: 1000,
             placement: PlacementSection::default(),
+            bench_clients: 64,
+            bench_seconds: 10,
+            fault: Vec::new(),
         }
     }
 }
@@ -182,7 +192,13 @@ impl Description {
             return Err(ConfigError("`retry_timeout_ms`: must be at least 1".into()));
         }
         let placement = self.placement(&params)?;
+        self.faults(&params)?;
         Ok((params, placement))
+    }
+
+    /// The `[[fault]]` list, checked against the replica counts.
+    pub fn faults(&self, params: &Params) -> Result<Vec<Fault>, ConfigError> {
+        self.fault.iter().map(|f| f.resolve(params).map_err(ConfigError)).collect()
     }
 }
 
@@ -221,6 +237,8 @@ mod tests {
             ("windw = 64", "unknown field `windw`"),
             ("[placement]\nexecutors = [0, 1]", "list exactly 3"),
             ("[placement]\nexecutors = [0, 1, 9]", "worker 9 does not exist"),
+            ("[[fault]]\nstage = \"wizards\"\nreplica = 0\ncrash_at_ms = 1", "unknown stage"),
+            ("[[fault]]\nstage = \"proposers\"\nreplica = 5\ncrash_at_ms = 1", "the stage has 2 replicas"),
         ];
         for (text, expected) in cases {
             let message = error_of(text);

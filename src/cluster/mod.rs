@@ -3,6 +3,8 @@
 pub mod client;
 pub mod config;
 pub mod embedded;
+pub mod faults;
+pub mod plot;
 pub mod workload;
 
 pub use client::{Client, ClientError, ClientPool, Completion};

@@ -31,6 +31,8 @@ pub struct Workload {
     pub seed: u64,
     /// Print a progress line every second (to stderr).
     pub progress: bool,
+    /// Record the throughput over this interval into [`Summary::timeline`] (milliseconds).
+    pub sample_ms: Option<u64>,
 }
 
 /// What a run measured. Field names are the keys of `tara demo --json`.
@@ -54,6 +56,9 @@ pub struct Summary {
     pub seconds: f64,
     /// Replies that did not match the workload's expectations (must be 0).
     pub errors: u64,
+    /// (seconds since the start, commands per second over the last sample) when sampled.
+    #[serde(skip)]
+    pub timeline: Vec<(f64, f64)>,
 }
 
 /// The path of pool znode `i`.
@@ -91,6 +96,7 @@ pub fn run(cluster: &Cluster, workload: &Workload) -> Result<Summary, ClientErro
     let executed_before = executed(cluster);
     let (histograms_tx, histograms_rx) = mpsc::channel();
     let start = Instant::now();
+    let mut timeline = Vec::new();
     std::thread::scope(|scope| {
         for driver in 0..drivers {
             let clients = workload.clients / drivers + usize::from(driver < workload.clients % drivers);
@@ -102,7 +108,7 @@ pub fn run(cluster: &Cluster, workload: &Workload) -> Result<Summary, ClientErro
             });
         }
         drop(histograms_tx);
-        report_progress(workload, &counters, start);
+        timeline = report_progress(workload, &counters, start);
         counters.stop.store(true, Ordering::Release);
     });
     let seconds = start.elapsed().as_secs_f64();
@@ -121,6 +127,7 @@ pub fn run(cluster: &Cluster, workload: &Workload) -> Result<Summary, ClientErro
         clients: workload.clients,
         seconds,
         errors: counters.errors.load(Ordering::Acquire),
+        timeline,
     })
 }
 
@@ -130,22 +137,30 @@ fn executed(cluster: &Cluster) -> u64 {
     cluster.control().stage_stats(Stage::Executor).map(|(_, s)| ReplicaStats::get(&s.count)).max().unwrap_or(0)
 }
 
-/// Prints ops/s and latency percentiles every second until the run's time is up.
-fn report_progress(workload: &Workload, counters: &Counters, start: Instant) {
+/// Prints ops/s every second until the run's time is up; samples the throughput timeline.
+fn report_progress(workload: &Workload, counters: &Counters, start: Instant) -> Vec<(f64, f64)> {
     let bar = (workload.progress && std::io::stderr().is_terminal()).then(|| {
         let bar = indicatif::ProgressBar::new(workload.duration.as_secs().max(1));
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
+        let style = indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {msg}");
+        bar.set_style(style.unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
         bar
     });
-    let mut last = (Instant::now(), 0u64);
+    let tick = Duration::from_millis(workload.sample_ms.unwrap_or(1000).clamp(10, 1000));
+    let mut timeline = Vec::new();
+    let (mut sampled, mut printed) = ((Instant::now(), 0u64), (Instant::now(), 0u64));
     while start.elapsed() < workload.duration {
-        std::thread::sleep(Duration::from_millis(1000).min(workload.duration.saturating_sub(start.elapsed())));
+        std::thread::sleep(tick.min(workload.duration.saturating_sub(start.elapsed())));
         let completed = counters.completed.load(Ordering::Acquire);
-        let rate = (completed - last.1) as f64 / last.0.elapsed().as_secs_f64();
-        last = (Instant::now(), completed);
+        if workload.sample_ms.is_some() {
+            let rate = (completed - sampled.1) as f64 / sampled.0.elapsed().as_secs_f64();
+            timeline.push((start.elapsed().as_secs_f64(), rate));
+            sampled = (Instant::now(), completed);
+        }
+        if printed.0.elapsed() < Duration::from_millis(1000) && start.elapsed() < workload.duration {
+            continue;
+        }
+        let rate = (completed - printed.1) as f64 / printed.0.elapsed().as_secs_f64();
+        printed = (Instant::now(), completed);
         let line = format!("{rate:>10.0} ops/s  {completed:>10} commands");
         match &bar {
             Some(bar) => {
@@ -159,6 +174,7 @@ fn report_progress(workload: &Workload, counters: &Counters, start: Instant) {
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
+    timeline
 }
 
 /// One driver thread: `clients` closed-loop clients in one pool.

@@ -1,4 +1,4 @@
-//! Line charts as SVG for the benches (plotters, no system libraries).
+//! Line charts as SVG for `tara bench` and the benches (plotters, no system libraries).
 
 use std::path::Path;
 
@@ -6,7 +6,9 @@ use plotters::prelude::*;
 
 /// One line: a label and (x, y) points in drawing order.
 pub struct Series {
+    /// The legend entry.
     pub label: String,
+    /// The points, in drawing order.
     pub points: Vec<(f64, f64)>,
 }
 
