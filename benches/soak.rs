@@ -6,11 +6,13 @@
 //! Writes `papers/soak.csv` and `papers/soak.svg`.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tara::app::coordination::Coordination;
 use tara::cluster::workload::{self, Workload};
 use tara::cluster::{Cluster, Description};
+use tara::dataflow::{Control, ReplicaStats, Stage};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -33,32 +35,48 @@ fn main() {
     let description = Description::embedded();
     let cluster = Cluster::start(&description, |_| Coordination::default()).expect("the cluster starts");
     workload::setup(&cluster, description.pool_znodes, description.payload_bytes).expect("setup");
+    // One steady set of clients for the whole run: a long-running service under constant load.
+    let run = Workload {
+        clients,
+        duration: Duration::from_secs(seconds),
+        payload_bytes: description.payload_bytes,
+        pool_znodes: description.pool_znodes,
+        seed: 1,
+        progress: false,
+        sample_ms: None,
+    };
     let start = Instant::now();
-    let mut samples: Vec<(f64, u64, u64)> = Vec::new();
-    let mut completed = 0u64;
-    println!("{:>8} {:>12} {:>14} {:>12}", "seconds", "rss_kib", "commands", "ops/s");
-    while start.elapsed() < Duration::from_secs(seconds) {
-        let run = Workload {
-            clients,
-            duration: sample,
-            payload_bytes: description.payload_bytes,
-            pool_znodes: description.pool_znodes,
-            seed: samples.len() as u64,
-            progress: false,
-            sample_ms: None,
-        };
+    let done = AtomicBool::new(false);
+    let control = cluster.control().clone();
+    let samples = std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| sample_memory(&control, start, sample, &done));
         let summary = workload::run(&cluster, &run).expect("the workload runs");
+        done.store(true, Ordering::Release);
         assert_eq!(summary.errors, 0, "wrong answers");
-        completed += summary.completed;
-        let t = start.elapsed().as_secs_f64();
-        let rss = rss_kib();
-        samples.push((t, rss, completed));
-        println!("{t:>8.0} {rss:>12} {completed:>14} {:>12.0}", summary.throughput_ops);
-        let _ = std::io::stdout().flush();
-    }
-    let report = cluster.stop();
-    assert!(report.digests_agree(), "executor digests differ after the soak");
+        println!("{} commands, {:.0} ops/s", summary.completed, summary.throughput_ops);
+        sampler.join().expect("the sampler")
+    });
+    assert!(cluster.quiesce(Duration::from_secs(60)), "executors did not converge");
+    assert!(cluster.stop().digests_agree(), "executor digests differ after the soak");
     write_results(&samples);
+}
+
+/// (seconds, resident KiB, commands executed) every `every` until `done`.
+fn sample_memory(control: &Control, start: Instant, every: Duration, done: &AtomicBool) -> Vec<(f64, u64, u64)> {
+    let executed = || control.stage_stats(Stage::Executor).map(|(_, s)| ReplicaStats::get(&s.count)).max().unwrap_or(0);
+    let mut samples = Vec::new();
+    println!("{:>8} {:>12} {:>14}", "seconds", "rss_kib", "commands");
+    while !done.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(200));
+        if start.elapsed().as_secs_f64() < (samples.len() + 1) as f64 * every.as_secs_f64() {
+            continue;
+        }
+        let sample = (start.elapsed().as_secs_f64(), rss_kib(), executed());
+        println!("{:>8.0} {:>12} {:>14}", sample.0, sample.1, sample.2);
+        let _ = std::io::stdout().flush();
+        samples.push(sample);
+    }
+    samples
 }
 
 fn write_results(samples: &[(f64, u64, u64)]) {
