@@ -10,25 +10,49 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::{CommunicationConfig, WorkerConfig};
 
-use super::client::{Client, ClientPool};
 use super::config::{ConfigError, Description};
 use crate::app::Application;
+use crate::client::{Client, ClientError, ClientOptions, ClientPool, Transport};
 use crate::dataflow::{Control, Deployment, Ingress, Mailboxes, Placement, ReplicaStats, Stage, egress, ingress, tara};
+use crate::protocol::{Command, Reply};
 use crate::protocol::{Executed, Params};
 
 /// What clients of an embedded cluster share.
-pub(crate) struct Shared {
-    pub(crate) ingress: Arc<Ingress>,
-    pub(crate) mailboxes: Arc<Mailboxes>,
-    pub(crate) control: Arc<Control>,
-    pub(crate) params: Params,
-    pub(crate) retry_timeout: Duration,
+struct Shared {
+    ingress: Arc<Ingress>,
+    mailboxes: Arc<Mailboxes>,
+    control: Arc<Control>,
+    params: Params,
+    retry_timeout: Duration,
     next_client: AtomicU64,
 }
 
-impl Shared {
-    pub(crate) fn new_client_id(&self) -> u64 {
-        self.next_client.fetch_add(1, Ordering::Relaxed)
+/// Clients of an embedded cluster reach the request sources through the in-process ingress.
+struct EmbeddedTransport(Arc<Shared>);
+
+impl Transport for EmbeddedTransport {
+    fn routes(&self) -> u32 {
+        self.0.params.sources() as u32
+    }
+
+    fn new_client_id(&mut self) -> u64 {
+        self.0.next_client.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn register(&mut self, client: u64, mailbox: &Sender<Reply>) {
+        self.0.mailboxes.register(client, mailbox.clone());
+    }
+
+    fn unregister(&mut self, client: u64) {
+        self.0.mailboxes.unregister(client);
+    }
+
+    fn submit(&mut self, route: u32, command: Command) -> Result<(), ClientError> {
+        self.0.ingress.submit(route, command).map_err(|_| ClientError::Stopped)
+    }
+
+    fn stopped(&self) -> bool {
+        self.0.control.stopped()
     }
 }
 
@@ -158,7 +182,9 @@ impl Cluster {
 
     /// A pool of clients sharing one mailbox, for load generators.
     pub fn pool(&self) -> ClientPool {
-        ClientPool::new(self.shared.clone())
+        let options =
+            ClientOptions { client_window: self.shared.params.client_window, retry_timeout: self.shared.retry_timeout };
+        ClientPool::new(Box::new(EmbeddedTransport(self.shared.clone())), options, crossbeam_channel::unbounded())
     }
 
     /// Counters of every replica, and the stop signal.

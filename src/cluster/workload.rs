@@ -12,9 +12,9 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use super::client::{ClientError, ClientPool};
 use super::embedded::Cluster;
 use crate::app::coordination::{CoordError, CoordOp, CoordResponse, decode_result};
+use crate::client::{ClientError, ClientPool};
 
 /// Parameters of a closed-loop run.
 #[derive(Clone, Debug)]

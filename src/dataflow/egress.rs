@@ -10,10 +10,21 @@ use timely::dataflow::operators::generic::Operator;
 
 use crate::protocol::Reply;
 
+/// Called after replies were put into a mailbox (once per egress activation), for receivers that
+/// sleep in something other than the channel, like a network event loop.
+pub type Notify = Arc<dyn Fn() + Send + Sync>;
+
+/// A client's mailbox: where its replies go, and who to wake.
+#[derive(Clone)]
+struct Mailbox {
+    sender: Sender<Reply>,
+    notify: Option<Notify>,
+}
+
 /// Where each client's replies go: a channel per client, or one shared by a group of clients.
 #[derive(Default)]
 pub struct Mailboxes {
-    by_client: RwLock<HashMap<u64, Sender<Reply>>>,
+    by_client: RwLock<HashMap<u64, Mailbox>>,
 }
 
 impl Mailboxes {
@@ -25,7 +36,14 @@ impl Mailboxes {
     /// Delivers the replies of `client` to `mailbox` from now on.
     pub fn register(&self, client: u64, mailbox: Sender<Reply>) {
         if let Ok(mut map) = self.by_client.write() {
-            map.insert(client, mailbox);
+            map.insert(client, Mailbox { sender: mailbox, notify: None });
+        }
+    }
+
+    /// Like [`Mailboxes::register`], and calls `notify` after replies were delivered.
+    pub fn register_with_notify(&self, client: u64, mailbox: Sender<Reply>, notify: Notify) {
+        if let Ok(mut map) = self.by_client.write() {
+            map.insert(client, Mailbox { sender: mailbox, notify: Some(notify) });
         }
     }
 
@@ -36,7 +54,7 @@ impl Mailboxes {
         }
     }
 
-    fn lookup(&self, client: u64) -> Option<Sender<Reply>> {
+    fn lookup(&self, client: u64) -> Option<Mailbox> {
         self.by_client.read().ok()?.get(&client).cloned()
     }
 }
@@ -45,7 +63,8 @@ impl Mailboxes {
 /// Replies of unknown or departed clients are dropped.
 pub fn egress(replies: Stream<'_, u64, Vec<Reply>>, mailboxes: &Arc<Mailboxes>) {
     let mailboxes = mailboxes.clone();
-    let mut cache: HashMap<u64, Sender<Reply>> = HashMap::new();
+    let mut cache: HashMap<u64, Mailbox> = HashMap::new();
+    let mut woken: Vec<Notify> = Vec::new();
     replies.sink(Pipeline, "Egress", move |(input, _frontier)| {
         input.for_each(|_, data| {
             for reply in data.drain(..) {
@@ -57,11 +76,19 @@ pub fn egress(replies: Stream<'_, u64, Vec<Reply>>, mailboxes: &Arc<Mailboxes>) 
                         entry.insert(mailbox)
                     }
                 };
-                let delivered = mailbox.send(reply).is_ok();
-                if !delivered {
+                if mailbox.sender.send(reply).is_err() {
                     cache.remove(&client);
+                    continue;
+                }
+                if let Some(notify) = &mailbox.notify
+                    && !woken.iter().any(|n| Arc::ptr_eq(n, notify))
+                {
+                    woken.push(notify.clone());
                 }
             }
         });
+        for notify in woken.drain(..) {
+            notify();
+        }
     });
 }

@@ -1,17 +1,55 @@
-//! Clients of an embedded cluster: unique ids, increasing timestamps, retransmission.
+//! Clients: unique ids, increasing timestamps, many commands outstanding, retransmission.
 //!
 //! A command that gets no reply within the retry timeout is retransmitted with the same
-//! `(client, timestamp)` through the next request source; executors detect the duplicate, so the
-//! command takes effect once. Every executor replica replies; the first reply wins.
+//! `(client, timestamp)` through the next way in (request source or front end); executors detect
+//! the duplicate, so the command takes effect once. Every executor replica replies; the first
+//! reply wins. The same pool drives an embedded cluster ([`crate::cluster::Cluster::pool`]) and
+//! a cluster over TCP ([`connect`]).
+
+pub mod tcp;
+
+pub use tcp::{TcpTransport, connect, status};
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use super::embedded::Shared;
+use crossbeam_channel::Sender;
+
 use crate::protocol::{Command, Outcome, Reply};
+
+/// How a client pool reaches the request sources.
+pub trait Transport: Send {
+    /// The number of ways in (request sources of an embedded cluster, front ends over TCP).
+    fn routes(&self) -> u32;
+    /// A client id no other client of the cluster uses.
+    fn new_client_id(&mut self) -> u64;
+    /// Replies to `client` go to `mailbox` from now on.
+    fn register(&mut self, client: u64, mailbox: &Sender<Reply>);
+    /// `client` is gone.
+    fn unregister(&mut self, client: u64);
+    /// Sends `command` in through `route` (or another route if that one is down).
+    fn submit(&mut self, route: u32, command: Command) -> Result<(), ClientError>;
+    /// True once the cluster stopped for good.
+    fn stopped(&self) -> bool;
+}
+
+/// How a pool behaves.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Results remembered per client by the executors (the cluster's `client_window`): a client
+    /// never runs that far ahead of its oldest unanswered command.
+    pub client_window: u64,
+    /// A command without reply is retransmitted after this long.
+    pub retry_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions { client_window: 64, retry_timeout: Duration::from_millis(500) }
+    }
+}
 
 /// Why a command failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,6 +65,8 @@ pub enum ClientError {
     Expired,
     /// The client id does not belong to this pool.
     UnknownClient(u64),
+    /// No front end could be reached.
+    Unreachable(String),
 }
 
 impl std::fmt::Display for ClientError {
@@ -39,6 +79,7 @@ impl std::fmt::Display for ClientError {
             ClientError::Timeout => f.write_str("no reply before the deadline"),
             ClientError::Expired => f.write_str("the command fell out of the client's window and was not executed"),
             ClientError::UnknownClient(c) => write!(f, "client {c} does not belong to this pool"),
+            ClientError::Unreachable(why) => write!(f, "no front end reachable: {why}"),
         }
     }
 }
@@ -87,7 +128,8 @@ impl Session {
 /// them can have commands outstanding. Load generators drive hundreds of closed-loop clients
 /// from one thread with it.
 pub struct ClientPool {
-    shared: Arc<Shared>,
+    transport: Box<dyn Transport>,
+    options: ClientOptions,
     mailbox: Receiver<Reply>,
     mailbox_sender: crossbeam_channel::Sender<Reply>,
     sessions: HashMap<u64, Session>,
@@ -97,22 +139,22 @@ pub struct ClientPool {
 }
 
 impl ClientPool {
-    pub(crate) fn new(shared: Arc<Shared>) -> ClientPool {
-        let (mailbox_sender, mailbox) = crossbeam_channel::unbounded();
-        ClientPool {
-            shared,
-            mailbox,
-            mailbox_sender,
-            sessions: HashMap::new(),
-            deadlines: VecDeque::new(),
-            outstanding: 0,
-        }
+    /// A pool that reaches the cluster through `transport`; replies arrive through `mailbox`
+    /// (the transport delivers to its sender).
+    pub fn new(
+        transport: Box<dyn Transport>,
+        options: ClientOptions,
+        mailbox: (Sender<Reply>, Receiver<Reply>),
+    ) -> ClientPool {
+        let (mailbox_sender, mailbox) = mailbox;
+        let (sessions, deadlines) = (HashMap::new(), VecDeque::new());
+        ClientPool { transport, options, mailbox, mailbox_sender, sessions, deadlines, outstanding: 0 }
     }
 
     /// Adds a client with a new unique id; returns the id.
     pub fn add_client(&mut self) -> u64 {
-        let id = self.shared.new_client_id();
-        self.shared.mailboxes.register(id, self.mailbox_sender.clone());
+        let id = self.transport.new_client_id();
+        self.transport.register(id, &self.mailbox_sender);
         self.sessions.insert(id, Session { next_timestamp: 1, pending: BTreeMap::new() });
         id
     }
@@ -124,8 +166,8 @@ impl ClientPool {
 
     /// Submits `op` for `client` without waiting; returns the command's timestamp (its ticket).
     pub fn submit(&mut self, client: u64, op: Vec<u8>) -> Result<u64, ClientError> {
-        let sources = self.shared.params.sources() as u64;
-        let window = self.shared.params.client_window;
+        let sources = self.transport.routes().max(1) as u64;
+        let window = self.options.client_window;
         let session = self.sessions.get_mut(&client).ok_or(ClientError::UnknownClient(client))?;
         let timestamp = session.next_timestamp;
         let answered_below = session.answered_below();
@@ -134,13 +176,18 @@ impl ClientPool {
         if timestamp >= answered_below + window {
             return Err(ClientError::WindowFull(window));
         }
-        session.next_timestamp += 1;
         let source = ((client + timestamp) % sources) as u32;
         let command = Command { client, timestamp, answered_below, op: op.clone() };
-        self.shared.ingress.submit(source, command).map_err(|_| ClientError::Stopped)?;
+        // A command that cannot be sent now still counts: the retry timer sends it again.
+        let sent = self.transport.submit(source, command);
+        if matches!(sent, Err(ClientError::Stopped)) {
+            return Err(ClientError::Stopped);
+        }
         let now = Instant::now();
+        let session = self.sessions.get_mut(&client).ok_or(ClientError::UnknownClient(client))?;
+        session.next_timestamp = timestamp + 1;
         session.pending.insert(timestamp, Pending { op, submitted: now, source, retransmissions: 0 });
-        self.deadlines.push_back((now + self.shared.retry_timeout, client, timestamp));
+        self.deadlines.push_back((now + self.options.retry_timeout, client, timestamp));
         self.outstanding += 1;
         Ok(timestamp)
     }
@@ -166,7 +213,7 @@ impl ClientPool {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return Err(ClientError::Stopped),
             }
-            if self.shared.control.stopped() {
+            if self.transport.stopped() {
                 return Err(ClientError::Stopped);
             }
         }
@@ -188,7 +235,7 @@ impl ClientPool {
 
     fn retransmit_overdue(&mut self) -> Result<(), ClientError> {
         let now = Instant::now();
-        let sources = self.shared.params.sources() as u32;
+        let sources = self.transport.routes().max(1);
         while let Some(&(deadline, client, timestamp)) = self.deadlines.front() {
             if deadline > now {
                 break;
@@ -200,8 +247,10 @@ impl ClientPool {
             pending.source = (pending.source + 1) % sources;
             pending.retransmissions += 1;
             let command = Command { client, timestamp, answered_below, op: pending.op.clone() };
-            self.shared.ingress.submit(pending.source, command).map_err(|_| ClientError::Stopped)?;
-            self.deadlines.push_back((now + self.shared.retry_timeout, client, timestamp));
+            if let Err(ClientError::Stopped) = self.transport.submit(pending.source, command) {
+                return Err(ClientError::Stopped);
+            }
+            self.deadlines.push_back((now + self.options.retry_timeout, client, timestamp));
         }
         Ok(())
     }
@@ -210,7 +259,7 @@ impl ClientPool {
 impl Drop for ClientPool {
     fn drop(&mut self) {
         for client in self.sessions.keys() {
-            self.shared.mailboxes.unregister(*client);
+            self.transport.unregister(*client);
         }
     }
 }
@@ -236,7 +285,8 @@ pub struct Client {
 }
 
 impl Client {
-    pub(crate) fn new(mut pool: ClientPool) -> Client {
+    /// A client of its own pool.
+    pub fn new(mut pool: ClientPool) -> Client {
         let id = pool.add_client();
         Client { pool, id, finished: HashMap::new(), deadline: Duration::from_secs(30) }
     }

@@ -1,0 +1,191 @@
+//! Clients of a cluster over TCP: connect to a list of front ends, submit through any of them,
+//! reconnect after a restart.
+//!
+//! ```no_run
+//! use tara::app::coordination::{CoordOp, decode_result};
+//!
+//! let mut client = tara::client::connect(&["127.0.0.1:7101", "127.0.0.1:7102"])?;
+//! let answer = client.invoke(CoordOp::GetChildren { path: "/".into() }.encode())?;
+//! println!("{:?}", decode_result(&answer)?);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+
+use super::{Client, ClientError, ClientOptions, ClientPool, Transport};
+use crate::net::wire::{ClientFrame, FrameReader, MAX_FRAME_BYTES, ReplicaStatus, ServerFrame, encode};
+use crate::protocol::{Command, Reply};
+
+/// How long connecting to one front end may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// An open connection: the write half here, a reader thread feeding the mailbox.
+struct Connection {
+    stream: TcpStream,
+    alive: Arc<AtomicBool>,
+}
+
+/// Reaches a cluster through its front ends; one connection per front end, opened on demand and
+/// reopened after it breaks.
+pub struct TcpTransport {
+    addrs: Vec<SocketAddr>,
+    connections: Vec<Option<Connection>>,
+    mailbox: Option<Sender<Reply>>,
+}
+
+impl TcpTransport {
+    /// A transport to the front ends at `addrs` (each `host:port`).
+    pub fn new<A: ToSocketAddrs + std::fmt::Debug>(addrs: &[A]) -> Result<TcpTransport, ClientError> {
+        let mut resolved = Vec::new();
+        for addr in addrs {
+            let mut found = addr.to_socket_addrs().map_err(|e| ClientError::Unreachable(format!("{addr:?}: {e}")))?;
+            resolved
+                .push(found.next().ok_or_else(|| ClientError::Unreachable(format!("{addr:?} resolves to nothing")))?);
+        }
+        if resolved.is_empty() {
+            return Err(ClientError::Unreachable("no front-end address given".into()));
+        }
+        let connections = resolved.iter().map(|_| None).collect();
+        Ok(TcpTransport { addrs: resolved, connections, mailbox: None })
+    }
+
+    /// The connection to front end `route`, opened if needed.
+    fn connection(&mut self, route: usize) -> io::Result<&mut Connection> {
+        let alive = self.connections[route].as_ref().is_some_and(|c| c.alive.load(Ordering::Acquire));
+        if !alive {
+            let stream = TcpStream::connect_timeout(&self.addrs[route], CONNECT_TIMEOUT)?;
+            stream.set_nodelay(true)?;
+            let alive = Arc::new(AtomicBool::new(true));
+            let reader = stream.try_clone()?;
+            let (flag, mailbox) = (alive.clone(), self.mailbox.clone());
+            std::thread::Builder::new()
+                .name(format!("tara-client-{}", self.addrs[route]))
+                .spawn(move || read_replies(reader, mailbox, flag))?;
+            self.connections[route] = Some(Connection { stream, alive });
+        }
+        self.connections[route].as_mut().ok_or_else(|| io::Error::other("no connection"))
+    }
+}
+
+/// Feeds replies from one connection into the mailbox until it breaks.
+fn read_replies(mut stream: TcpStream, mailbox: Option<Sender<Reply>>, alive: Arc<AtomicBool>) {
+    let mut reader = FrameReader::new(MAX_FRAME_BYTES);
+    let mut buffer = [0u8; 16 * 1024];
+    while alive.load(Ordering::Acquire) {
+        match stream.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => reader.extend(&buffer[..n]),
+        }
+        while let Some(frame) = reader.next::<ServerFrame>() {
+            match frame {
+                Ok(ServerFrame::Reply(reply)) => {
+                    if let Some(mailbox) = &mailbox {
+                        let _ = mailbox.send(reply);
+                    }
+                }
+                Ok(ServerFrame::Error(message)) => tracing::warn!("front end rejected a frame: {message}"),
+                Ok(ServerFrame::Status(_)) => {}
+                Err(e) => {
+                    tracing::warn!("bad frame from the front end: {e}");
+                    alive.store(false, Ordering::Release);
+                }
+            }
+        }
+    }
+    alive.store(false, Ordering::Release);
+}
+
+impl Transport for TcpTransport {
+    fn routes(&self) -> u32 {
+        self.addrs.len() as u32
+    }
+
+    fn new_client_id(&mut self) -> u64 {
+        // Ids must be unique for the cluster's whole life, across client processes: random.
+        rand::random::<u64>() | 1
+    }
+
+    fn register(&mut self, _client: u64, mailbox: &Sender<Reply>) {
+        self.mailbox = Some(mailbox.clone());
+    }
+
+    fn unregister(&mut self, _client: u64) {}
+
+    fn submit(&mut self, route: u32, command: Command) -> Result<(), ClientError> {
+        let frame = encode(&ClientFrame::Submit(command));
+        let mut last = String::new();
+        for attempt in 0..self.addrs.len() {
+            let route = (route as usize + attempt) % self.addrs.len();
+            match self.connection(route).and_then(|c| c.stream.write_all(&frame)) {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    last = format!("{}: {e}", self.addrs[route]);
+                    if let Some(connection) = self.connections[route].take() {
+                        connection.alive.store(false, Ordering::Release);
+                        let _ = connection.stream.shutdown(std::net::Shutdown::Both);
+                    }
+                }
+            }
+        }
+        Err(ClientError::Unreachable(last))
+    }
+
+    fn stopped(&self) -> bool {
+        false
+    }
+}
+
+impl Drop for TcpTransport {
+    fn drop(&mut self) {
+        for connection in self.connections.iter_mut().flatten() {
+            connection.alive.store(false, Ordering::Release);
+            let _ = connection.stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// A pool of clients reaching the front ends at `addrs`.
+pub fn pool<A: ToSocketAddrs + std::fmt::Debug>(
+    addrs: &[A],
+    options: ClientOptions,
+) -> Result<ClientPool, ClientError> {
+    let transport = TcpTransport::new(addrs)?;
+    Ok(ClientPool::new(Box::new(transport), options, crossbeam_channel::unbounded()))
+}
+
+/// One client reaching the front ends at `addrs`, with default options.
+pub fn connect<A: ToSocketAddrs + std::fmt::Debug>(addrs: &[A]) -> Result<Client, ClientError> {
+    Ok(Client::new(pool(addrs, ClientOptions::default())?))
+}
+
+/// The counters of the replicas hosted by the process behind the front end at `addr`.
+pub fn status(addr: &str, timeout: Duration) -> Result<Vec<ReplicaStatus>, ClientError> {
+    let unreachable = |e: io::Error| ClientError::Unreachable(format!("{addr}: {e}"));
+    let target = addr.to_socket_addrs().map_err(unreachable)?.next();
+    let target = target.ok_or_else(|| ClientError::Unreachable(format!("{addr} resolves to nothing")))?;
+    let mut stream = TcpStream::connect_timeout(&target, timeout).map_err(unreachable)?;
+    stream.set_read_timeout(Some(timeout)).map_err(unreachable)?;
+    stream.write_all(&encode(&ClientFrame::Status)).map_err(unreachable)?;
+    let mut reader = FrameReader::new(MAX_FRAME_BYTES);
+    let mut buffer = [0u8; 16 * 1024];
+    loop {
+        match reader.next::<ServerFrame>() {
+            Some(Ok(ServerFrame::Status(status))) => return Ok(status),
+            Some(Ok(ServerFrame::Error(message))) => return Err(ClientError::Unreachable(message)),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(ClientError::Unreachable(e.to_string())),
+            None => {}
+        }
+        let n = stream.read(&mut buffer).map_err(unreachable)?;
+        if n == 0 {
+            return Err(ClientError::Unreachable(format!("{addr} closed the connection")));
+        }
+        reader.extend(&buffer[..n]);
+    }
+}

@@ -1,0 +1,185 @@
+//! The client protocol: length-prefixed frames over TCP.
+//!
+//! A frame is `length u32 (little endian) | version u8 | bincode body`, where `length` counts the
+//! version byte and the body. A frame longer than the receiver's limit, with another version, or
+//! with a body that does not decode is answered with an [`ServerFrame::Error`] and the
+//! connection is closed; nothing else is affected. Many commands may be outstanding on one
+//! connection; replies come back in any order.
+
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::{Command, Reply};
+
+/// The protocol version this build speaks.
+pub const VERSION: u8 = 1;
+/// The default limit on a frame's length.
+pub const MAX_FRAME_BYTES: usize = 1 << 20;
+
+/// From a client to a front end.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum ClientFrame {
+    /// Order and execute this command.
+    Submit(Command),
+    /// Report the counters of the replicas this process hosts.
+    Status,
+}
+
+/// The counters of one replica, as reported by [`ClientFrame::Status`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReplicaStatus {
+    /// The stage's name.
+    pub stage: String,
+    /// The replica index.
+    pub replica: u32,
+    /// Next sequence number (executors), proposals (proposers), view (committers).
+    pub next: u64,
+    /// The view the replica is in.
+    pub view: u64,
+    /// The stability threshold it adopted.
+    pub stable: u64,
+    /// Executors: the hash chain over everything executed.
+    pub history: u64,
+    /// Entries held in memory now.
+    pub held: u64,
+    /// True while crashed by fault injection.
+    pub down: bool,
+}
+
+/// From a front end to a client.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum ServerFrame {
+    /// The first executor reply to a submitted command.
+    Reply(Reply),
+    /// The counters of this process's replicas.
+    Status(Vec<ReplicaStatus>),
+    /// The last frame was rejected; the connection closes after this.
+    Error(String),
+}
+
+/// Why a received frame was rejected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WireError {
+    /// Longer than the limit.
+    Oversized {
+        /// The announced length.
+        length: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Another protocol version.
+    Version(u8),
+    /// An empty frame or a body that does not decode.
+    Malformed(String),
+}
+
+impl std::fmt::Display for WireError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WireError::Oversized { length, limit } => {
+                write!(f, "frame of {length} bytes exceeds the limit of {limit} bytes")
+            }
+            WireError::Version(v) => {
+                write!(f, "protocol version {v} is not supported; this server speaks version {VERSION}")
+            }
+            WireError::Malformed(why) => write!(f, "malformed frame: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for WireError {}
+
+/// Encodes `frame` as a length-prefixed, versioned frame.
+pub fn encode<T: Serialize>(frame: &T) -> Vec<u8> {
+    let body = bincode::serialize(frame).unwrap_or_default();
+    let mut bytes = Vec::with_capacity(5 + body.len());
+    bytes.extend_from_slice(&((body.len() + 1) as u32).to_le_bytes());
+    bytes.push(VERSION);
+    bytes.extend_from_slice(&body);
+    bytes
+}
+
+/// Splits a byte stream into frames.
+#[derive(Debug)]
+pub struct FrameReader {
+    buffer: Vec<u8>,
+    limit: usize,
+}
+
+impl FrameReader {
+    /// A reader that rejects frames longer than `limit` bytes.
+    pub fn new(limit: usize) -> FrameReader {
+        FrameReader { buffer: Vec::new(), limit }
+    }
+
+    /// Adds bytes read from the stream.
+    pub fn extend(&mut self, bytes: &[u8]) {
+        self.buffer.extend_from_slice(bytes);
+    }
+
+    /// The next complete frame, `None` if more bytes are needed. After an error the stream
+    /// cannot be trusted any more: the caller closes it.
+    pub fn next<T: for<'de> Deserialize<'de>>(&mut self) -> Option<Result<T, WireError>> {
+        let header: [u8; 4] = self.buffer.get(..4)?.try_into().ok()?;
+        let length = u32::from_le_bytes(header) as usize;
+        if length > self.limit {
+            return Some(Err(WireError::Oversized { length, limit: self.limit }));
+        }
+        if length == 0 {
+            return Some(Err(WireError::Malformed("empty frame".into())));
+        }
+        let frame = self.buffer.get(4..4 + length)?;
+        let result = match frame[0] {
+            VERSION => bincode::deserialize(&frame[1..]).map_err(|e| WireError::Malformed(e.to_string())),
+            other => Err(WireError::Version(other)),
+        };
+        self.buffer.drain(..4 + length);
+        Some(result)
+    }
+
+    /// Bytes buffered but not yet part of a complete frame.
+    pub fn buffered(&self) -> usize {
+        self.buffer.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_in_pieces() {
+        let frames = [ClientFrame::Submit(Command::new(1, 2, vec![3; 40])), ClientFrame::Status];
+        let bytes: Vec<u8> = frames.iter().flat_map(encode).collect();
+        let mut reader = FrameReader::new(MAX_FRAME_BYTES);
+        let mut got = Vec::new();
+        for chunk in bytes.chunks(3) {
+            reader.extend(chunk);
+            while let Some(frame) = reader.next::<ClientFrame>() {
+                got.push(frame.unwrap());
+            }
+        }
+        assert_eq!(got, frames);
+        assert_eq!(reader.buffered(), 0);
+    }
+
+    #[test]
+    fn bad_frames_are_rejected() {
+        let mut reader = FrameReader::new(16);
+        reader.extend(&100u32.to_le_bytes());
+        assert_eq!(reader.next::<ClientFrame>(), Some(Err(WireError::Oversized { length: 100, limit: 16 })));
+
+        let mut reader = FrameReader::new(1024);
+        let mut bytes = encode(&ClientFrame::Status);
+        bytes[4] = 9;
+        reader.extend(&bytes);
+        assert_eq!(reader.next::<ClientFrame>(), Some(Err(WireError::Version(9))));
+
+        let mut reader = FrameReader::new(1024);
+        reader.extend(&[3, 0, 0, 0, VERSION, 0xff, 0xff]);
+        assert!(matches!(reader.next::<ClientFrame>(), Some(Err(WireError::Malformed(_)))));
+
+        let mut reader = FrameReader::new(1024);
+        reader.extend(&[0, 0, 0, 0]);
+        assert!(matches!(reader.next::<ClientFrame>(), Some(Err(WireError::Malformed(_)))));
+    }
+}
