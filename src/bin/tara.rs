@@ -1,5 +1,10 @@
-//! The `tara` command: run an embedded TARA cluster with the paper's workload, and benchmark it
-//! under scheduled faults.
+//! The `tara` command: run an embedded TARA cluster with the paper's workload, benchmark it under
+//! scheduled faults, run and supervise multi-process clusters, and talk to them as a client.
+
+#[path = "tara/client_cmd.rs"]
+mod client_cmd;
+#[path = "tara/multi.rs"]
+mod multi;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -7,9 +12,11 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tara::app::coordination::Coordination;
+use tara::client::ClientOptions;
 use tara::cluster::faults::{self, Fault};
 use tara::cluster::plot::{Series, line_chart};
-use tara::cluster::workload::{self, Summary, Workload};
+use tara::cluster::process::ProcessOptions;
+use tara::cluster::workload::{self, Remote, Summary, Target, Workload};
 use tara::cluster::{Cluster, Description};
 
 /// mimalloc: workers allocate tuples that other workers free; glibc's allocator spends a large
@@ -65,13 +72,68 @@ enum Command {
         /// Where to write <description>-throughput.csv and .svg (default: papers/ if present).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Drive a running cluster over TCP through these front ends (host:port,...) instead of
+        /// starting one. Without it, a description with [[process]] entries is started as a
+        /// supervised local cluster and driven over TCP; otherwise an embedded cluster is used.
+        #[arg(long)]
+        connect: Option<String>,
         /// Print the summary as one JSON object on stdout.
         #[arg(long)]
         json: bool,
     },
+    /// Run one process of a multi-process cluster (timely's -w -n -p -h flags are accepted).
+    #[command(disable_help_flag = true)]
+    Run {
+        /// Description file with the [[process]] list, e.g. dataflows/local-f1.toml.
+        #[arg(long)]
+        config: PathBuf,
+        /// This process's index in the [[process]] list (timely's -p).
+        #[arg(long = "process", short = 'p')]
+        process: usize,
+        /// Worker threads per process (timely's -w); overrides `workers`.
+        #[arg(short = 'w', long = "threads")]
+        threads: Option<usize>,
+        /// Number of processes (timely's -n); must match the description.
+        #[arg(short = 'n', long = "processes")]
+        processes: Option<usize>,
+        /// A timely hostfile (timely's -h): one host:port per line, in process order; replaces
+        /// the `timely` addresses of the description.
+        #[arg(short = 'h', long = "hostfile")]
+        hostfile: Option<PathBuf>,
+        /// Print help.
+        #[arg(long, action = clap::ArgAction::Help)]
+        help: Option<bool>,
+    },
+    /// Start every process of a description on this host and supervise them: when one dies or
+    /// the cluster stops answering, restart the whole cluster from its durable state.
+    Cluster {
+        /// Description file with the [[process]] list; default: dataflows/local-f1.toml.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// One coordination-service operation against a running cluster over TCP.
+    Client {
+        /// Front ends, host:port[,host:port...]; a command without answer is retried through
+        /// the next one.
+        #[arg(long)]
+        connect: String,
+        /// Give up after this long without an answer.
+        #[arg(long, default_value_t = 10_000)]
+        timeout_ms: u64,
+        #[command(subcommand)]
+        op: client_cmd::Op,
+    },
+    /// Print the TARA dataflow of a description (stages, replicas, workers, processes, loops) as
+    /// Graphviz DOT.
+    Graph {
+        /// Description file; default: dataflows/embedded-f1.toml.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 const DEFAULT_CONFIG: &str = "dataflows/embedded-f1.toml";
+const DEFAULT_CLUSTER_CONFIG: &str = "dataflows/local-f1.toml";
 
 fn load(config: Option<&Path>) -> Result<Description, String> {
     match config {
@@ -93,13 +155,22 @@ struct Run {
     sample_ms: Option<u64>,
 }
 
+/// Where a run's clients go.
+enum Where {
+    /// An embedded cluster started for the run.
+    Embedded,
+    /// A running cluster, through these front ends.
+    Connect(Vec<String>),
+    /// The description's processes, started and supervised for the run.
+    Supervised(PathBuf),
+}
+
 /// Starts the cluster, runs the workload with the faults, stops it, checks agreement.
-fn execute(run: &Run) -> Result<Summary, String> {
+fn execute(run: &Run, place: &Where) -> Result<Summary, String> {
     if run.clients == 0 {
         return Err("--clients must be at least 1".into());
     }
     let d = &run.description;
-    let cluster = Cluster::start(d, |_| Coordination::default()).map_err(|e| e.to_string())?;
     if !run.json {
         eprintln!(
             "tara: f = {}, {} workers, batch_size {}, window {}, {} clients for {} s{}",
@@ -112,8 +183,23 @@ fn execute(run: &Run) -> Result<Summary, String> {
             if run.faults.is_empty() { String::new() } else { format!(", {} faults", run.faults.len()) }
         );
     }
-    workload::setup(&cluster, d.pool_znodes, d.payload_bytes)?;
-    let workload = Workload {
+    match place {
+        Where::Embedded => execute_embedded(run),
+        Where::Connect(addresses) => {
+            let remote = Remote { submit: addresses.clone(), status: addresses.clone(), options: client_options(d) };
+            execute_remote(run, &remote, 0)
+        }
+        Where::Supervised(config) => execute_supervised(run, config),
+    }
+}
+
+fn client_options(d: &Description) -> ClientOptions {
+    ClientOptions { client_window: d.client_window, retry_timeout: Duration::from_millis(d.retry_timeout_ms) }
+}
+
+fn workload_of(run: &Run) -> Workload {
+    let d = &run.description;
+    Workload {
         clients: run.clients,
         duration: Duration::from_secs(run.seconds),
         payload_bytes: d.payload_bytes,
@@ -121,9 +207,15 @@ fn execute(run: &Run) -> Result<Summary, String> {
         seed: 42,
         progress: !run.json,
         sample_ms: run.sample_ms,
-    };
+    }
+}
+
+fn execute_embedded(run: &Run) -> Result<Summary, String> {
+    let d = &run.description;
+    let cluster = Cluster::start(d, |_| Coordination::default()).map_err(|e| e.to_string())?;
+    workload::setup(&cluster, d.pool_znodes, d.payload_bytes)?;
     let scheduler = faults::schedule(cluster.control().clone(), run.faults.clone());
-    let mut summary = workload::run(&cluster, &workload).map_err(|e| e.to_string())?;
+    let mut summary = workload::run(&cluster, &workload_of(run)).map_err(|e| e.to_string())?;
     for fault in run.faults.iter().filter(|f| f.restart_after_ms.is_none()) {
         // A replica that stays down would keep its executor behind: bring it back to compare.
         let _ = cluster.control().restart(fault.stage, fault.replica);
@@ -132,6 +224,42 @@ fn execute(run: &Run) -> Result<Summary, String> {
     summary.digests_agree = quiet && cluster.stop().digests_agree();
     let _ = scheduler.join();
     Ok(summary)
+}
+
+/// Runs the workload over TCP; `executors` is how many executors must report agreement.
+fn execute_remote(run: &Run, remote: &Remote, executors: usize) -> Result<Summary, String> {
+    if !run.faults.is_empty() {
+        return Err("--fault and [[fault]] inject replica crashes into an embedded cluster; against a \
+                    multi-process cluster, kill a process instead (tara cluster restarts it)"
+            .into());
+    }
+    let d = &run.description;
+    workload::setup(remote as &dyn Target, d.pool_znodes, d.payload_bytes)?;
+    let mut summary = workload::run(remote, &workload_of(run)).map_err(|e| e.to_string())?;
+    summary.digests_agree = remote.executors_agree(executors, Duration::from_secs(30));
+    Ok(summary)
+}
+
+/// Starts the description's processes under a supervisor, runs the workload, stops them.
+fn execute_supervised(run: &Run, config: &Path) -> Result<Summary, String> {
+    let d = &run.description;
+    let processes = d.processes(None).map_err(|e| e.to_string())?;
+    let submit = d.client_addresses().map_err(|e| e.to_string())?;
+    let status = processes.iter().map(|p| p.clients.clone()).collect();
+    let remote = Remote { submit, status, options: client_options(d) };
+    let executors = d.params().map_err(|e| e.to_string())?.executors();
+    let options = multi::supervisor_options(config)?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (description, flag) = (d.clone(), stop.clone());
+    let supervisor = std::thread::spawn(move || tara::cluster::supervisor::supervise(&description, &options, flag));
+    let summary = execute_remote(run, &remote, executors);
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    match supervisor.join() {
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => return Err("the supervisor panicked".into()),
+        Ok(Ok(_)) => {}
+    }
+    summary
 }
 
 fn print_summary(summary: &Summary, json: bool, extra: serde_json::Value) -> Result<(), String> {
@@ -163,7 +291,7 @@ fn faults_of(description: &Description, extra: Vec<Fault>) -> Result<Vec<Fault>,
 fn demo(seconds: u64, clients: usize, config: Option<PathBuf>, faults: Vec<Fault>, json: bool) -> Result<bool, String> {
     let description = load(config.as_deref())?;
     let faults = faults_of(&description, faults)?;
-    let summary = execute(&Run { description, clients, seconds, faults, json, sample_ms: None })?;
+    let summary = execute(&Run { description, clients, seconds, faults, json, sample_ms: None }, &Where::Embedded)?;
     print_summary(&summary, json, serde_json::Value::Null)?;
     Ok(summary.digests_agree && summary.errors == 0)
 }
@@ -195,21 +323,31 @@ fn recoveries(timeline: &[(f64, f64)], faults: &[Fault], view_timeout_ms: u64) -
     found
 }
 
-fn bench(
+/// `tara bench` arguments.
+struct BenchArgs {
     config: Option<PathBuf>,
     clients: Option<usize>,
     seconds: Option<u64>,
     faults: Vec<Fault>,
     out: Option<PathBuf>,
+    connect: Option<String>,
     json: bool,
-) -> Result<bool, String> {
+}
+
+fn bench(args: BenchArgs) -> Result<bool, String> {
+    let BenchArgs { config, clients, seconds, faults, out, connect, json } = args;
     let description = load(config.as_deref())?;
+    let place = match (&connect, &config) {
+        (Some(list), _) => Where::Connect(list.split(',').map(|a| a.trim().to_string()).collect()),
+        (None, Some(path)) if !description.process.is_empty() => Where::Supervised(path.clone()),
+        _ => Where::Embedded,
+    };
     let faults = faults_of(&description, faults)?;
     let clients = clients.unwrap_or(description.bench_clients);
     let seconds = seconds.unwrap_or(description.bench_seconds);
     let view_timeout_ms = description.view_timeout_ms;
     let run = Run { description, clients, seconds, faults: faults.clone(), json, sample_ms: Some(100) };
-    let summary = execute(&run)?;
+    let summary = execute(&run, &place)?;
     let stem = config.as_deref().and_then(|p| p.file_stem()).and_then(|s| s.to_str()).unwrap_or("embedded-f1");
     let dir =
         out.unwrap_or_else(|| if Path::new("papers").is_dir() { PathBuf::from("papers") } else { PathBuf::from(".") });
@@ -263,9 +401,18 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Demo { seconds, clients, config, faults, json } => demo(seconds, clients, config, faults, json),
-        Command::Bench { config, clients, seconds, faults, out, json } => {
-            bench(config, clients, seconds, faults, out, json)
+        Command::Bench { config, clients, seconds, faults, out, connect, json } => {
+            bench(BenchArgs { config, clients, seconds, faults, out, connect, json })
         }
+        Command::Run { config, process, threads, processes, hostfile, help: _ } => Description::from_file(&config)
+            .map_err(|e| e.to_string())
+            .and_then(|d| multi::run(&d, &ProcessOptions { index: process, threads, processes, hostfile })),
+        Command::Cluster { config } => {
+            let path = config.unwrap_or_else(|| PathBuf::from(DEFAULT_CLUSTER_CONFIG));
+            Description::from_file(&path).map_err(|e| e.to_string()).and_then(|d| multi::cluster(&d, &path))
+        }
+        Command::Client { connect, timeout_ms, op } => client_cmd::run(&connect, timeout_ms, op),
+        Command::Graph { config } => load(config.as_deref()).and_then(|d| multi::graph(&d)),
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,

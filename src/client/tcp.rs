@@ -82,7 +82,7 @@ fn read_replies(mut stream: TcpStream, mailbox: Option<Sender<Reply>>, alive: Ar
             Ok(0) | Err(_) => break,
             Ok(n) => reader.extend(&buffer[..n]),
         }
-        while let Some(frame) = reader.next::<ServerFrame>() {
+        while let Some(frame) = reader.next_frame::<ServerFrame>() {
             match frame {
                 Ok(ServerFrame::Reply(reply)) => {
                     if let Some(mailbox) = &mailbox {
@@ -175,7 +175,7 @@ pub fn status(addr: &str, timeout: Duration) -> Result<Vec<ReplicaStatus>, Clien
     let mut reader = FrameReader::new(MAX_FRAME_BYTES);
     let mut buffer = [0u8; 16 * 1024];
     loop {
-        match reader.next::<ServerFrame>() {
+        match reader.next_frame::<ServerFrame>() {
             Some(Ok(ServerFrame::Status(status))) => return Ok(status),
             Some(Ok(ServerFrame::Error(message))) => return Err(ClientError::Unreachable(message)),
             Some(Ok(_)) => continue,

@@ -61,6 +61,28 @@ pub struct Description {
     pub bench_seconds: u64,
     /// Replica crashes and restarts during `tara demo` and `tara bench` (`[[fault]]`).
     pub fault: Vec<FaultSpec>,
+    /// Where durable state lives (checkpoints, record logs, led views); the embedded cluster
+    /// uses a fresh temporary directory when absent.
+    pub state_dir: Option<String>,
+    /// The largest client frame a front end accepts, in bytes.
+    pub max_frame_bytes: usize,
+    /// `tara cluster`: how often the supervisor checks that the cluster answers.
+    pub probe_interval_ms: u64,
+    /// `tara cluster`: how long a probe may go unanswered before the cluster is restarted.
+    pub probe_timeout_ms: u64,
+    /// The processes of a multi-process cluster, in timely's process order (`[[process]]`).
+    pub process: Vec<ProcessSpec>,
+}
+
+/// `[[process]]`: one process of a multi-process cluster.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessSpec {
+    /// The address timely uses between processes (`host:port`).
+    pub timely: String,
+    /// The address its client front end listens on (`host:port`); only processes that host a
+    /// request source serve clients.
+    pub clients: String,
 }
 
 /// `[placement]`: the workers of each stage's replicas, by replica index. Listing a stage
@@ -129,6 +151,11 @@ impl Default for Description {
             bench_clients: 64,
             bench_seconds: 10,
             fault: Vec::new(),
+            state_dir: None,
+            max_frame_bytes: crate::net::wire::MAX_FRAME_BYTES,
+            probe_interval_ms: 500,
+            probe_timeout_ms: 3000,
+            process: Vec::new(),
         }
     }
 }
@@ -172,9 +199,15 @@ impl Description {
         Ok(params)
     }
 
-    /// The placement of every replica on the workers of a single process.
+    /// The placement of every replica: on the `workers` threads of each listed process, or of
+    /// the single process of an embedded cluster.
     pub fn placement(&self, params: &Params) -> Result<Placement, ConfigError> {
-        Placement::new(params, 1, self.workers, &self.placement.listed()).map_err(|e| ConfigError(e.0))
+        self.placement_in(params, self.process.len().max(1))
+    }
+
+    /// The placement of every replica on `processes` processes of `workers` threads each.
+    pub fn placement_in(&self, params: &Params, processes: usize) -> Result<Placement, ConfigError> {
+        Placement::new(params, processes, self.workers, &self.placement.listed()).map_err(|e| ConfigError(e.0))
     }
 
     /// Checks everything; the error names the field and the fix.
@@ -191,9 +224,73 @@ impl Description {
         if self.retry_timeout_ms == 0 {
             return Err(ConfigError("`retry_timeout_ms`: must be at least 1".into()));
         }
+        if self.max_frame_bytes < 1024 {
+            return Err(ConfigError(format!("`max_frame_bytes`: must be at least 1024, got {}", self.max_frame_bytes)));
+        }
+        if self.probe_timeout_ms == 0 || self.probe_interval_ms == 0 {
+            return Err(ConfigError("`probe_interval_ms` and `probe_timeout_ms`: must be at least 1".into()));
+        }
         let placement = self.placement(&params)?;
         self.faults(&params)?;
         Ok((params, placement))
+    }
+
+    /// The shape of a multi-process cluster: timely and client addresses, per process, checked.
+    /// `timely_override` replaces the timely addresses (a timely hostfile).
+    pub fn processes(&self, timely_override: Option<Vec<String>>) -> Result<Vec<ProcessSpec>, ConfigError> {
+        let mut processes = self.process.clone();
+        if let Some(addresses) = timely_override {
+            if addresses.len() != processes.len() {
+                return Err(ConfigError(format!(
+                    "the hostfile lists {} processes but the description has {} [[process]] entries; list one line per process",
+                    addresses.len(),
+                    processes.len()
+                )));
+            }
+            for (process, address) in processes.iter_mut().zip(addresses) {
+                process.timely = address;
+            }
+        }
+        if processes.is_empty() {
+            return Err(ConfigError(
+                "`[[process]]`: a multi-process cluster lists its processes (timely and clients addresses)".into(),
+            ));
+        }
+        let params = self.params()?;
+        let needed = params.committers();
+        if processes.len() < needed && self.placement == PlacementSection::default() {
+            return Err(ConfigError(format!(
+                "`[[process]]`: f = {} needs {needed} processes so that the replicas of each stage run in distinct \
+                 processes; list {needed} or more",
+                params.f
+            )));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, p) in processes.iter().enumerate() {
+            for address in [&p.timely, &p.clients] {
+                address.parse::<std::net::SocketAddr>().map_err(|e| {
+                    ConfigError(format!("[[process]] {i}: {address:?} is not host:port with a numeric address ({e})"))
+                })?;
+                if !seen.insert(address.clone()) {
+                    return Err(ConfigError(format!(
+                        "[[process]] {i}: address {address} is used twice; every address must be distinct"
+                    )));
+                }
+            }
+        }
+        Ok(processes)
+    }
+
+    /// The client front-end addresses of the processes that host a request source: where
+    /// clients connect.
+    pub fn client_addresses(&self) -> Result<Vec<String>, ConfigError> {
+        let processes = self.processes(None)?;
+        let params = self.params()?;
+        let placement = self.placement_in(&params, processes.len())?;
+        let mut hosting: Vec<usize> = placement.stage(Stage::Source).iter().map(|w| placement.process_of(*w)).collect();
+        hosting.sort_unstable();
+        hosting.dedup();
+        Ok(hosting.into_iter().map(|p| processes[p].clients.clone()).collect())
     }
 
     /// The `[[fault]]` list, checked against the replica counts.

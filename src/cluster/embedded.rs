@@ -6,14 +6,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
-use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::generic::Operator;
 use timely::{CommunicationConfig, WorkerConfig};
 
 use super::config::{ConfigError, Description};
+use super::worker::{self, Setup};
 use crate::app::Application;
 use crate::client::{Client, ClientError, ClientOptions, ClientPool, Transport};
-use crate::dataflow::{Control, Deployment, Ingress, Mailboxes, Placement, ReplicaStats, Stage, egress, ingress, tara};
+use crate::dataflow::{Control, Deployment, Ingress, Mailboxes, Placement, ReplicaStats, Stage};
 use crate::protocol::{Command, Reply};
 use crate::protocol::{Executed, Params};
 
@@ -53,19 +52,6 @@ impl Transport for EmbeddedTransport {
 
     fn stopped(&self) -> bool {
         self.0.control.stopped()
-    }
-}
-
-/// Sets the abort flag if a worker thread panics, so that the other workers return instead of
-/// waiting forever for the dead worker's progress.
-struct AbortOnPanic(Arc<AtomicBool>, Arc<Control>);
-
-impl Drop for AbortOnPanic {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.0.store(true, Ordering::Release);
-            self.1.stop();
-        }
     }
 }
 
@@ -121,7 +107,8 @@ impl Cluster {
         A: Application + 'static,
         F: Fn(u32) -> A + Send + Sync + 'static,
     {
-        let (params, placement) = description.validate()?;
+        let (params, _) = description.validate()?;
+        let placement = description.placement_in(&params, 1)?;
         let (state_dir, temporary) = match options.state_dir {
             Some(dir) => (dir, None),
             None => {
@@ -152,26 +139,16 @@ impl Cluster {
                 std::env::var("TARA_IDLE_SPIN_US").ok().and_then(|v| v.parse().ok()).unwrap_or(10),
             )),
         };
-        let (queues, mailboxes, abort) = (shared.ingress.clone(), shared.mailboxes.clone(), aborted.clone());
-        let app = Arc::new(app);
-        let executed = options.executed;
-        let guards = timely::execute(config, move |worker| {
-            let _guard = AbortOnPanic(abort.clone(), deployment.control.clone());
-            let app = app.clone();
-            worker.dataflow::<u64, _, _>(|scope| {
-                let submissions = ingress(scope, &queues, &deployment);
-                let app = app.clone();
-                let streams = tara(scope, submissions, &deployment, move |id| app(id));
-                egress(streams.replies, &mailboxes);
-                if let Some(sender) = executed.clone() {
-                    streams.executed.sink(Pipeline, "ExecutedSink", move |(input, _)| {
-                        input.for_each(|_, data| data.drain(..).for_each(|x| drop(sender.send(x))));
-                    });
-                }
-            });
-            while !abort.load(Ordering::Acquire) && worker.step_or_park(None) {}
-        })
-        .map_err(|e| ConfigError(format!("cannot start timely workers: {e}")))?;
+        let setup = Setup {
+            deployment,
+            ingress: shared.ingress.clone(),
+            mailboxes: shared.mailboxes.clone(),
+            app: Arc::new(app),
+            executed: options.executed,
+            aborted: aborted.clone(),
+        };
+        let guards = timely::execute(config, move |worker| worker::run(worker, &setup))
+            .map_err(|e| ConfigError(format!("cannot start timely workers: {e}")))?;
         Ok(Cluster { shared, placement, state_dir, _temporary: temporary, aborted, guards: Some(guards) })
     }
 

@@ -1,9 +1,14 @@
-//! Running TARA: description files, an embedded cluster on worker threads, and its clients.
+//! Running TARA: description files, an embedded cluster on worker threads, one process of a
+//! multi-process cluster, the supervisor that restarts a multi-process cluster, and clients.
 
 pub mod config;
 pub mod embedded;
 pub mod faults;
+pub mod graph;
 pub mod plot;
+pub mod process;
+pub mod supervisor;
+mod worker;
 pub mod workload;
 
 pub use crate::client::{Client, ClientError, ClientPool, Completion};

@@ -14,7 +14,68 @@ use serde::Serialize;
 
 use super::embedded::Cluster;
 use crate::app::coordination::{CoordError, CoordOp, CoordResponse, decode_result};
-use crate::client::{ClientError, ClientPool};
+use crate::client::{Client, ClientError, ClientOptions, ClientPool, tcp};
+use crate::dataflow::{ReplicaStats, Stage};
+
+/// A cluster the workload's clients can reach: embedded, or over TCP.
+pub trait Target {
+    /// A new pool of clients.
+    fn pool(&self) -> Result<ClientPool, ClientError>;
+    /// Commands executed so far by the executor that has executed the most.
+    fn executed(&self) -> u64;
+}
+
+impl Target for Cluster {
+    fn pool(&self) -> Result<ClientPool, ClientError> {
+        Ok(Cluster::pool(self))
+    }
+
+    fn executed(&self) -> u64 {
+        self.control().stage_stats(Stage::Executor).map(|(_, s)| ReplicaStats::get(&s.count)).max().unwrap_or(0)
+    }
+}
+
+/// A multi-process cluster reached through its front ends.
+#[derive(Clone, Debug)]
+pub struct Remote {
+    /// Front ends of processes that host a request source: clients submit here.
+    pub submit: Vec<String>,
+    /// Front ends to ask for replica counters (every process's, where known).
+    pub status: Vec<String>,
+    /// The clients' options.
+    pub options: ClientOptions,
+}
+
+impl Remote {
+    /// Waits until the executors reachable through [`Remote::status`] report the same position
+    /// and history (and at least `expected` of them answer); false if not within `timeout`.
+    pub fn executors_agree(&self, expected: usize, timeout: Duration) -> bool {
+        let until = Instant::now() + timeout;
+        loop {
+            let status = self.status.iter().filter_map(|a| tcp::status(a, Duration::from_secs(1)).ok()).flatten();
+            let executors: Vec<(u64, u64)> =
+                status.filter(|r| r.stage == Stage::Executor.name() && !r.down).map(|r| (r.next, r.history)).collect();
+            if executors.len() >= expected.max(1) && executors.windows(2).all(|w| w[0] == w[1]) {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Target for Remote {
+    fn pool(&self) -> Result<ClientPool, ClientError> {
+        tcp::pool(&self.submit, self.options.clone())
+    }
+
+    fn executed(&self) -> u64 {
+        let status = self.status.iter().filter_map(|a| tcp::status(a, Duration::from_secs(1)).ok()).flatten();
+        status.filter(|r| r.stage == Stage::Executor.name()).map(|r| r.executed).max().unwrap_or(0)
+    }
+}
 
 /// Parameters of a closed-loop run.
 #[derive(Clone, Debug)]
@@ -67,8 +128,8 @@ fn znode(i: usize) -> String {
 }
 
 /// Creates `/pool` and its znodes.
-pub fn setup(cluster: &Cluster, pool_znodes: usize, payload_bytes: usize) -> Result<(), String> {
-    let mut client = cluster.client();
+pub fn setup(cluster: &dyn Target, pool_znodes: usize, payload_bytes: usize) -> Result<(), String> {
+    let mut client = Client::new(cluster.pool().map_err(|e| e.to_string())?);
     let mut create = |path: String| -> Result<(), String> {
         let op = CoordOp::Create { path: path.clone(), data: vec![0; payload_bytes], sequential: false };
         let bytes = client.invoke(op.encode()).map_err(|e| format!("setup of {path}: {e}"))?;
@@ -89,18 +150,19 @@ struct Counters {
 
 /// Runs the workload against a cluster whose pool is set up; returns the measurements.
 /// `digests_agree` is left false: the caller learns it when it stops the cluster.
-pub fn run(cluster: &Cluster, workload: &Workload) -> Result<Summary, ClientError> {
+pub fn run(cluster: &dyn Target, workload: &Workload) -> Result<Summary, ClientError> {
     let drivers = workload.clients.div_ceil(256).clamp(1, 4);
     let counters =
         Arc::new(Counters { completed: AtomicU64::new(0), errors: AtomicU64::new(0), stop: AtomicBool::new(false) });
-    let executed_before = executed(cluster);
+    let pools = (0..drivers).map(|_| cluster.pool()).collect::<Result<Vec<_>, _>>()?;
+    let executed_before = cluster.executed();
     let (histograms_tx, histograms_rx) = mpsc::channel();
     let start = Instant::now();
     let mut timeline = Vec::new();
     std::thread::scope(|scope| {
-        for driver in 0..drivers {
+        for (driver, pool) in pools.into_iter().enumerate() {
             let clients = workload.clients / drivers + usize::from(driver < workload.clients % drivers);
-            let (pool, counters, tx) = (cluster.pool(), counters.clone(), histograms_tx.clone());
+            let (counters, tx) = (counters.clone(), histograms_tx.clone());
             let seed = workload.seed.wrapping_add(driver as u64);
             let workload = workload.clone();
             scope.spawn(move || {
@@ -118,7 +180,7 @@ pub fn run(cluster: &Cluster, workload: &Workload) -> Result<Summary, ClientErro
     }
     let completed = counters.completed.load(Ordering::Acquire);
     Ok(Summary {
-        executed: executed(cluster).saturating_sub(executed_before),
+        executed: cluster.executed().saturating_sub(executed_before),
         throughput_ops: completed as f64 / seconds,
         p50_us: latency.value_at_quantile(0.5),
         p99_us: latency.value_at_quantile(0.99),
@@ -129,12 +191,6 @@ pub fn run(cluster: &Cluster, workload: &Workload) -> Result<Summary, ClientErro
         errors: counters.errors.load(Ordering::Acquire),
         timeline,
     })
-}
-
-/// Commands executed by the executor that has executed the most.
-fn executed(cluster: &Cluster) -> u64 {
-    use crate::dataflow::{ReplicaStats, Stage};
-    cluster.control().stage_stats(Stage::Executor).map(|(_, s)| ReplicaStats::get(&s.count)).max().unwrap_or(0)
 }
 
 /// Prints ops/s every second until the run's time is up; samples the throughput timeline.

@@ -1,5 +1,7 @@
 //! The controller operator: hosts the [`Controller`] replicas of its worker.
 
+use std::collections::BTreeMap;
+
 use timely::dataflow::Stream;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
@@ -10,6 +12,7 @@ use super::placement::Stage;
 use super::pulse::{Pulse, give};
 use super::routed::{ALL_REPLICAS, Local, Routed, by_worker};
 use crate::protocol::{Actual, Controller, Target, View};
+use crate::storage::DurableValue;
 
 /// Watches the sources' targets and the executors' progress; announces views to every worker
 /// that hosts a source, proposer, committer, executor or controller (the caller closes the
@@ -32,7 +35,17 @@ pub fn controllers<'s>(
 
     let params = deployment.params.clone();
     let ids = placement.replicas_on(Stage::Controller, scope.index());
-    let make = move |id| Controller::new(id, &params);
+    let mut durable = DurableViews::open(deployment, &ids);
+    let files = durable.files.clone();
+    // A replica (re)starts from its durable view: at process start and after an injected restart.
+    let make = move |id| {
+        let mut controller = Controller::new(id, &params);
+        if let Some(view) = files.get(&id).and_then(|file: &DurableValue| file.read().ok().flatten()) {
+            tracing::info!("controller {id}: resumes from view {view}");
+            controller.resume(view);
+        }
+        controller
+    };
     let mut local = Local::new(Stage::Controller, ids, make.clone());
     let (control, epoch_ms) = (deployment.control.clone(), deployment.epoch_ms);
     let activator = scope.activator_for(info.address.clone());
@@ -65,6 +78,7 @@ pub fn controllers<'s>(
             }
             for (id, controller) in local.iter_mut() {
                 controller.on_tick(now_us, &mut out);
+                durable.persist(id, controller.known_view());
                 if let Some(stats) = control.stats(Stage::Controller, id) {
                     ReplicaStats::set(&stats.view, controller.view());
                     ReplicaStats::set(&stats.count, controller.changes());
@@ -80,4 +94,40 @@ pub fn controllers<'s>(
         }
     });
     announcements
+}
+
+/// The highest view each local controller knew, on disk under the state directory: a cluster
+/// restarted as a whole (`tara cluster` after a process died) resumes from it instead of
+/// climbing again from view 0, one view timeout per view. Without a state directory, views live
+/// in memory only and restarted controllers learn them from their peers.
+struct DurableViews {
+    files: BTreeMap<u32, DurableValue>,
+    written: BTreeMap<u32, u64>,
+}
+
+impl DurableViews {
+    fn open(deployment: &Deployment, ids: &[u32]) -> DurableViews {
+        let mut files = BTreeMap::new();
+        for (id, root) in ids.iter().flat_map(|id| deployment.state_dir.iter().map(move |root| (*id, root))) {
+            let dir = root.join(format!("controller-{id}"));
+            match DurableValue::open(&dir, "view") {
+                Ok(file) => drop(files.insert(id, file)),
+                Err(e) => tracing::error!("controller {id}: cannot use {}: {e}", dir.display()),
+            }
+        }
+        DurableViews { files, written: BTreeMap::new() }
+    }
+
+    /// Writes `view` if it is higher than what this incarnation wrote (views change rarely).
+    fn persist(&mut self, id: u32, view: u64) {
+        if view == 0 || self.written.get(&id).is_some_and(|w| *w >= view) {
+            return;
+        }
+        if let Some(file) = self.files.get(&id)
+            && let Err(e) = file.write(view)
+        {
+            tracing::error!("controller {id}: cannot record view {view}: {e}");
+        }
+        self.written.insert(id, view);
+    }
 }

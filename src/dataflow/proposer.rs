@@ -163,6 +163,7 @@ impl LedViews {
             tracing::error!("proposer {id}: cannot record that it leads view {view}: {e}");
             return false;
         }
+        tracing::info!("proposer {id}: leads view {view}");
         self.known.insert(id, view);
         true
     }

@@ -115,11 +115,11 @@ impl Server {
     fn run(&mut self) {
         let mut events = Events::with_capacity(1024);
         while !self.control.stopped() {
-            if let Err(e) = self.poll.poll(&mut events, Some(Duration::from_millis(100))) {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    tracing::error!("front end: poll failed: {e}");
-                    return;
-                }
+            if let Err(e) = self.poll.poll(&mut events, Some(Duration::from_millis(100)))
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                tracing::error!("front end: poll failed: {e}");
+                return;
             }
             for event in events.iter() {
                 match event.token() {
@@ -178,7 +178,7 @@ impl Server {
             }
         }
         while let Some(connection) = self.connections.get_mut(&token).filter(|c| !c.closing) {
-            match connection.reader.next::<ClientFrame>() {
+            match connection.reader.next_frame::<ClientFrame>() {
                 None => break,
                 Some(Ok(frame)) => self.handle(token, frame),
                 Some(Err(e)) => {
@@ -205,7 +205,7 @@ impl Server {
 
     fn submit(&mut self, token: Token, command: Command) {
         if self.config.sources.is_empty() {
-            self.queue(token, &ServerFrame::Error("this process hosts no request source".into()));
+            self.queue(token, &ServerFrame::Error("this process hosts no request source; send commands to a front end of a process that hosts one (`tara cluster` lists them)".into()));
             return;
         }
         let client = command.client;
@@ -227,6 +227,7 @@ impl Server {
                 stage: stage.name().to_string(),
                 replica: *replica,
                 next: get(&s.next),
+                executed: get(&s.count),
                 view: get(&s.view),
                 stable: get(&s.stable),
                 history: get(&s.history),

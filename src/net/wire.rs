@@ -33,6 +33,8 @@ pub struct ReplicaStatus {
     pub replica: u32,
     /// Next sequence number (executors), proposals (proposers), view (committers).
     pub next: u64,
+    /// Executors: commands executed (duplicates excluded). Proposers: proposals made.
+    pub executed: u64,
     /// The view the replica is in.
     pub view: u64,
     /// The stability threshold it adopted.
@@ -118,7 +120,7 @@ impl FrameReader {
 
     /// The next complete frame, `None` if more bytes are needed. After an error the stream
     /// cannot be trusted any more: the caller closes it.
-    pub fn next<T: for<'de> Deserialize<'de>>(&mut self) -> Option<Result<T, WireError>> {
+    pub fn next_frame<T: for<'de> Deserialize<'de>>(&mut self) -> Option<Result<T, WireError>> {
         let header: [u8; 4] = self.buffer.get(..4)?.try_into().ok()?;
         let length = u32::from_le_bytes(header) as usize;
         if length > self.limit {
@@ -154,7 +156,7 @@ mod tests {
         let mut got = Vec::new();
         for chunk in bytes.chunks(3) {
             reader.extend(chunk);
-            while let Some(frame) = reader.next::<ClientFrame>() {
+            while let Some(frame) = reader.next_frame::<ClientFrame>() {
                 got.push(frame.unwrap());
             }
         }
@@ -166,20 +168,20 @@ mod tests {
     fn bad_frames_are_rejected() {
         let mut reader = FrameReader::new(16);
         reader.extend(&100u32.to_le_bytes());
-        assert_eq!(reader.next::<ClientFrame>(), Some(Err(WireError::Oversized { length: 100, limit: 16 })));
+        assert_eq!(reader.next_frame::<ClientFrame>(), Some(Err(WireError::Oversized { length: 100, limit: 16 })));
 
         let mut reader = FrameReader::new(1024);
         let mut bytes = encode(&ClientFrame::Status);
         bytes[4] = 9;
         reader.extend(&bytes);
-        assert_eq!(reader.next::<ClientFrame>(), Some(Err(WireError::Version(9))));
+        assert_eq!(reader.next_frame::<ClientFrame>(), Some(Err(WireError::Version(9))));
 
         let mut reader = FrameReader::new(1024);
         reader.extend(&[3, 0, 0, 0, VERSION, 0xff, 0xff]);
-        assert!(matches!(reader.next::<ClientFrame>(), Some(Err(WireError::Malformed(_)))));
+        assert!(matches!(reader.next_frame::<ClientFrame>(), Some(Err(WireError::Malformed(_)))));
 
         let mut reader = FrameReader::new(1024);
         reader.extend(&[0, 0, 0, 0]);
-        assert!(matches!(reader.next::<ClientFrame>(), Some(Err(WireError::Malformed(_)))));
+        assert!(matches!(reader.next_frame::<ClientFrame>(), Some(Err(WireError::Malformed(_)))));
     }
 }

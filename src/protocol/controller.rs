@@ -65,6 +65,18 @@ impl Controller {
         self.views.adopted()
     }
 
+    /// The highest view this controller announced or adopted: what it keeps durable, so that a
+    /// restarted cluster resumes from it instead of climbing again from view 0.
+    pub fn known_view(&self) -> u64 {
+        self.announced.max(self.view())
+    }
+
+    /// Resumes from the view this controller knew before a restart (its durable state): it
+    /// announces that view at once. A later view change still needs a full view timeout.
+    pub fn resume(&mut self, view: u64) {
+        self.announced = self.announced.max(view);
+    }
+
     /// View changes this controller started.
     pub fn changes(&self) -> u64 {
         self.changes
@@ -228,6 +240,26 @@ mod tests {
             x.on_tick(now, &mut out);
         }
         assert_eq!(x.changes(), 1);
+    }
+
+    /// A whole-cluster restart: controllers that resume from their durable view announce it at
+    /// once (so replicas adopt it without climbing view by view), and the next view change is
+    /// one above it.
+    #[test]
+    fn a_resumed_controller_announces_its_durable_view() {
+        let mut x = Controller::new(0, &params());
+        x.resume(7);
+        let mut out = Vec::new();
+        x.on_tick(0, &mut out);
+        assert_eq!(out, vec![View { controller: 0, view: 7 }]);
+        for now in (100..2_000).step_by(100) {
+            x.on_target(Target { source: 0, number: 5 }, now);
+            x.on_view(View { controller: 1, view: 7 }, now);
+            x.on_tick(now, &mut out);
+        }
+        assert_eq!(x.view(), 7);
+        assert_eq!(out.last().map(|v| v.view), Some(8), "{out:?}");
+        assert_eq!(x.known_view(), 8);
     }
 
     /// If the new view does not make progress either, the controllers move on; a controller

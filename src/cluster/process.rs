@@ -1,0 +1,176 @@
+//! One process of a multi-process cluster (`tara run`): timely workers talking timely's cluster
+//! protocol to the other processes, and a client front end if the process hosts a request
+//! source.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use timely::{CommunicationConfig, WorkerConfig};
+
+use super::config::{ConfigError, Description, ProcessSpec};
+use super::worker::{self, Setup};
+use crate::app::Application;
+use crate::dataflow::{Control, Deployment, Ingress, Mailboxes, Placement, Stage};
+use crate::net::frontend::{self, FrontEndConfig};
+
+/// Which process to run, and timely's own flags (`-w -n -p -h`), which override the description.
+#[derive(Clone, Debug, Default)]
+pub struct ProcessOptions {
+    /// This process's index (`--process` or `-p`).
+    pub index: usize,
+    /// Worker threads per process (`-w`).
+    pub threads: Option<usize>,
+    /// The number of processes (`-n`); must match the description.
+    pub processes: Option<usize>,
+    /// A timely hostfile (`-h`): one `host:port` per line, in process order.
+    pub hostfile: Option<PathBuf>,
+}
+
+/// Reads a timely hostfile: one `host:port` a line, blank lines ignored, no repeats.
+pub fn read_hostfile(path: &Path) -> Result<Vec<String>, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("cannot read hostfile {}: {e}", path.display())))?;
+    let mut addresses: Vec<String> = Vec::new();
+    for (line, address) in text.lines().map(str::trim).enumerate().filter(|(_, l)| !l.is_empty()) {
+        if address.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError(format!("{} line {}: {address:?} is not host:port", path.display(), line + 1)));
+        }
+        if addresses.iter().any(|a| a == address) {
+            return Err(ConfigError(format!("{} line {}: {address} is listed twice", path.display(), line + 1)));
+        }
+        addresses.push(address.to_string());
+    }
+    Ok(addresses)
+}
+
+/// Everything one process needs, checked before anything starts.
+struct Plan {
+    description: Description,
+    processes: Vec<ProcessSpec>,
+    index: usize,
+    placement: Placement,
+    deployment: Deployment,
+}
+
+fn plan(description: &Description, options: &ProcessOptions) -> Result<Plan, ConfigError> {
+    let mut description = description.clone();
+    if let Some(threads) = options.threads {
+        description.workers = threads;
+    }
+    let hostfile = options.hostfile.as_deref().map(read_hostfile).transpose()?;
+    let processes = description.processes(hostfile)?;
+    if let Some(n) = options.processes.filter(|n| *n != processes.len()) {
+        return Err(ConfigError(format!("-n {n} does not match the {} processes of the description", processes.len())));
+    }
+    if options.index >= processes.len() {
+        return Err(ConfigError(format!(
+            "process index {} is out of range: the description has {} processes (0 to {})",
+            options.index,
+            processes.len(),
+            processes.len() - 1
+        )));
+    }
+    let (params, _) = description.validate()?;
+    let placement = description.placement_in(&params, processes.len())?;
+    let state_dir = PathBuf::from(description.state_dir.clone().unwrap_or_else(|| "tara-state".into()));
+    let mut deployment = Deployment::new(params, placement.clone()).state_dir(state_dir);
+    deployment.epoch_ms = description.epoch_ms;
+    deployment.durable_records = description.durable_records;
+    Ok(Plan { description, processes, index: options.index, placement, deployment })
+}
+
+/// The replicas hosted by process `index`.
+fn local_replicas(placement: &Placement, index: usize) -> Vec<(Stage, u32)> {
+    let workers = (index * placement.threads())..((index + 1) * placement.threads());
+    Stage::ALL
+        .into_iter()
+        .flat_map(|stage| {
+            workers.clone().flat_map(move |w| placement.replicas_on(stage, w).into_iter().map(move |r| (stage, r)))
+        })
+        .collect()
+}
+
+/// Binds `address` now, so that a wrong address fails with a clear message before timely starts.
+fn bind(address: &str, what: &str) -> Result<TcpListener, ConfigError> {
+    TcpListener::bind(address).map_err(|e| {
+        ConfigError(format!("cannot listen for {what} on {address}: {e}; is the address local and the port free?"))
+    })
+}
+
+/// Runs process `options.index` of the cluster described by `description` until the dataflow
+/// stops (`control.stop()`, e.g. on Ctrl-C) or the process dies with another one (timely is
+/// fail-stop).
+pub fn run_process<A, F>(
+    description: &Description,
+    options: &ProcessOptions,
+    app: F,
+    control_out: impl FnOnce(Arc<Control>),
+) -> Result<(), ConfigError>
+where
+    A: Application + 'static,
+    F: Fn(u32) -> A + Send + Sync + 'static,
+{
+    let plan = plan(description, options)?;
+    let me = &plan.processes[plan.index];
+    drop(bind(&me.timely, "timely")?);
+    let replicas = local_replicas(&plan.placement, plan.index);
+    let sources: Vec<u32> = replicas.iter().filter(|(s, _)| *s == Stage::Source).map(|(_, r)| *r).collect();
+    // Every process serves status requests; only those with a request source take commands.
+    let client_listener = bind(&me.clients, "clients")?;
+    log_roles(&plan, &replicas);
+
+    let control = plan.deployment.control.clone();
+    control_out(control.clone());
+    let ingress = Ingress::new(plan.deployment.params.sources());
+    let mailboxes = Mailboxes::new();
+    let config = FrontEndConfig { sources, replicas, max_frame_bytes: plan.description.max_frame_bytes };
+    let front_end = frontend::spawn(client_listener, ingress.clone(), mailboxes.clone(), control.clone(), config)
+        .map_err(|e| ConfigError(format!("cannot start the client front end on {}: {e}", me.clients)))?;
+    tracing::info!("process {}: serving clients on {}", plan.index, front_end.addr);
+    let config = timely::Config {
+        communication: CommunicationConfig::Cluster {
+            threads: plan.placement.threads(),
+            process: plan.index,
+            addresses: plan.processes.iter().map(|p| p.timely.clone()).collect(),
+            report: false,
+            zerocopy: false,
+        },
+        worker: WorkerConfig::default(),
+    };
+    let setup = Setup {
+        deployment: plan.deployment,
+        ingress,
+        mailboxes,
+        app: Arc::new(app),
+        executed: None,
+        aborted: Arc::new(AtomicBool::new(false)),
+    };
+    let guards = timely::execute(config, move |worker| worker::run(worker, &setup))
+        .map_err(|e| ConfigError(format!("cannot start timely: {e}")))?;
+    drop(guards.join());
+    control.stop();
+    front_end.join();
+    Ok(())
+}
+
+fn log_roles(plan: &Plan, replicas: &[(Stage, u32)]) {
+    tracing::info!(
+        "process {} of {} (timely {}, clients {}), {} worker threads, state in {}",
+        plan.index,
+        plan.processes.len(),
+        plan.processes[plan.index].timely,
+        plan.processes[plan.index].clients,
+        plan.placement.threads(),
+        plan.deployment.state_dir.as_deref().map_or_else(|| "memory".into(), |d| d.display().to_string())
+    );
+    for (stage, replica) in replicas {
+        tracing::info!(
+            "process {}: {} {replica} on worker {}",
+            plan.index,
+            stage.name(),
+            plan.placement.worker_of(*stage, *replica)
+        );
+    }
+}

@@ -1,0 +1,264 @@
+//! `tara cluster`: starts every process of a description on this host and keeps the cluster
+//! serving.
+//!
+//! Timely is fail-stop (a dead process takes the others down; a hung one stalls them, and no
+//! process can rejoin), so the supervisor restarts the *whole* cluster when any process exits or
+//! when a health probe (a read-only command through the consensus path) goes unanswered for
+//! `probe_timeout_ms`. Every process recovers from its durable state: executors from their newest
+//! checkpoint, committers from their record logs, the new proposer through the record path
+//! (DESIGN.md section 4). Clients retry, and executors' duplicate detection makes every command
+//! take effect once.
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use super::config::{ConfigError, Description};
+use crate::client::{Client, ClientOptions, tcp};
+
+/// How to run the cluster's processes.
+#[derive(Clone, Debug)]
+pub struct SupervisorOptions {
+    /// The `tara` executable that runs one process (`tara run`).
+    pub program: PathBuf,
+    /// The description file every process reads.
+    pub config: PathBuf,
+    /// The read-only command the health probe submits (the application's bytes).
+    pub probe: Vec<u8>,
+    /// Restart at most this many times before giving up (`None`: forever).
+    pub max_restarts: Option<u64>,
+}
+
+/// Why the supervisor restarted the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Cause {
+    /// A process exited (killed, crashed, or stopped with its peers).
+    Exited {
+        /// The process index.
+        process: usize,
+        /// Its exit status, as the OS reports it.
+        status: String,
+    },
+    /// The health probe got no answer in time (a hung or stopped process stalls everyone).
+    Stalled {
+        /// How long the probe waited.
+        waited_ms: u64,
+    },
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cause::Exited { process, status } => write!(f, "process {process} exited ({status})"),
+            Cause::Stalled { waited_ms } => write!(f, "the health probe got no answer for {waited_ms} ms"),
+        }
+    }
+}
+
+/// The running processes of one incarnation of the cluster.
+struct Incarnation {
+    children: Vec<Child>,
+}
+
+impl Incarnation {
+    /// The first process that has exited, if any.
+    fn exited(&mut self) -> Option<Cause> {
+        self.children.iter_mut().enumerate().find_map(|(process, child)| match child.try_wait() {
+            Ok(Some(status)) => Some(Cause::Exited { process, status: status.to_string() }),
+            Ok(None) => None,
+            Err(e) => Some(Cause::Exited { process, status: format!("cannot wait for it: {e}") }),
+        })
+    }
+
+    /// Kills every process and reaps it. SIGKILL also ends a SIGSTOPped process.
+    fn kill(mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+        }
+        for child in &mut self.children {
+            let _ = child.wait();
+        }
+    }
+
+    /// Asks every process to stop (SIGTERM), then kills those still running after `grace`.
+    fn stop(mut self, grace: Duration) {
+        for child in &self.children {
+            // SAFETY: kill(2) on the pid of a child we have not reaped yet.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        }
+        let until = Instant::now() + grace;
+        while Instant::now() < until && self.children.iter_mut().any(|c| matches!(c.try_wait(), Ok(None))) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+    }
+}
+
+/// Supervises the cluster of `description` until `stop` is set; prints every start and
+/// restart on stderr (`tara cluster: ...`). Returns the number of restarts.
+pub fn supervise(
+    description: &Description,
+    options: &SupervisorOptions,
+    stop: Arc<AtomicBool>,
+) -> Result<u64, ConfigError> {
+    let processes = description.processes(None)?;
+    description.validate()?;
+    let addresses = description.client_addresses()?;
+    eprintln!("tara cluster: {} processes, clients connect to {}", processes.len(), addresses.join(","));
+    let mut probe = Probe::new(&addresses, description, options.probe.clone());
+    let mut restarts = 0u64;
+    let mut cluster = spawn(options, processes.len())?;
+    let started = Instant::now();
+    let mut last_answer = wait_for_service(&mut probe, &mut cluster, &stop);
+    if let Some(at) = last_answer {
+        eprintln!("tara cluster: serving after {} ms", at.duration_since(started).as_millis());
+    }
+    while !stop.load(Ordering::Acquire) {
+        let Some(cause) = watch(&mut probe, &mut cluster, &stop, description, &mut last_answer) else { break };
+        let detected = Instant::now();
+        restarts += 1;
+        eprintln!("tara cluster: restart {restarts}: {cause}; restarting every process");
+        cluster.kill();
+        if options.max_restarts.is_some_and(|max| restarts > max) {
+            return Err(ConfigError(format!("gave up after {} restarts (last cause: {cause})", restarts - 1)));
+        }
+        cluster = spawn(options, processes.len())?;
+        if let Some(back) = wait_for_service(&mut probe, &mut cluster, &stop) {
+            let down_since = last_answer.unwrap_or(detected);
+            eprintln!(
+                "tara cluster: restart {restarts}: serving again {} ms after the failure was detected \
+                 (service was down for {} ms)",
+                back.duration_since(detected).as_millis(),
+                back.duration_since(down_since).as_millis()
+            );
+            last_answer = Some(back);
+        }
+    }
+    eprintln!("tara cluster: stopping");
+    cluster.stop(Duration::from_secs(3));
+    Ok(restarts)
+}
+
+/// Starts process 0, 1, ... of the cluster as `tara run` children sharing this terminal.
+fn spawn(options: &SupervisorOptions, processes: usize) -> Result<Incarnation, ConfigError> {
+    let mut children: Vec<Child> = Vec::with_capacity(processes);
+    for index in 0..processes {
+        let mut command = Command::new(&options.program);
+        command.arg("run").arg("--config").arg(&options.config).arg("--process").arg(index.to_string());
+        // Its own process group: a Ctrl-C at the terminal reaches only the supervisor, which
+        // then stops the processes itself.
+        command.stdin(Stdio::null()).process_group(0);
+        #[cfg(target_os = "linux")]
+        // SAFETY: prctl is async-signal-safe; a child must not outlive its supervisor.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        match command.spawn() {
+            Ok(child) => {
+                eprintln!("tara cluster: process {index} started, pid {}", child.id());
+                children.push(child);
+            }
+            Err(e) => {
+                Incarnation { children }.kill();
+                return Err(ConfigError(format!("cannot start {}: {e}", options.program.display())));
+            }
+        }
+    }
+    Ok(Incarnation { children })
+}
+
+/// Waits until the probe is answered or a process exits; the time of the answer.
+fn wait_for_service(probe: &mut Probe, cluster: &mut Incarnation, stop: &AtomicBool) -> Option<Instant> {
+    while !stop.load(Ordering::Acquire) {
+        if cluster.exited().is_some() {
+            return None;
+        }
+        if probe.answered(Duration::from_millis(200)) {
+            return Some(Instant::now());
+        }
+    }
+    None
+}
+
+/// Probes the cluster every `probe_interval_ms` until a process exits, the probe stays
+/// unanswered for `probe_timeout_ms`, or `stop` is set (`None`).
+fn watch(
+    probe: &mut Probe,
+    cluster: &mut Incarnation,
+    stop: &AtomicBool,
+    description: &Description,
+    last_answer: &mut Option<Instant>,
+) -> Option<Cause> {
+    let interval = Duration::from_millis(description.probe_interval_ms);
+    let timeout = Duration::from_millis(description.probe_timeout_ms);
+    let mut unanswered_since: Option<Instant> = None;
+    while !stop.load(Ordering::Acquire) {
+        if let Some(cause) = cluster.exited() {
+            return Some(cause);
+        }
+        let tick = Instant::now();
+        if probe.answered(interval.min(timeout)) {
+            *last_answer = Some(Instant::now());
+            unanswered_since = None;
+        } else {
+            let since = *unanswered_since.get_or_insert(tick);
+            if since.elapsed() >= timeout {
+                return Some(Cause::Stalled { waited_ms: since.elapsed().as_millis() as u64 });
+            }
+        }
+        // Child exits are checked often: a kill -9 should not wait for the next probe.
+        let until = tick + interval;
+        while Instant::now() < until && !stop.load(Ordering::Acquire) {
+            if let Some(cause) = cluster.exited() {
+                return Some(cause);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    None
+}
+
+/// The health probe: a client that submits the probe command and waits for its answer. A probe
+/// that times out leaves its command behind, so the next probe uses a fresh client.
+struct Probe {
+    addresses: Vec<String>,
+    options: ClientOptions,
+    client: Option<Client>,
+    op: Vec<u8>,
+}
+
+impl Probe {
+    fn new(addresses: &[String], description: &Description, op: Vec<u8>) -> Probe {
+        let retry_ms = description.retry_timeout_ms.min(description.probe_timeout_ms / 2).max(50);
+        let options =
+            ClientOptions { client_window: description.client_window, retry_timeout: Duration::from_millis(retry_ms) };
+        Probe { addresses: addresses.to_vec(), options, client: None, op }
+    }
+
+    /// True if the probe command was answered within `timeout`.
+    fn answered(&mut self, timeout: Duration) -> bool {
+        let client = match self.client.take() {
+            Some(client) => client,
+            None => match tcp::pool(&self.addresses, self.options.clone()) {
+                Ok(pool) => Client::new(pool),
+                Err(_) => {
+                    std::thread::sleep(timeout);
+                    return false;
+                }
+            },
+        };
+        let mut client = client;
+        client.set_deadline(timeout);
+        let answered = client.invoke(self.op.clone()).is_ok();
+        if answered {
+            self.client = Some(client);
+        }
+        answered
+    }
+}

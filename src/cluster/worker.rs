@@ -1,0 +1,58 @@
+//! What every timely worker of a cluster process runs: ingress, the TARA dataflow, egress.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crossbeam_channel::Sender;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::worker::Worker;
+
+use crate::app::Application;
+use crate::dataflow::{Control, Deployment, Ingress, Mailboxes, egress, ingress, tara};
+use crate::protocol::Executed;
+
+/// Everything the workers of one process share.
+pub(crate) struct Setup<F> {
+    pub(crate) deployment: Deployment,
+    pub(crate) ingress: Arc<Ingress>,
+    pub(crate) mailboxes: Arc<Mailboxes>,
+    pub(crate) app: Arc<F>,
+    pub(crate) executed: Option<Sender<Executed>>,
+    /// Set when a worker panics, so that the others return instead of waiting for it.
+    pub(crate) aborted: Arc<AtomicBool>,
+}
+
+/// Sets the abort flag if a worker thread panics.
+struct AbortOnPanic(Arc<AtomicBool>, Arc<Control>);
+
+impl Drop for AbortOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(true, Ordering::Release);
+            self.1.stop();
+        }
+    }
+}
+
+/// Builds the dataflow on this worker and runs it until it completes (after a stop) or a
+/// worker of this process panicked.
+pub(crate) fn run<A, F>(worker: &mut Worker, setup: &Setup<F>)
+where
+    A: Application + 'static,
+    F: Fn(u32) -> A + Send + Sync + 'static,
+{
+    let _guard = AbortOnPanic(setup.aborted.clone(), setup.deployment.control.clone());
+    worker.dataflow::<u64, _, _>(|scope| {
+        let submissions = ingress(scope, &setup.ingress, &setup.deployment);
+        let app = setup.app.clone();
+        let streams = tara(scope, submissions, &setup.deployment, move |id| app(id));
+        egress(streams.replies, &setup.mailboxes);
+        if let Some(sender) = setup.executed.clone() {
+            streams.executed.sink(Pipeline, "ExecutedSink", move |(input, _)| {
+                input.for_each(|_, data| data.drain(..).for_each(|x| drop(sender.send(x))));
+            });
+        }
+    });
+    while !setup.aborted.load(Ordering::Acquire) && worker.step_or_park(None) {}
+}
