@@ -35,16 +35,22 @@ pub struct SupervisorOptions {
 /// Why the supervisor restarted the cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Cause {
-    /// A process exited (killed, crashed, or stopped with its peers).
-    Exited {
-        /// The process index.
-        process: usize,
-        /// Its exit status, as the OS reports it.
-        status: String,
-    },
-    /// The health probe got no answer in time (a hung or stopped process stalls everyone).
+    /// Processes exited: (process index, exit status as the OS reports it), the first cause
+    /// first. When one process dies, timely's fail-stop takes the others down within
+    /// milliseconds (they abort), so those aborts are listed after the other exits.
+    Exited(Vec<(usize, String)>),
+    /// The health probe got no answer in time (the cluster as a whole makes no progress).
     Stalled {
         /// How long the probe waited.
+        waited_ms: u64,
+    },
+    /// A process did not answer a status request in time (hung or stopped). TARA itself keeps
+    /// serving with one replica per stage gone, but timely's progress tracking stalls and the
+    /// other processes buffer everything they send to it, without bound.
+    Unresponsive {
+        /// The process index.
+        process: usize,
+        /// How long the request waited.
         waited_ms: u64,
     },
 }
@@ -52,8 +58,15 @@ pub enum Cause {
 impl std::fmt::Display for Cause {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Cause::Exited { process, status } => write!(f, "process {process} exited ({status})"),
+            Cause::Exited(exits) => {
+                let each: Vec<String> =
+                    exits.iter().map(|(p, status)| format!("process {p} exited ({status})")).collect();
+                f.write_str(&each.join(", then "))
+            }
             Cause::Stalled { waited_ms } => write!(f, "the health probe got no answer for {waited_ms} ms"),
+            Cause::Unresponsive { process, waited_ms } => {
+                write!(f, "process {process} did not answer a status request for {waited_ms} ms (hung or stopped)")
+            }
         }
     }
 }
@@ -64,13 +77,23 @@ struct Incarnation {
 }
 
 impl Incarnation {
-    /// The first process that has exited, if any.
+    /// The processes that have exited, if any: once one has, the others' fail-stop exits are
+    /// given a moment, so that the first cause can be told apart from its consequences.
     fn exited(&mut self) -> Option<Cause> {
-        self.children.iter_mut().enumerate().find_map(|(process, child)| match child.try_wait() {
-            Ok(Some(status)) => Some(Cause::Exited { process, status: status.to_string() }),
+        self.exits().first()?;
+        std::thread::sleep(Duration::from_millis(100));
+        let mut exits = self.exits();
+        exits.sort_by_key(|(_, status)| status.contains("SIGABRT"));
+        Some(Cause::Exited(exits))
+    }
+
+    fn exits(&mut self) -> Vec<(usize, String)> {
+        let status = |child: &mut Child| match child.try_wait() {
+            Ok(Some(status)) => Some(status.to_string()),
             Ok(None) => None,
-            Err(e) => Some(Cause::Exited { process, status: format!("cannot wait for it: {e}") }),
-        })
+            Err(e) => Some(format!("cannot wait for it: {e}")),
+        };
+        self.children.iter_mut().enumerate().filter_map(|(process, child)| Some((process, status(child)?))).collect()
     }
 
     /// Kills every process and reaps it. SIGKILL also ends a SIGSTOPped process.
@@ -109,6 +132,7 @@ pub fn supervise(
     let addresses = description.client_addresses()?;
     eprintln!("tara cluster: {} processes, clients connect to {}", processes.len(), addresses.join(","));
     let mut probe = Probe::new(&addresses, description, options.probe.clone());
+    probe.every = processes.iter().map(|p| p.clients.clone()).collect();
     let mut restarts = 0u64;
     let mut cluster = spawn(options, processes.len())?;
     let started = Instant::now();
@@ -203,6 +227,9 @@ fn watch(
             return Some(cause);
         }
         let tick = Instant::now();
+        if let Some(process) = probe.unresponsive(timeout) {
+            return Some(Cause::Unresponsive { process, waited_ms: timeout.as_millis() as u64 });
+        }
         if probe.answered(interval.min(timeout)) {
             *last_answer = Some(Instant::now());
             unanswered_since = None;
@@ -228,6 +255,8 @@ fn watch(
 /// that times out leaves its command behind, so the next probe uses a fresh client.
 struct Probe {
     addresses: Vec<String>,
+    /// Every process's front end, for status requests.
+    every: Vec<String>,
     options: ClientOptions,
     client: Option<Client>,
     op: Vec<u8>,
@@ -238,7 +267,12 @@ impl Probe {
         let retry_ms = description.retry_timeout_ms.min(description.probe_timeout_ms / 2).max(50);
         let options =
             ClientOptions { client_window: description.client_window, retry_timeout: Duration::from_millis(retry_ms) };
-        Probe { addresses: addresses.to_vec(), options, client: None, op }
+        Probe { addresses: addresses.to_vec(), every: Vec::new(), options, client: None, op }
+    }
+
+    /// The first process whose front end does not answer a status request within `timeout`.
+    fn unresponsive(&self, timeout: Duration) -> Option<usize> {
+        self.every.iter().position(|address| tcp::status(address, timeout).is_err())
     }
 
     /// True if the probe command was answered within `timeout`.

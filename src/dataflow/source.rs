@@ -11,6 +11,7 @@ use super::pulse::{Pulse, give};
 use super::routed::{Local, Routed, by_worker, multicast};
 use crate::dataflow::control::ReplicaStats;
 use crate::protocol::{Reply, Request, RequestSource, SourceOutbox, Target, View};
+use crate::storage::DurableValue;
 
 /// What the request source operator emits.
 pub struct SourceStreams<'s> {
@@ -45,9 +46,10 @@ pub fn request_sources<'s>(
     let ids = placement.replicas_on(Stage::Source, scope.index());
     let control = deployment.control.clone();
     let incarnations = control.clone();
+    let state_dir = deployment.state_dir.clone();
     let make = move |id| {
-        let incarnation = incarnations.stats(Stage::Source, id).map_or(0, |s| s.generation());
-        RequestSource::new(id, &params).incarnation(incarnation)
+        let generation = incarnations.stats(Stage::Source, id).map_or(0, |s| s.generation());
+        RequestSource::new(id, &params).incarnation(next_incarnation(state_dir.as_deref(), id, generation))
     };
     let mut local = Local::new(Stage::Source, ids, make.clone());
     let epoch_ms = deployment.epoch_ms;
@@ -109,4 +111,23 @@ pub(crate) fn min_option(a: Option<u64>, b: Option<u64>) -> Option<u64> {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     }
+}
+
+/// The incarnation of source `id` starting now. Request numbers carry it (Section III-E: TARGET
+/// and ACTUAL compare request numbers), so a source restarted with its whole process must not
+/// number from 1 again: executors restored from a checkpoint remember the old numbers, and the
+/// controllers would never see outstanding work. With a state directory the count of starts is
+/// durable; without one, the in-memory restart generation counts injected restarts.
+fn next_incarnation(state_dir: Option<&std::path::Path>, id: u32, generation: u64) -> u64 {
+    let Some(root) = state_dir else { return generation };
+    let dir = root.join(format!("source-{id}"));
+    let counted = DurableValue::open(&dir, "incarnation").and_then(|file| {
+        let next = file.read()?.map_or(1, |n| n + 1);
+        file.write(next)?;
+        Ok(next)
+    });
+    counted.unwrap_or_else(|e| {
+        // Numbering from the generation alone could reuse numbers: refuse to guess.
+        panic!("source {id}: cannot count its incarnations in {}: {e}", dir.display())
+    })
 }

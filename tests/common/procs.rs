@@ -1,0 +1,137 @@
+//! A multi-process cluster for tests: `tara cluster` on free loopback ports, with its state in a
+//! temporary directory, its log collected line by line, and every process killed at the end.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tara::client::{ClientOptions, ClientPool, tcp};
+use tara::cluster::workload::Remote;
+
+/// A free TCP port on 127.0.0.1 (bound and released; another process could take it meanwhile,
+/// which only makes a test fail loudly at start).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+/// A description of an f = 1 cluster of three processes on free ports, with `extra` TOML lines
+/// first (they must not repeat the keys below).
+pub fn description_text(state_dir: &std::path::Path, extra: &str) -> (String, Vec<String>) {
+    let mut text =
+        format!("{extra}\nf = 1\nworkers = 1\nstate_dir = {:?}\n", state_dir.to_str().expect("a UTF-8 temporary path"));
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let (timely, front) = (free_port(), free_port());
+        text.push_str(&format!("[[process]]\ntimely = \"127.0.0.1:{timely}\"\nclients = \"127.0.0.1:{front}\"\n"));
+        clients.push(format!("127.0.0.1:{front}"));
+    }
+    (text, clients)
+}
+
+/// A running `tara cluster`.
+pub struct LocalCluster {
+    supervisor: Child,
+    /// Holds the description and the durable state; removed at the end.
+    pub dir: tempfile::TempDir,
+    /// The description file.
+    pub config: PathBuf,
+    /// Front ends of the processes that host a request source.
+    pub sources: Vec<String>,
+    /// Front ends of every process (status).
+    pub every: Vec<String>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl LocalCluster {
+    /// Starts a cluster and waits until it serves (at most 60 s).
+    pub fn start(extra: &str) -> LocalCluster {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let (text, every) = description_text(&dir.path().join("state"), extra);
+        let config = dir.path().join("cluster.toml");
+        std::fs::write(&config, &text).expect("the description is written");
+        let description = tara::cluster::Description::from_file(&config).expect("the description parses");
+        let sources = description.client_addresses().expect("front ends");
+        let mut supervisor = Command::new(env!("CARGO_BIN_EXE_tara"))
+            .args(["cluster", "--config", config.to_str().expect("UTF-8 path")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tara cluster starts");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (stderr, lines) = (supervisor.stderr.take().expect("piped stderr"), log.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("| {line}");
+                lines.lock().expect("log lock").push(line);
+            }
+        });
+        let cluster = LocalCluster { supervisor, dir, config, sources, every, log };
+        assert!(
+            cluster.wait_for("tara cluster: serving after", 0, Duration::from_secs(60)),
+            "the cluster never served"
+        );
+        cluster
+    }
+
+    /// Waits until the `n`-th (from 0) log line containing `pattern` appears.
+    pub fn wait_for(&self, pattern: &str, n: usize, timeout: Duration) -> bool {
+        let until = Instant::now() + timeout;
+        while Instant::now() < until {
+            if self.lines(pattern).len() > n {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// The log lines containing `pattern`.
+    pub fn lines(&self, pattern: &str) -> Vec<String> {
+        self.log.lock().expect("log lock").iter().filter(|l| l.contains(pattern)).cloned().collect()
+    }
+
+    /// The pid of process `index` of the newest incarnation.
+    pub fn pid(&self, index: usize) -> u32 {
+        let prefix = format!("tara cluster: process {index} started, pid ");
+        let line = self.lines(&prefix).pop().expect("the process was started");
+        line.rsplit(' ').next().and_then(|p| p.parse().ok()).expect("a pid")
+    }
+
+    /// Sends `signal` to process `index`.
+    pub fn signal(&self, index: usize, signal: &str) {
+        let status = Command::new("kill").args([signal, &self.pid(index).to_string()]).status().expect("kill runs");
+        assert!(status.success(), "kill {signal} failed");
+    }
+
+    /// Client options that suit tests: quick retries.
+    pub fn options() -> ClientOptions {
+        ClientOptions { client_window: 64, retry_timeout: Duration::from_millis(300) }
+    }
+
+    /// A pool of TCP clients.
+    pub fn pool(&self) -> ClientPool {
+        tcp::pool(&self.sources, Self::options()).expect("a client pool")
+    }
+
+    /// The cluster as a workload target (submit to sources, status from everyone).
+    pub fn remote(&self) -> Remote {
+        Remote { submit: self.sources.clone(), status: self.every.clone(), options: Self::options() }
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        // SIGTERM: the supervisor stops its processes; they also die with it (parent-death signal).
+        let _ = Command::new("kill").args(["-TERM", &self.supervisor.id().to_string()]).status();
+        let until = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < until && matches!(self.supervisor.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.supervisor.kill();
+        let _ = self.supervisor.wait();
+    }
+}
