@@ -269,3 +269,74 @@ fn a_stopped_process_is_detected_and_the_cluster_restarted() {
         );
     });
 }
+
+fn tara(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_tara")).args(args).output().expect("tara runs")
+}
+
+/// Issue 6: `tara client` runs each coordination operation over TCP, prints the answer, and says
+/// clearly what went wrong (exit 1 for a service error, 2 for an unreachable cluster or a front
+/// end that hosts no request source).
+#[test]
+fn the_client_command_runs_every_operation_with_clear_errors() {
+    within(180, || {
+        let cluster = LocalCluster::start("");
+        let connect = cluster.sources.join(",");
+        let run = |args: &[&str]| {
+            let mut all = vec!["client", "--connect", &connect, "--timeout-ms", "10000"];
+            all.extend_from_slice(args);
+            let out = tara(&all);
+            let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+            (out.status.code(), text(&out.stdout), text(&out.stderr))
+        };
+        assert_eq!(run(&["create", "/app", "hello"]), (Some(0), "created /app\n".into(), String::new()));
+        let (code, out, _) = run(&["create", "/app/job-", "x", "--sequential"]);
+        assert_eq!((code, out.as_str()), (Some(0), "created /app/job-0000000000\n"));
+        assert_eq!(run(&["get", "/app"]).1, "hello\nversion 0, 1 children\n");
+        assert_eq!(run(&["set", "/app", "bye", "--version", "0"]).1, "version 1\n");
+        let (code, _, err) = run(&["set", "/app", "again", "--version", "0"]);
+        assert_eq!(code, Some(1));
+        assert!(err.contains("bad version: /app is at version 1"), "{err}");
+        assert_eq!(run(&["ls", "/app"]).1, "job-0000000000\n");
+        assert_eq!(run(&["exists", "/nope"]).1, "false\n");
+        let (code, _, err) = run(&["delete", "/app"]);
+        assert_eq!(code, Some(1));
+        assert!(err.contains("not empty"), "{err}");
+        assert_eq!(run(&["delete", "/app/job-0000000000"]).1, "deleted\n");
+        let (code, _, err) = run(&["get", "/app/job-0000000000"]);
+        assert_eq!(code, Some(1));
+        assert!(err.contains("no node"), "{err}");
+        let (code, _, err) = run(&["create", "relative", "x"]);
+        assert_eq!(code, Some(1));
+        assert!(err.contains("must start with '/'"), "{err}");
+
+        // The front end of the process without a request source says so.
+        let sourceless = cluster.every.iter().find(|a| !cluster.sources.contains(a)).expect("one process has none");
+        let out = tara(&["client", "--connect", sourceless, "--timeout-ms", "3000", "get", "/app"]);
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("hosts no request source"), "{err}");
+        let closed = format!("127.0.0.1:{}", procs::free_port());
+        let out = tara(&["client", "--connect", &closed, "--timeout-ms", "1500", "ls", "/"]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains(&closed), "{}", String::from_utf8_lossy(&out.stderr));
+    });
+}
+
+/// Issue 6: Ctrl-C (SIGINT) stops `tara cluster` cleanly: it exits with success and leaves no
+/// process behind.
+#[test]
+fn ctrl_c_stops_the_cluster_and_its_processes() {
+    within(120, || {
+        let mut cluster = LocalCluster::start("");
+        let pids: Vec<u32> = (0..3).map(|i| cluster.pid(i)).collect();
+        let status = cluster.interrupt(Duration::from_secs(20)).expect("the supervisor exits after Ctrl-C");
+        assert!(status.success(), "{status}");
+        assert!(cluster.wait_for("tara cluster: stopped after 0 restarts", 0, Duration::from_secs(5)));
+        for pid in pids {
+            let alive = std::path::Path::new(&format!("/proc/{pid}")).exists()
+                && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ");
+            assert!(!alive, "process {pid} outlived the cluster");
+        }
+    });
+}

@@ -136,6 +136,8 @@ pub struct ClientPool {
     /// (retransmission deadline, client, timestamp), oldest first; stale entries are skipped.
     deadlines: VecDeque<(Instant, u64, u64)>,
     outstanding: usize,
+    /// Why the transport last failed to send a command (cleared by the next success).
+    last_error: Option<ClientError>,
 }
 
 impl ClientPool {
@@ -148,7 +150,16 @@ impl ClientPool {
     ) -> ClientPool {
         let (mailbox_sender, mailbox) = mailbox;
         let (sessions, deadlines) = (HashMap::new(), VecDeque::new());
-        ClientPool { transport, options, mailbox, mailbox_sender, sessions, deadlines, outstanding: 0 }
+        ClientPool {
+            transport,
+            options,
+            mailbox,
+            mailbox_sender,
+            sessions,
+            deadlines,
+            outstanding: 0,
+            last_error: None,
+        }
     }
 
     /// Adds a client with a new unique id; returns the id.
@@ -162,6 +173,12 @@ impl ClientPool {
     /// Commands submitted and not yet answered, over all clients of the pool.
     pub fn outstanding(&self) -> usize {
         self.outstanding
+    }
+
+    /// Why the last attempt to send a command failed, if it did (e.g. no front end reachable);
+    /// the command is retransmitted all the same.
+    pub fn last_error(&self) -> Option<&ClientError> {
+        self.last_error.as_ref()
     }
 
     /// Submits `op` for `client` without waiting; returns the command's timestamp (its ticket).
@@ -183,6 +200,7 @@ impl ClientPool {
         if matches!(sent, Err(ClientError::Stopped)) {
             return Err(ClientError::Stopped);
         }
+        self.last_error = sent.err();
         let now = Instant::now();
         let session = self.sessions.get_mut(&client).ok_or(ClientError::UnknownClient(client))?;
         session.next_timestamp = timestamp + 1;
@@ -247,8 +265,9 @@ impl ClientPool {
             pending.source = (pending.source + 1) % sources;
             pending.retransmissions += 1;
             let command = Command { client, timestamp, answered_below, op: pending.op.clone() };
-            if let Err(ClientError::Stopped) = self.transport.submit(pending.source, command) {
-                return Err(ClientError::Stopped);
+            match self.transport.submit(pending.source, command) {
+                Err(ClientError::Stopped) => return Err(ClientError::Stopped),
+                sent => self.last_error = sent.err(),
             }
             self.deadlines.push_back((now + self.options.retry_timeout, client, timestamp));
         }
@@ -334,7 +353,8 @@ impl Client {
             }
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(ClientError::Timeout);
+                // Say why, if the command could not even be sent.
+                return Err(self.pool.last_error().cloned().unwrap_or(ClientError::Timeout));
             }
             if let Some(done) = self.pool.poll(left)? {
                 self.finished.insert(done.timestamp, done);

@@ -12,8 +12,8 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
@@ -29,6 +29,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 struct Connection {
     stream: TcpStream,
     alive: Arc<AtomicBool>,
+    /// The front end's last error frame: it refuses commands (it hosts no request source) or
+    /// rejected a frame.
+    rejected: Arc<Mutex<Option<String>>>,
 }
 
 /// Reaches a cluster through its front ends; one connection per front end, opened on demand and
@@ -62,19 +65,25 @@ impl TcpTransport {
             let stream = TcpStream::connect_timeout(&self.addrs[route], CONNECT_TIMEOUT)?;
             stream.set_nodelay(true)?;
             let alive = Arc::new(AtomicBool::new(true));
+            let rejected = Arc::new(Mutex::new(None));
             let reader = stream.try_clone()?;
-            let (flag, mailbox) = (alive.clone(), self.mailbox.clone());
+            let (flag, mailbox, errors) = (alive.clone(), self.mailbox.clone(), rejected.clone());
             std::thread::Builder::new()
                 .name(format!("tara-client-{}", self.addrs[route]))
-                .spawn(move || read_replies(reader, mailbox, flag))?;
-            self.connections[route] = Some(Connection { stream, alive });
+                .spawn(move || read_replies(reader, mailbox, flag, errors))?;
+            self.connections[route] = Some(Connection { stream, alive, rejected });
         }
         self.connections[route].as_mut().ok_or_else(|| io::Error::other("no connection"))
     }
 }
 
 /// Feeds replies from one connection into the mailbox until it breaks.
-fn read_replies(mut stream: TcpStream, mailbox: Option<Sender<Reply>>, alive: Arc<AtomicBool>) {
+fn read_replies(
+    mut stream: TcpStream,
+    mailbox: Option<Sender<Reply>>,
+    alive: Arc<AtomicBool>,
+    rejected: Arc<Mutex<Option<String>>>,
+) {
     let mut reader = FrameReader::new(MAX_FRAME_BYTES);
     let mut buffer = [0u8; 16 * 1024];
     while alive.load(Ordering::Acquire) {
@@ -89,7 +98,12 @@ fn read_replies(mut stream: TcpStream, mailbox: Option<Sender<Reply>>, alive: Ar
                         let _ = mailbox.send(reply);
                     }
                 }
-                Ok(ServerFrame::Error(message)) => tracing::warn!("front end rejected a frame: {message}"),
+                Ok(ServerFrame::Error(message)) => {
+                    tracing::warn!("front end rejected a frame: {message}");
+                    if let Ok(mut slot) = rejected.lock() {
+                        *slot = Some(message);
+                    }
+                }
                 Ok(ServerFrame::Status(_)) => {}
                 Err(e) => {
                     tracing::warn!("bad frame from the front end: {e}");
@@ -99,6 +113,14 @@ fn read_replies(mut stream: TcpStream, mailbox: Option<Sender<Reply>>, alive: Ar
         }
     }
     alive.store(false, Ordering::Release);
+}
+
+impl TcpTransport {
+    /// The error frame front end `route` answered on its open connection, if any.
+    fn rejection(&self, route: usize) -> Option<String> {
+        let connection = self.connections[route].as_ref().filter(|c| c.alive.load(Ordering::Acquire))?;
+        connection.rejected.lock().ok()?.clone()
+    }
 }
 
 impl Transport for TcpTransport {
@@ -122,6 +144,10 @@ impl Transport for TcpTransport {
         let mut last = String::new();
         for attempt in 0..self.addrs.len() {
             let route = (route as usize + attempt) % self.addrs.len();
+            if let Some(message) = self.rejection(route) {
+                last = format!("{}: {message}", self.addrs[route]);
+                continue;
+            }
             match self.connection(route).and_then(|c| c.stream.write_all(&frame)) {
                 Ok(()) => return Ok(()),
                 Err(e) => {

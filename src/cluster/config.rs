@@ -70,6 +70,8 @@ pub struct Description {
     pub probe_interval_ms: u64,
     /// `tara cluster`: how long a probe may go unanswered before the cluster is restarted.
     pub probe_timeout_ms: u64,
+    /// `tara run`: how long a process waits for all the others to connect before it gives up.
+    pub connect_timeout_ms: u64,
     /// The processes of a multi-process cluster, in timely's process order (`[[process]]`).
     pub process: Vec<ProcessSpec>,
 }
@@ -155,6 +157,7 @@ impl Default for Description {
             max_frame_bytes: crate::net::wire::MAX_FRAME_BYTES,
             probe_interval_ms: 500,
             probe_timeout_ms: 3000,
+            connect_timeout_ms: 30_000,
             process: Vec::new(),
         }
     }
@@ -227,8 +230,10 @@ impl Description {
         if self.max_frame_bytes < 1024 {
             return Err(ConfigError(format!("`max_frame_bytes`: must be at least 1024, got {}", self.max_frame_bytes)));
         }
-        if self.probe_timeout_ms == 0 || self.probe_interval_ms == 0 {
-            return Err(ConfigError("`probe_interval_ms` and `probe_timeout_ms`: must be at least 1".into()));
+        if self.probe_timeout_ms == 0 || self.probe_interval_ms == 0 || self.connect_timeout_ms == 0 {
+            return Err(ConfigError(
+                "`probe_interval_ms`, `probe_timeout_ms` and `connect_timeout_ms`: must be at least 1".into(),
+            ));
         }
         let placement = self.placement(&params)?;
         self.faults(&params)?;

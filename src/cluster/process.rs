@@ -5,7 +5,8 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use timely::{CommunicationConfig, WorkerConfig};
 
@@ -139,6 +140,8 @@ where
         },
         worker: WorkerConfig::default(),
     };
+    let connected = Arc::new(AtomicBool::new(false));
+    watch_connections(&plan, connected.clone());
     let setup = Setup {
         deployment: plan.deployment,
         ingress,
@@ -147,12 +150,40 @@ where
         executed: None,
         aborted: Arc::new(AtomicBool::new(false)),
     };
-    let guards = timely::execute(config, move |worker| worker::run(worker, &setup))
-        .map_err(|e| ConfigError(format!("cannot start timely: {e}")))?;
+    let guards = timely::execute(config, move |worker| {
+        connected.store(true, Ordering::Release);
+        worker::run(worker, &setup)
+    })
+    .map_err(|e| ConfigError(format!("cannot start timely: {e}")))?;
     drop(guards.join());
     control.stop();
     front_end.join();
     Ok(())
+}
+
+/// Timely waits for every peer forever (retrying each second); after `connect_timeout_ms`
+/// without all of them, this process says which addresses it waited for and exits with 2.
+fn watch_connections(plan: &Plan, connected: Arc<AtomicBool>) {
+    let timeout = Duration::from_millis(plan.description.connect_timeout_ms);
+    let peers: Vec<String> =
+        plan.processes.iter().enumerate().filter(|(i, _)| *i != plan.index).map(|(_, p)| p.timely.clone()).collect();
+    let index = plan.index;
+    std::thread::spawn(move || {
+        let until = Instant::now() + timeout;
+        while Instant::now() < until {
+            if connected.load(Ordering::Acquire) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!(
+            "error: process {index}: the other processes did not all connect within {} ms; start every process of \
+             the description and check that {} are reachable from this host (`connect_timeout_ms`)",
+            timeout.as_millis(),
+            peers.join(", ")
+        );
+        std::process::exit(2);
+    });
 }
 
 fn log_roles(plan: &Plan, replicas: &[(Stage, u32)]) {

@@ -44,6 +44,12 @@ pub enum Cause {
         /// How long the probe waited.
         waited_ms: u64,
     },
+    /// A process refused to start (exit code 2: its configuration error is printed above).
+    /// Restarting would fail the same way, so the supervisor gives up.
+    Refused {
+        /// The process index.
+        process: usize,
+    },
     /// A process did not answer a status request in time (hung or stopped). TARA itself keeps
     /// serving with one replica per stage gone, but timely's progress tracking stalls and the
     /// other processes buffer everything they send to it, without bound.
@@ -64,6 +70,9 @@ impl std::fmt::Display for Cause {
                 f.write_str(&each.join(", then "))
             }
             Cause::Stalled { waited_ms } => write!(f, "the health probe got no answer for {waited_ms} ms"),
+            Cause::Refused { process } => {
+                write!(f, "process {process} refused to start (its configuration error is printed above)")
+            }
             Cause::Unresponsive { process, waited_ms } => {
                 write!(f, "process {process} did not answer a status request for {waited_ms} ms (hung or stopped)")
             }
@@ -81,6 +90,11 @@ impl Incarnation {
     /// given a moment, so that the first cause can be told apart from its consequences.
     fn exited(&mut self) -> Option<Cause> {
         self.exits().first()?;
+        let refused =
+            self.children.iter_mut().position(|c| c.try_wait().ok().flatten().and_then(|s| s.code()) == Some(2));
+        if let Some(process) = refused {
+            return Some(Cause::Refused { process });
+        }
         std::thread::sleep(Duration::from_millis(100));
         let mut exits = self.exits();
         exits.sort_by_key(|(_, status)| status.contains("SIGABRT"));
@@ -130,6 +144,14 @@ pub fn supervise(
     let processes = description.processes(None)?;
     description.validate()?;
     let addresses = description.client_addresses()?;
+    for address in processes.iter().flat_map(|p| [&p.timely, &p.clients]) {
+        std::net::TcpListener::bind(address).map_err(|e| {
+            ConfigError(format!(
+                "cannot listen on {address} ({e}): is another cluster running, or is the address not on this host? \
+                 `tara cluster` starts every process here; on several hosts run `tara run` on each"
+            ))
+        })?;
+    }
     eprintln!("tara cluster: {} processes, clients connect to {}", processes.len(), addresses.join(","));
     let mut probe = Probe::new(&addresses, description, options.probe.clone());
     probe.every = processes.iter().map(|p| p.clients.clone()).collect();
@@ -143,6 +165,10 @@ pub fn supervise(
     while !stop.load(Ordering::Acquire) {
         let Some(cause) = watch(&mut probe, &mut cluster, &stop, description, &mut last_answer) else { break };
         let detected = Instant::now();
+        if let Cause::Refused { .. } = cause {
+            cluster.kill();
+            return Err(ConfigError(format!("{cause}; not restarting")));
+        }
         restarts += 1;
         eprintln!("tara cluster: restart {restarts}: {cause}; restarting every process");
         cluster.kill();

@@ -123,8 +123,26 @@ impl LocalCluster {
     }
 }
 
+impl LocalCluster {
+    /// Sends SIGINT (Ctrl-C) to the supervisor and waits for it to exit.
+    pub fn interrupt(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill").args(["-INT", &self.supervisor.id().to_string()]).status();
+        let until = Instant::now() + timeout;
+        while Instant::now() < until {
+            if let Ok(Some(status)) = self.supervisor.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
 impl Drop for LocalCluster {
     fn drop(&mut self) {
+        if let Ok(Some(_)) = self.supervisor.try_wait() {
+            return;
+        }
         // SIGTERM: the supervisor stops its processes; they also die with it (parent-death signal).
         let _ = Command::new("kill").args(["-TERM", &self.supervisor.id().to_string()]).status();
         let until = Instant::now() + Duration::from_secs(10);

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::Subcommand;
 use tara::app::coordination::{CoordOp, CoordResponse, decode_result};
-use tara::client::{Client, ClientOptions, tcp};
+use tara::client::{Client, ClientError, ClientOptions, tcp};
 
 /// A coordination-service operation.
 #[derive(Subcommand, Debug)]
@@ -79,9 +79,12 @@ pub fn run(connect: &str, timeout_ms: u64, op: Op) -> Result<bool, String> {
     let pool = tcp::pool(&addresses, options).map_err(|e| format!("--connect {connect}: {e}"))?;
     let mut client = Client::new(pool);
     client.set_deadline(Duration::from_millis(timeout_ms));
-    let answer = client
-        .invoke(op.encode().encode())
-        .map_err(|e| format!("no answer from the cluster at {connect} within {timeout_ms} ms ({e}); is it running?"))?;
+    let answer = client.invoke(op.encode().encode()).map_err(|e| match e {
+        ClientError::Timeout => {
+            format!("no answer from the cluster at {connect} within {timeout_ms} ms; is it running?")
+        }
+        other => format!("the cluster at {connect} did not answer: {other}"),
+    })?;
     match decode_result(&answer)? {
         Ok(response) => {
             print_response(response);
