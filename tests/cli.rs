@@ -1,6 +1,8 @@
 //! The `tara` command as a user runs it.
 
 mod common;
+#[path = "common/procs.rs"]
+mod procs;
 
 use std::process::Command;
 
@@ -45,4 +47,48 @@ fn demo_rejects_a_bad_description() {
     let out = tara(&["demo", "--config", "/nonexistent/file.toml"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read description file"));
+}
+
+/// Issue 6: `tara bench` on a description with processes starts them under a supervisor, drives
+/// closed-loop clients over TCP, and prints the same JSON summary as `tara demo`, with the
+/// executors of all processes in agreement; the processes are gone afterwards.
+#[test]
+fn bench_over_tcp_on_a_self_started_cluster() {
+    within(180, || {
+        let dir = tempfile::tempdir().unwrap();
+        let (text, _) = procs::description_text(&dir.path().join("state"), "pool_znodes = 50");
+        let config = dir.path().join("cluster.toml");
+        std::fs::write(&config, text).unwrap();
+        let out_dir = dir.path().to_str().unwrap();
+        let config = config.to_str().unwrap();
+        let args = ["bench", "--config", config, "--clients", "8", "--seconds", "2", "--json", "--out", out_dir];
+        let out = tara(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "stderr: {stderr}");
+        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+        for key in ["executed", "throughput_ops", "p50_us", "p99_us", "digests_agree"] {
+            assert!(summary.get(key).is_some(), "missing {key}: {summary}");
+        }
+        assert_eq!(summary["digests_agree"], serde_json::Value::Bool(true), "{summary}");
+        assert_eq!(summary["errors"], serde_json::json!(0));
+        assert!(summary["completed"].as_u64().unwrap() > 100, "{summary}");
+        assert!(stderr.contains("tara cluster: stopping") && !stderr.contains("restart 1"), "{stderr}");
+        // The description's ports are free again: every process has exited.
+        let d = tara::cluster::Description::from_file(std::path::Path::new(config)).unwrap();
+        for p in d.processes(None).unwrap() {
+            assert!(std::net::TcpListener::bind(&p.timely).is_ok(), "{} still in use", p.timely);
+        }
+    });
+}
+
+/// Issue 6: `tara graph` prints the dataflow as DOT: every process, stage and loop.
+#[test]
+fn graph_prints_the_dataflow_as_dot() {
+    let out = tara(&["graph", "--config", "dataflows/local-f1.toml"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let dot = String::from_utf8_lossy(&out.stdout);
+    assert!(dot.starts_with("digraph tara {"), "{dot}");
+    for needle in ["cluster_process_2", "executors (3)", "label=\"Record\", style=dashed", "f = 1, 3 process(es)"] {
+        assert!(dot.contains(needle), "{needle} missing:\n{dot}");
+    }
 }

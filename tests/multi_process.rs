@@ -340,3 +340,54 @@ fn ctrl_c_stops_the_cluster_and_its_processes() {
         }
     });
 }
+
+/// Issue 6: `tara run` as a timely user starts any timely program: three processes started by
+/// hand with `-p`, `-w`, `-n` and a hostfile (`-h`) whose addresses replace the description's
+/// timely addresses. They form a cluster that serves clients, and each logs its role assignment.
+#[test]
+fn processes_started_by_hand_with_timely_flags_form_a_cluster() {
+    within(120, || {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let (text, _) = procs::description_text(&dir.path().join("state"), "");
+        let config = dir.path().join("cluster.toml");
+        std::fs::write(&config, text.replace("workers = 1", "workers = 2")).expect("written");
+        let hosts: Vec<String> = (0..3).map(|_| format!("127.0.0.1:{}", procs::free_port())).collect();
+        let hostfile = dir.path().join("hosts.txt");
+        std::fs::write(&hostfile, hosts.join("\n") + "\n").expect("written");
+        let sources = tara::cluster::Description::from_file(&config).and_then(|d| d.client_addresses()).expect("ok");
+        let (config, hostfile) = (config.to_str().expect("UTF-8"), hostfile.to_str().expect("UTF-8"));
+        let mut children: Vec<std::process::Child> = (0..3)
+            .map(|i| {
+                let args = ["run", "--config", config, "-p", &i.to_string(), "-w", "1", "-n", "3", "-h", hostfile];
+                std::process::Command::new(env!("CARGO_BIN_EXE_tara"))
+                    .args(args)
+                    .env_remove("RUST_LOG")
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("tara run starts")
+            })
+            .collect();
+        let logs: Vec<_> = children
+            .iter_mut()
+            .map(|child| {
+                let stderr = child.stderr.take().expect("piped");
+                std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default())
+            })
+            .collect();
+        let mut client = Client::new(tara::client::tcp::pool(&sources, LocalCluster::options()).expect("a pool"));
+        client.set_deadline(Duration::from_secs(30));
+        let created =
+            answer(&mut client, CoordOp::Create { path: "/by-hand".into(), data: vec![1], sequential: false });
+        for child in &mut children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        assert_eq!(created, Ok(CoordResponse::Created { path: "/by-hand".into() }));
+        for (i, log) in logs.into_iter().enumerate() {
+            let log = log.join().expect("the log reader");
+            let role = format!("process {i} of 3 (timely {}", hosts[i]);
+            assert!(log.contains(&role) && log.contains("1 worker threads"), "process {i} log:\n{log}");
+            assert!(log.contains(&format!("process {i}: committers {i} on worker {i}")), "process {i} log:\n{log}");
+        }
+    });
+}

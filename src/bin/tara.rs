@@ -394,11 +394,13 @@ fn write_timeline(timeline: &[(f64, f64)], faults: &[Fault], csv: &Path, svg: &P
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    // A process of a cluster logs its role assignment and recoveries by default; the other
+    // commands only warnings, so that their progress lines stay readable. RUST_LOG overrides.
+    let default = if matches!(cli.command, Command::Run { .. }) { "tara=info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let outcome = match cli.command {
         Command::Demo { seconds, clients, config, faults, json } => demo(seconds, clients, config, faults, json),
         Command::Bench { config, clients, seconds, faults, out, connect, json } => {

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
-use timely::{CommunicationConfig, WorkerConfig};
+use timely::CommunicationConfig;
 
 use super::config::{ConfigError, Description};
 use super::worker::{self, Setup};
@@ -135,9 +135,7 @@ impl Cluster {
         let aborted = Arc::new(AtomicBool::new(false));
         let config = timely::Config {
             communication: CommunicationConfig::Process(description.workers),
-            worker: WorkerConfig::default().idle_spin(Duration::from_micros(
-                std::env::var("TARA_IDLE_SPIN_US").ok().and_then(|v| v.parse().ok()).unwrap_or(10),
-            )),
+            worker: worker::worker_config(),
         };
         let setup = Setup {
             deployment,

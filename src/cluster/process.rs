@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use timely::{CommunicationConfig, WorkerConfig};
+use timely::CommunicationConfig;
 
 use super::config::{ConfigError, Description, ProcessSpec};
 use super::worker::{self, Setup};
@@ -138,7 +138,7 @@ where
             report: false,
             zerocopy: false,
         },
-        worker: WorkerConfig::default(),
+        worker: worker::worker_config(),
     };
     let connected = Arc::new(AtomicBool::new(false));
     watch_connections(&plan, connected.clone());

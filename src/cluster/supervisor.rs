@@ -201,6 +201,9 @@ fn spawn(options: &SupervisorOptions, processes: usize) -> Result<Incarnation, C
         // Its own process group: a Ctrl-C at the terminal reaches only the supervisor, which
         // then stops the processes itself.
         command.stdin(Stdio::null()).process_group(0);
+        // Timely prints its connection attempts on stdout; keep stdout for the supervisor's
+        // caller (`tara bench --json` prints its summary there).
+        command.stdout(Stdio::from(std::io::stderr()));
         #[cfg(target_os = "linux")]
         // SAFETY: prctl is async-signal-safe; a child must not outlive its supervisor.
         unsafe {

@@ -12,6 +12,14 @@ use crate::app::Application;
 use crate::dataflow::{Control, Deployment, Ingress, Mailboxes, egress, ingress, tara};
 use crate::protocol::Executed;
 
+/// Timely's worker configuration: how long an idle worker spins before it parks, in
+/// microseconds, from `TARA_IDLE_SPIN_US` (default 10, timely's own default). Measure before
+/// changing it: spinning helps when workers have cores to themselves and hurts when they share.
+pub(crate) fn worker_config() -> timely::WorkerConfig {
+    let spin_us = std::env::var("TARA_IDLE_SPIN_US").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
+    timely::WorkerConfig::default().idle_spin(std::time::Duration::from_micros(spin_us))
+}
+
 /// Everything the workers of one process share.
 pub(crate) struct Setup<F> {
     pub(crate) deployment: Deployment,
