@@ -391,3 +391,27 @@ fn processes_started_by_hand_with_timely_flags_form_a_cluster() {
         }
     });
 }
+
+/// Issue 6: a process whose peers never come (not started, or unreachable) does not wait
+/// forever as timely would: after `connect_timeout_ms` it names the process and address it
+/// waited for and exits with 2, which `tara cluster` takes as a configuration error.
+#[test]
+fn a_process_whose_peers_never_come_says_which_and_exits() {
+    within(60, || {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let (text, _) = procs::description_text(&dir.path().join("state"), "connect_timeout_ms = 300");
+        let config = dir.path().join("cluster.toml");
+        std::fs::write(&config, &text).expect("written");
+        let config = config.to_str().expect("UTF-8");
+        let description = tara::cluster::Description::from_toml(&text).expect("parses");
+        let out = tara(&["run", "--config", config, "--process", "1"]);
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        let expected = format!("cannot reach process 0 at {}", description.process[0].timely);
+        assert!(err.contains(&expected), "{err}");
+        let out = tara(&["run", "--config", config, "--process", "0"]);
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("processes 1, 2 did not connect in time"), "{err}");
+    });
+}

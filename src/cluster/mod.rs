@@ -5,6 +5,7 @@ pub mod config;
 pub mod embedded;
 pub mod faults;
 pub mod graph;
+mod mesh;
 pub mod plot;
 pub mod process;
 pub mod supervisor;

@@ -5,12 +5,11 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
-
-use timely::CommunicationConfig;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use super::config::{ConfigError, Description, ProcessSpec};
+use super::mesh;
 use super::worker::{self, Setup};
 use crate::app::Application;
 use crate::dataflow::{Control, Deployment, Ingress, Mailboxes, Placement, Stage};
@@ -115,7 +114,8 @@ where
 {
     let plan = plan(description, options)?;
     let me = &plan.processes[plan.index];
-    drop(bind(&me.timely, "timely")?);
+    // Bound now and kept: peers that dial early wait in its backlog (see `mesh`).
+    let timely_listener = bind(&me.timely, "timely")?;
     let replicas = local_replicas(&plan.placement, plan.index);
     let sources: Vec<u32> = replicas.iter().filter(|(s, _)| *s == Stage::Source).map(|(_, r)| *r).collect();
     // Every process serves status requests; only those with a request source take commands.
@@ -130,18 +130,11 @@ where
     let front_end = frontend::spawn(client_listener, ingress.clone(), mailboxes.clone(), control.clone(), config)
         .map_err(|e| ConfigError(format!("cannot start the client front end on {}: {e}", me.clients)))?;
     tracing::info!("process {}: serving clients on {}", plan.index, front_end.addr);
-    let config = timely::Config {
-        communication: CommunicationConfig::Cluster {
-            threads: plan.placement.threads(),
-            process: plan.index,
-            addresses: plan.processes.iter().map(|p| p.timely.clone()).collect(),
-            report: false,
-            zerocopy: false,
-        },
-        worker: worker::worker_config(),
-    };
-    let connected = Arc::new(AtomicBool::new(false));
-    watch_connections(&plan, connected.clone());
+    let addresses: Vec<String> = plan.processes.iter().map(|p| p.timely.clone()).collect();
+    let timeout = Duration::from_millis(plan.description.connect_timeout_ms);
+    let (builders, network) =
+        mesh::connect(&addresses, plan.index, timely_listener, plan.placement.threads(), timeout)?;
+    tracing::info!("process {}: connected to the other {} processes", plan.index, addresses.len() - 1);
     let setup = Setup {
         deployment: plan.deployment,
         ingress,
@@ -150,8 +143,7 @@ where
         executed: None,
         aborted: Arc::new(AtomicBool::new(false)),
     };
-    let guards = timely::execute(config, move |worker| {
-        connected.store(true, Ordering::Release);
+    let guards = timely::execute::execute_from(builders, network, worker::worker_config(), move |worker| {
         worker::run(worker, &setup)
     })
     .map_err(|e| ConfigError(format!("cannot start timely: {e}")))?;
@@ -159,31 +151,6 @@ where
     control.stop();
     front_end.join();
     Ok(())
-}
-
-/// Timely waits for every peer forever (retrying each second); after `connect_timeout_ms`
-/// without all of them, this process says which addresses it waited for and exits with 2.
-fn watch_connections(plan: &Plan, connected: Arc<AtomicBool>) {
-    let timeout = Duration::from_millis(plan.description.connect_timeout_ms);
-    let peers: Vec<String> =
-        plan.processes.iter().enumerate().filter(|(i, _)| *i != plan.index).map(|(_, p)| p.timely.clone()).collect();
-    let index = plan.index;
-    std::thread::spawn(move || {
-        let until = Instant::now() + timeout;
-        while Instant::now() < until {
-            if connected.load(Ordering::Acquire) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        eprintln!(
-            "error: process {index}: the other processes did not all connect within {} ms; start every process of \
-             the description and check that {} are reachable from this host (`connect_timeout_ms`)",
-            timeout.as_millis(),
-            peers.join(", ")
-        );
-        std::process::exit(2);
-    });
 }
 
 fn log_roles(plan: &Plan, replicas: &[(Stage, u32)]) {

@@ -30,6 +30,9 @@ pub struct SupervisorOptions {
     pub probe: Vec<u8>,
     /// Restart at most this many times before giving up (`None`: forever).
     pub max_restarts: Option<u64>,
+    /// The pids of the running processes, by process index, updated at every (re)start: for
+    /// benchmarks and tools that inject real crashes.
+    pub pids: Arc<std::sync::Mutex<Vec<u32>>>,
 }
 
 /// Why the supervisor restarted the cluster.
@@ -222,6 +225,9 @@ fn spawn(options: &SupervisorOptions, processes: usize) -> Result<Incarnation, C
                 return Err(ConfigError(format!("cannot start {}: {e}", options.program.display())));
             }
         }
+    }
+    if let Ok(mut pids) = options.pids.lock() {
+        *pids = children.iter().map(Child::id).collect();
     }
     Ok(Incarnation { children })
 }

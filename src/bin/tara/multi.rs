@@ -65,7 +65,8 @@ pub fn cluster(description: &Description, config: &Path) -> Result<bool, String>
 /// How the supervisor starts this same executable for each process.
 pub fn supervisor_options(config: &Path) -> Result<SupervisorOptions, String> {
     let program = std::env::current_exe().map_err(|e| format!("cannot find the tara executable: {e}"))?;
-    Ok(SupervisorOptions { program, config: PathBuf::from(config), probe: probe_op(), max_restarts: None })
+    let pids = Arc::default();
+    Ok(SupervisorOptions { program, config: PathBuf::from(config), probe: probe_op(), max_restarts: None, pids })
 }
 
 /// `tara graph`: prints the dataflow as Graphviz DOT.
