@@ -158,10 +158,12 @@ pub fn supervise(
     eprintln!("tara cluster: {} processes, clients connect to {}", processes.len(), addresses.join(","));
     let mut probe = Probe::new(&addresses, description, options.probe.clone());
     probe.every = processes.iter().map(|p| p.clients.clone()).collect();
-    let mut restarts = 0u64;
+    // A start may take the peers' connection timeout, then a view change.
+    let limit = Duration::from_millis(description.connect_timeout_ms + description.probe_timeout_ms);
+    let (mut restarts, mut failed_starts) = (0u64, 0u32);
     let mut cluster = spawn(options, processes.len())?;
     let started = Instant::now();
-    let mut last_answer = wait_for_service(&mut probe, &mut cluster, &stop);
+    let mut last_answer = wait_for_service(&mut probe, &mut cluster, &stop, limit);
     if let Some(at) = last_answer {
         eprintln!("tara cluster: serving after {} ms", at.duration_since(started).as_millis());
     }
@@ -178,8 +180,15 @@ pub fn supervise(
         if options.max_restarts.is_some_and(|max| restarts > max) {
             return Err(ConfigError(format!("gave up after {} restarts (last cause: {cause})", restarts - 1)));
         }
+        // A cluster that keeps failing before it serves (a full disk, a bad host) is restarted
+        // with a growing pause, up to 5 s, instead of in a tight loop.
+        if failed_starts > 0 {
+            std::thread::sleep(Duration::from_millis(100u64 << (failed_starts - 1).min(6)).min(Duration::from_secs(5)));
+        }
         cluster = spawn(options, processes.len())?;
-        if let Some(back) = wait_for_service(&mut probe, &mut cluster, &stop) {
+        failed_starts += 1;
+        if let Some(back) = wait_for_service(&mut probe, &mut cluster, &stop, limit) {
+            failed_starts = 0;
             let down_since = last_answer.unwrap_or(detected);
             eprintln!(
                 "tara cluster: restart {restarts}: serving again {} ms after the failure was detected \
@@ -232,9 +241,16 @@ fn spawn(options: &SupervisorOptions, processes: usize) -> Result<Incarnation, C
     Ok(Incarnation { children })
 }
 
-/// Waits until the probe is answered or a process exits; the time of the answer.
-fn wait_for_service(probe: &mut Probe, cluster: &mut Incarnation, stop: &AtomicBool) -> Option<Instant> {
-    while !stop.load(Ordering::Acquire) {
+/// Waits until the probe is answered, a process exits, or `limit` passes; the time of the
+/// answer. A cluster that does not serve by then is left to [`watch`], which restarts it.
+fn wait_for_service(
+    probe: &mut Probe,
+    cluster: &mut Incarnation,
+    stop: &AtomicBool,
+    limit: Duration,
+) -> Option<Instant> {
+    let until = Instant::now() + limit;
+    while !stop.load(Ordering::Acquire) && Instant::now() < until {
         if cluster.exited().is_some() {
             return None;
         }
