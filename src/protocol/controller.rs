@@ -37,6 +37,8 @@ pub struct Controller {
     /// The first tick: a fresh (or restarted) controller first listens for a view timeout, to
     /// learn the current view from the others' announcements before it may change it.
     started_us: Option<u64>,
+    /// A resumed view not announced yet: announced on the next tick, not a report later.
+    resumed: bool,
 }
 
 impl Controller {
@@ -57,6 +59,7 @@ impl Controller {
             announced_us: 0,
             changes: 0,
             started_us: None,
+            resumed: false,
         }
     }
 
@@ -75,6 +78,7 @@ impl Controller {
     /// announces that view at once. A later view change still needs a full view timeout.
     pub fn resume(&mut self, view: u64) {
         self.announced = self.announced.max(view);
+        self.resumed = true;
     }
 
     /// View changes this controller started.
@@ -126,7 +130,8 @@ impl Controller {
             self.announced = self.view() + 1;
             self.changes += 1;
             self.announce(now_us, out);
-        } else if now_us.saturating_sub(self.announced_us) >= self.report_us {
+        } else if self.resumed || now_us.saturating_sub(self.announced_us) >= self.report_us {
+            self.resumed = false;
             self.announce(now_us, out);
         }
     }
@@ -254,6 +259,8 @@ mod tests {
         assert_eq!(out, vec![View { controller: 0, view: 7 }]);
         for now in (100..2_000).step_by(100) {
             x.on_target(Target { source: 0, number: 5 }, now);
+            // Its own announcement comes back through the view loop; one peer agrees.
+            x.on_view(View { controller: 0, view: 7 }, now);
             x.on_view(View { controller: 1, view: 7 }, now);
             x.on_tick(now, &mut out);
         }
