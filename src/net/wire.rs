@@ -54,7 +54,9 @@ pub enum ServerFrame {
     Reply(Reply),
     /// The counters of this process's replicas.
     Status(Vec<ReplicaStatus>),
-    /// The last frame was rejected; the connection closes after this.
+    /// The last frame was rejected. After a malformed, wrong-version or oversized frame the
+    /// connection closes; a command sent to a process without a request source is refused and
+    /// the connection stays open (for status requests).
     Error(String),
 }
 
