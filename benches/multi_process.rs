@@ -27,8 +27,11 @@ fn env_list(name: &str, default: &str) -> Vec<u64> {
     std::env::var(name).unwrap_or_else(|_| default.into()).split(',').filter_map(|x| x.trim().parse().ok()).collect()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+/// `n` distinct free ports, all held while they are chosen.
+fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<std::net::TcpListener> =
+        (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port")).collect();
+    held.iter().map(|l| l.local_addr().expect("an address").port()).collect()
 }
 
 /// `dataflows/local-f1.toml` on free ports, with its state in `dir`.
@@ -39,11 +42,10 @@ fn local_description(dir: &Path) -> PathBuf {
         text.lines().filter(|l| !l.starts_with("state_dir") && !l.contains("127.0.0.1")).collect::<Vec<_>>().join("\n");
     text = text.replace("[[process]]", "");
     text.push_str(&format!("\nstate_dir = {:?}\n", dir.join("state").to_str().expect("UTF-8")));
-    for _ in 0..3 {
+    for pair in free_ports(6).chunks(2) {
         text.push_str(&format!(
             "[[process]]\ntimely = \"127.0.0.1:{}\"\nclients = \"127.0.0.1:{}\"\n",
-            free_port(),
-            free_port()
+            pair[0], pair[1]
         ));
     }
     let path = dir.join("local.toml");

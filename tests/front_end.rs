@@ -14,7 +14,7 @@ use std::process::{Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
 use common::within;
-use procs::{LocalCluster, free_port};
+use procs::{LocalCluster, free_ports};
 use tara::app::coordination::{CoordError, CoordOp, CoordResponse, decode_result};
 use tara::client::Client;
 use tara::net::wire::{ClientFrame, FrameReader, MAX_FRAME_BYTES, ServerFrame, VERSION, encode};
@@ -304,7 +304,8 @@ fn invalid_descriptions_and_hostfiles_are_rejected_clearly() {
     within(150, || {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let state = dir.path().join("state");
-        let local = || format!("127.0.0.1:{}", free_port());
+        let mut ports = free_ports(9).into_iter().map(|p| format!("127.0.0.1:{p}"));
+        let mut local = || ports.next().expect("nine ports");
         let processes: Vec<(String, String)> = (0..3).map(|_| (local(), local())).collect();
         let good = write(dir.path(), "good.toml", &description("f = 1", &state, &processes));
 

@@ -351,7 +351,7 @@ fn processes_started_by_hand_with_timely_flags_form_a_cluster() {
         let (text, _) = procs::description_text(&dir.path().join("state"), "");
         let config = dir.path().join("cluster.toml");
         std::fs::write(&config, text.replace("workers = 1", "workers = 2")).expect("written");
-        let hosts: Vec<String> = (0..3).map(|_| format!("127.0.0.1:{}", procs::free_port())).collect();
+        let hosts: Vec<String> = procs::free_ports(3).into_iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let hostfile = dir.path().join("hosts.txt");
         std::fs::write(&hostfile, hosts.join("\n") + "\n").expect("written");
         let sources = tara::cluster::Description::from_file(&config).and_then(|d| d.client_addresses()).expect("ok");

@@ -14,7 +14,15 @@ use tara::cluster::workload::Remote;
 /// A free TCP port on 127.0.0.1 (bound and released; another process could take it meanwhile,
 /// which only makes a test fail loudly at start).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+    free_ports(1)[0]
+}
+
+/// `n` distinct free ports: all held at once while they are chosen, since the system may hand
+/// out a port it just got back.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<std::net::TcpListener> =
+        (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port")).collect();
+    held.iter().map(|l| l.local_addr().expect("an address").port()).collect()
 }
 
 /// A description of an f = 1 cluster of three processes on free ports, with `extra` TOML lines
@@ -23,8 +31,9 @@ pub fn description_text(state_dir: &std::path::Path, extra: &str) -> (String, Ve
     let mut text =
         format!("{extra}\nf = 1\nworkers = 1\nstate_dir = {:?}\n", state_dir.to_str().expect("a UTF-8 temporary path"));
     let mut clients = Vec::new();
-    for _ in 0..3 {
-        let (timely, front) = (free_port(), free_port());
+    let ports = free_ports(6);
+    for pair in ports.chunks(2) {
+        let (timely, front) = (pair[0], pair[1]);
         text.push_str(&format!("[[process]]\ntimely = \"127.0.0.1:{timely}\"\nclients = \"127.0.0.1:{front}\"\n"));
         clients.push(format!("127.0.0.1:{front}"));
     }
@@ -46,8 +55,19 @@ pub struct LocalCluster {
 }
 
 impl LocalCluster {
-    /// Starts a cluster and waits until it serves (at most 60 s).
+    /// Starts a cluster and waits until it serves (at most 60 s). If another test took one of
+    /// the chosen ports in the meantime, the supervisor refuses at once; then it tries again
+    /// with other ports.
     pub fn start(extra: &str) -> LocalCluster {
+        for _ in 0..3 {
+            if let Some(cluster) = Self::try_start(extra) {
+                return cluster;
+            }
+        }
+        panic!("the cluster never served");
+    }
+
+    fn try_start(extra: &str) -> Option<LocalCluster> {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let (text, every) = description_text(&dir.path().join("state"), extra);
         let config = dir.path().join("cluster.toml");
@@ -69,12 +89,18 @@ impl LocalCluster {
                 lines.lock().expect("log lock").push(line);
             }
         });
-        let cluster = LocalCluster { supervisor, dir, config, sources, every, log };
-        assert!(
-            cluster.wait_for("tara cluster: serving after", 0, Duration::from_secs(60)),
-            "the cluster never served"
-        );
-        cluster
+        let mut cluster = LocalCluster { supervisor, dir, config, sources, every, log };
+        let until = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < until {
+            if !cluster.lines("tara cluster: serving after").is_empty() {
+                return Some(cluster);
+            }
+            if let Ok(Some(_)) = cluster.supervisor.try_wait() {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     /// Waits until the `n`-th (from 0) log line containing `pattern` appears.
