@@ -53,7 +53,7 @@ pub enum Cause {
         /// The process index.
         process: usize,
     },
-    /// A process did not answer a status request in time (hung or stopped). TARA itself keeps
+    /// A process did not answer a status request in time (hung or stopped), or refused it. TARA itself keeps
     /// serving with one replica per stage gone, but timely's progress tracking stalls and the
     /// other processes buffer everything they send to it, without bound.
     Unresponsive {
@@ -77,7 +77,7 @@ impl std::fmt::Display for Cause {
                 write!(f, "process {process} refused to start (its configuration error is printed above)")
             }
             Cause::Unresponsive { process, waited_ms } => {
-                write!(f, "process {process} did not answer a status request for {waited_ms} ms (hung or stopped)")
+                write!(f, "process {process} did not answer a status request within {waited_ms} ms (hung or stopped)")
             }
         }
     }
@@ -279,7 +279,13 @@ fn watch(
         }
         let tick = Instant::now();
         if let Some(process) = probe.unresponsive(timeout) {
-            return Some(Cause::Unresponsive { process, waited_ms: timeout.as_millis() as u64 });
+            // A process that has just died refuses connections at once: report its exit, not a
+            // hang.
+            std::thread::sleep(Duration::from_millis(50));
+            if let Some(cause) = cluster.exited() {
+                return Some(cause);
+            }
+            return Some(Cause::Unresponsive { process, waited_ms: tick.elapsed().as_millis() as u64 });
         }
         if probe.answered(interval.min(timeout)) {
             *last_answer = Some(Instant::now());

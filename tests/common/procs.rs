@@ -17,11 +17,21 @@ pub fn free_port() -> u16 {
     free_ports(1)[0]
 }
 
-/// `n` distinct free ports: all held at once while they are chosen, since the system may hand
-/// out a port it just got back.
+/// `n` distinct free ports. They come from a counter over 20000-32767, below the range the
+/// system picks its own ports from (for outgoing connections and port 0), so that the tests of
+/// one binary, which run at the same time, never choose the same port, and no client
+/// connection takes a port a cluster is about to listen on.
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<std::net::TcpListener> =
-        (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port")).collect();
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let start = (std::process::id() % 100) * 120;
+    let mut held = Vec::with_capacity(n);
+    while held.len() < n {
+        let offset = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = (20_000 + (start + offset) % 12_000) as u16;
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            held.push(listener);
+        }
+    }
     held.iter().map(|l| l.local_addr().expect("an address").port()).collect()
 }
 
