@@ -85,6 +85,8 @@ struct Workload {
     pending: HashMap<(u64, u64), Pending>,
     creates: BTreeMap<String, bool>,
     writes: u64,
+    /// Commands answered only after a retransmission (across the restart).
+    retried: usize,
 }
 
 enum Pending {
@@ -100,7 +102,7 @@ impl Workload {
         let ids = (0..clients).map(|_| pool.add_client()).collect();
         let (history, pending, creates) = (Vec::new(), HashMap::new(), BTreeMap::new());
         let (rng, start) = (SmallRng::seed_from_u64(6), Instant::now());
-        Workload { pool, ids, rng, start, history, pending, creates, writes: 0 }
+        Workload { pool, ids, rng, start, history, pending, creates, writes: 0, retried: 0 }
     }
 
     fn now_us(&self) -> u64 {
@@ -139,6 +141,7 @@ impl Workload {
     fn complete_one(&mut self, timeout: Duration) -> Option<u64> {
         let done = self.pool.poll(timeout).expect("the pool works")?;
         let pending = self.pending.remove(&(done.client, done.timestamp))?;
+        self.retried += usize::from(done.retransmissions > 0);
         let result = decode_result(&done.result).expect("a coordination result");
         match pending {
             Pending::Create(prefix) => {
@@ -231,6 +234,7 @@ fn kill_9_mid_workload_restarts_the_cluster_and_loses_nothing() {
         assert!(workload.drain(Duration::from_secs(60)), "commands outstanding after the restart");
         let completed = workload.history.iter().filter(|o| o.response.is_some()).count();
         assert!(completed > before, "no progress after the restart ({before} then {completed})");
+        assert!(workload.retried > 0, "no command was retried across the restart");
         // Read every register once more, so that a lost acknowledged write would show.
         for key in 0..KEYS {
             let invoke = workload.now_us();
