@@ -56,11 +56,9 @@ fn demo_rejects_a_bad_description() {
 fn bench_over_tcp_on_a_self_started_cluster() {
     within(180, || {
         let dir = tempfile::tempdir().unwrap();
-        let (text, _) = procs::description_text(&dir.path().join("state"), "pool_znodes = 50");
-        let config = dir.path().join("cluster.toml");
-        std::fs::write(&config, text).unwrap();
+        let (config, description) = procs::write_description(dir.path(), "pool_znodes = 50");
         let out_dir = dir.path().to_str().unwrap();
-        let config = config.to_str().unwrap();
+        let config = config.as_str();
         let args = ["bench", "--config", config, "--clients", "8", "--seconds", "2", "--json", "--out", out_dir];
         let out = tara(&args);
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -74,8 +72,7 @@ fn bench_over_tcp_on_a_self_started_cluster() {
         assert!(summary["completed"].as_u64().unwrap() > 100, "{summary}");
         assert!(stderr.contains("tara cluster: stopping") && !stderr.contains("restart 1"), "{stderr}");
         // The description's ports are free again: every process has exited.
-        let d = tara::cluster::Description::from_file(std::path::Path::new(config)).unwrap();
-        for p in d.processes(None).unwrap() {
+        for p in description.processes(None).unwrap() {
             assert!(std::net::TcpListener::bind(&p.timely).is_ok(), "{} still in use", p.timely);
         }
     });

@@ -352,14 +352,15 @@ fn ctrl_c_stops_the_cluster_and_its_processes() {
 fn processes_started_by_hand_with_timely_flags_form_a_cluster() {
     within(120, || {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let (text, _) = procs::description_text(&dir.path().join("state"), "");
-        let config = dir.path().join("cluster.toml");
+        let (config, _) = procs::write_description(dir.path(), "");
+        let text = std::fs::read_to_string(&config).expect("written");
         std::fs::write(&config, text.replace("workers = 1", "workers = 2")).expect("written");
         let hosts: Vec<String> = procs::free_ports(3).into_iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let hostfile = dir.path().join("hosts.txt");
         std::fs::write(&hostfile, hosts.join("\n") + "\n").expect("written");
-        let sources = tara::cluster::Description::from_file(&config).and_then(|d| d.client_addresses()).expect("ok");
-        let (config, hostfile) = (config.to_str().expect("UTF-8"), hostfile.to_str().expect("UTF-8"));
+        let sources =
+            tara::cluster::Description::from_file(config.as_ref()).and_then(|d| d.client_addresses()).expect("ok");
+        let (config, hostfile) = (config.as_str(), hostfile.to_str().expect("UTF-8"));
         let mut children: Vec<std::process::Child> = (0..3)
             .map(|i| {
                 let args = ["run", "--config", config, "-p", &i.to_string(), "-w", "1", "-n", "3", "-h", hostfile];
@@ -403,11 +404,8 @@ fn processes_started_by_hand_with_timely_flags_form_a_cluster() {
 fn a_process_whose_peers_never_come_says_which_and_exits() {
     within(60, || {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let (text, _) = procs::description_text(&dir.path().join("state"), "connect_timeout_ms = 300");
-        let config = dir.path().join("cluster.toml");
-        std::fs::write(&config, &text).expect("written");
-        let config = config.to_str().expect("UTF-8");
-        let description = tara::cluster::Description::from_toml(&text).expect("parses");
+        let (config, description) = procs::write_description(dir.path(), "connect_timeout_ms = 300");
+        let config = config.as_str();
         let out = tara(&["run", "--config", config, "--process", "1"]);
         assert_eq!(out.status.code(), Some(2));
         let err = String::from_utf8_lossy(&out.stderr);

@@ -37,17 +37,24 @@ pub fn free_ports(n: usize) -> Vec<u16> {
 
 /// A description of an f = 1 cluster of three processes on free ports, with `extra` TOML lines
 /// first (they must not repeat the keys below).
-pub fn description_text(state_dir: &std::path::Path, extra: &str) -> (String, Vec<String>) {
+fn description_text(state_dir: &std::path::Path, extra: &str) -> String {
     let mut text =
         format!("{extra}\nf = 1\nworkers = 1\nstate_dir = {:?}\n", state_dir.to_str().expect("a UTF-8 temporary path"));
-    let mut clients = Vec::new();
-    let ports = free_ports(6);
-    for pair in ports.chunks(2) {
+    for pair in free_ports(6).chunks(2) {
         let (timely, front) = (pair[0], pair[1]);
         text.push_str(&format!("[[process]]\ntimely = \"127.0.0.1:{timely}\"\nclients = \"127.0.0.1:{front}\"\n"));
-        clients.push(format!("127.0.0.1:{front}"));
     }
-    (text, clients)
+    text
+}
+
+/// Writes the description of [`description_text`] as `cluster.toml` in `dir`, with its state
+/// under `dir`; returns the file's path (as a string, for command lines) and the description.
+pub fn write_description(dir: &std::path::Path, extra: &str) -> (String, tara::cluster::Description) {
+    let text = description_text(&dir.join("state"), extra);
+    let config = dir.join("cluster.toml");
+    std::fs::write(&config, &text).expect("the description is written");
+    let description = tara::cluster::Description::from_toml(&text).expect("the description parses");
+    (config.to_str().expect("a UTF-8 path").to_string(), description)
 }
 
 /// A running `tara cluster`.
@@ -79,13 +86,11 @@ impl LocalCluster {
 
     fn try_start(extra: &str) -> Option<LocalCluster> {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let (text, every) = description_text(&dir.path().join("state"), extra);
-        let config = dir.path().join("cluster.toml");
-        std::fs::write(&config, &text).expect("the description is written");
-        let description = tara::cluster::Description::from_file(&config).expect("the description parses");
+        let (config, description) = write_description(dir.path(), extra);
+        let every = description.process.iter().map(|p| p.clients.clone()).collect();
         let sources = description.client_addresses().expect("front ends");
         let mut supervisor = Command::new(env!("CARGO_BIN_EXE_tara"))
-            .args(["cluster", "--config", config.to_str().expect("UTF-8 path")])
+            .args(["cluster", "--config", &config])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -99,7 +104,7 @@ impl LocalCluster {
                 lines.lock().expect("log lock").push(line);
             }
         });
-        let mut cluster = LocalCluster { supervisor, dir, config, sources, every, log };
+        let mut cluster = LocalCluster { supervisor, dir, config: PathBuf::from(config), sources, every, log };
         let until = Instant::now() + Duration::from_secs(60);
         while Instant::now() < until {
             if !cluster.lines("tara cluster: serving after").is_empty() {
