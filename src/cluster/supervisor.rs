@@ -83,6 +83,13 @@ impl std::fmt::Display for Cause {
     }
 }
 
+/// Prints `tara cluster: <line>` on stderr in one write: the processes share that stderr, and a
+/// line written in pieces could be split by theirs.
+pub fn say(line: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(format!("tara cluster: {line}\n").as_bytes());
+}
+
 /// The running processes of one incarnation of the cluster.
 struct Incarnation {
     children: Vec<Child>,
@@ -155,7 +162,7 @@ pub fn supervise(
             ))
         })?;
     }
-    eprintln!("tara cluster: {} processes, clients connect to {}", processes.len(), addresses.join(","));
+    say(&format!("{} processes, clients connect to {}", processes.len(), addresses.join(",")));
     let mut probe = Probe::new(&addresses, description, options.probe.clone());
     probe.every = processes.iter().map(|p| p.clients.clone()).collect();
     // A start may take the peers' connection timeout, then a view change.
@@ -165,7 +172,7 @@ pub fn supervise(
     let started = Instant::now();
     let mut last_answer = wait_for_service(&mut probe, &mut cluster, &stop, limit);
     if let Some(at) = last_answer {
-        eprintln!("tara cluster: serving after {} ms", at.duration_since(started).as_millis());
+        say(&format!("serving after {} ms", at.duration_since(started).as_millis()));
     }
     while !stop.load(Ordering::Acquire) {
         let Some(cause) = watch(&mut probe, &mut cluster, &stop, description, &mut last_answer) else { break };
@@ -175,7 +182,7 @@ pub fn supervise(
             return Err(ConfigError(format!("{cause}; not restarting")));
         }
         restarts += 1;
-        eprintln!("tara cluster: restart {restarts}: {cause}; restarting every process");
+        say(&format!("restart {restarts}: {cause}; restarting every process"));
         cluster.kill();
         if options.max_restarts.is_some_and(|max| restarts > max) {
             return Err(ConfigError(format!("gave up after {} restarts (last cause: {cause})", restarts - 1)));
@@ -190,16 +197,16 @@ pub fn supervise(
         if let Some(back) = wait_for_service(&mut probe, &mut cluster, &stop, limit) {
             failed_starts = 0;
             let down_since = last_answer.unwrap_or(detected);
-            eprintln!(
-                "tara cluster: restart {restarts}: serving again {} ms after the failure was detected \
+            say(&format!(
+                "restart {restarts}: serving again {} ms after the failure was detected \
                  (service was down for {} ms)",
                 back.duration_since(detected).as_millis(),
                 back.duration_since(down_since).as_millis()
-            );
+            ));
             last_answer = Some(back);
         }
     }
-    eprintln!("tara cluster: stopping");
+    say("stopping");
     cluster.stop(Duration::from_secs(3));
     Ok(restarts)
 }
@@ -226,7 +233,7 @@ fn spawn(options: &SupervisorOptions, processes: usize) -> Result<Incarnation, C
         }
         match command.spawn() {
             Ok(child) => {
-                eprintln!("tara cluster: process {index} started, pid {}", child.id());
+                say(&format!("process {index} started, pid {}", child.id()));
                 children.push(child);
             }
             Err(e) => {

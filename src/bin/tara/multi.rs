@@ -58,7 +58,7 @@ pub fn cluster(description: &Description, config: &Path) -> Result<bool, String>
         .map_err(|e| format!("cannot install the Ctrl-C handler: {e}"))?;
     let options = supervisor_options(config)?;
     let restarts = supervise(description, &options, stop).map_err(|e| e.to_string())?;
-    eprintln!("tara cluster: stopped after {restarts} restarts");
+    tara::cluster::supervisor::say(&format!("stopped after {restarts} restarts"));
     Ok(true)
 }
 
