@@ -13,7 +13,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::faults::{Fault, FaultSpec};
-use crate::dataflow::{Placement, Stage};
+use crate::dataflow::{Deployment, Placement, Stage};
 use crate::protocol::Params;
 
 /// The embedded default: an f=1 cluster on three worker threads of one process.
@@ -296,6 +296,15 @@ impl Description {
         hosting.sort_unstable();
         hosting.dedup();
         Ok(hosting.into_iter().map(|p| processes[p].clients.clone()).collect())
+    }
+
+    /// The deployment this description asks for, on `placement`, with durable state in
+    /// `state_dir`: the one place where description keys become dataflow settings.
+    pub fn deployment(&self, params: Params, placement: Placement, state_dir: std::path::PathBuf) -> Deployment {
+        let mut deployment = Deployment::new(params, placement).state_dir(state_dir);
+        deployment.epoch_ms = self.epoch_ms;
+        deployment.durable_records = self.durable_records;
+        deployment
     }
 
     /// The `[[fault]]` list, checked against the replica counts.

@@ -12,7 +12,7 @@ use super::config::{ConfigError, Description};
 use super::worker::{self, Setup};
 use crate::app::Application;
 use crate::client::{Client, ClientError, ClientOptions, ClientPool, Transport};
-use crate::dataflow::{Control, Deployment, Ingress, Mailboxes, Placement, ReplicaStats, Stage};
+use crate::dataflow::{Control, Ingress, Mailboxes, Placement, ReplicaStats, Stage};
 use crate::protocol::{Command, Reply};
 use crate::protocol::{Executed, Params};
 
@@ -119,11 +119,9 @@ impl Cluster {
                 (temporary.path().to_path_buf(), Some(temporary))
             }
         };
-        let mut deployment = Deployment::new(params.clone(), placement.clone())
-            .emit_executed(options.executed.is_some())
-            .state_dir(state_dir.clone());
-        deployment.epoch_ms = description.epoch_ms;
-        deployment.durable_records = description.durable_records;
+        let deployment = description
+            .deployment(params.clone(), placement.clone(), state_dir.clone())
+            .emit_executed(options.executed.is_some());
         let shared = Arc::new(Shared {
             ingress: Ingress::new(params.sources()),
             mailboxes: Mailboxes::new(),

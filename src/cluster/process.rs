@@ -75,9 +75,7 @@ fn plan(description: &Description, options: &ProcessOptions) -> Result<Plan, Con
     let (params, _) = description.validate()?;
     let placement = description.placement_in(&params, processes.len())?;
     let state_dir = PathBuf::from(description.state_dir.clone().unwrap_or_else(|| "tara-state".into()));
-    let mut deployment = Deployment::new(params, placement.clone()).state_dir(state_dir);
-    deployment.epoch_ms = description.epoch_ms;
-    deployment.durable_records = description.durable_records;
+    let deployment = description.deployment(params, placement.clone(), state_dir);
     Ok(Plan { description, processes, index: options.index, placement, deployment })
 }
 

@@ -47,14 +47,19 @@ pub struct Remote {
 }
 
 impl Remote {
+    /// The counters of every executor reachable through [`Remote::status`].
+    fn executors(&self) -> impl Iterator<Item = crate::net::ReplicaStatus> + '_ {
+        let status = self.status.iter().filter_map(|a| tcp::status(a, Duration::from_secs(1)).ok()).flatten();
+        status.filter(|r| r.stage == Stage::Executor.name())
+    }
+
     /// Waits until the executors reachable through [`Remote::status`] report the same position
     /// and history (and at least `expected` of them answer); false if not within `timeout`.
     pub fn executors_agree(&self, expected: usize, timeout: Duration) -> bool {
         let until = Instant::now() + timeout;
         loop {
-            let status = self.status.iter().filter_map(|a| tcp::status(a, Duration::from_secs(1)).ok()).flatten();
             let executors: Vec<(u64, u64)> =
-                status.filter(|r| r.stage == Stage::Executor.name() && !r.down).map(|r| (r.next, r.history)).collect();
+                self.executors().filter(|r| !r.down).map(|r| (r.next, r.history)).collect();
             if executors.len() >= expected.max(1) && executors.windows(2).all(|w| w[0] == w[1]) {
                 return true;
             }
@@ -72,8 +77,7 @@ impl Target for Remote {
     }
 
     fn executed(&self) -> u64 {
-        let status = self.status.iter().filter_map(|a| tcp::status(a, Duration::from_secs(1)).ok()).flatten();
-        status.filter(|r| r.stage == Stage::Executor.name()).map(|r| r.executed).max().unwrap_or(0)
+        self.executors().map(|r| r.executed).max().unwrap_or(0)
     }
 }
 
