@@ -18,7 +18,7 @@ use timely::dataflow::operators::generic::Operator;
 fn run(submissions: Vec<Submit>, replies_expected: usize) -> (Vec<Reply>, Vec<Executed>) {
     let params = Params::default();
     let placement = Placement::spread(&params, 1, 3).unwrap();
-    let deployment = Deployment::new(params, placement).emit_executed(true);
+    let deployment = Deployment::new(params, placement).emit_executed(true).durable_records(false);
     let control = deployment.control.clone();
     let (reply_tx, reply_rx) = crossbeam_channel::unbounded::<Reply>();
     let (executed_tx, executed_rx) = crossbeam_channel::unbounded::<Executed>();
@@ -27,7 +27,7 @@ fn run(submissions: Vec<Submit>, replies_expected: usize) -> (Vec<Reply>, Vec<Ex
         let (reply_tx, executed_tx) = (reply_tx.clone(), executed_tx.clone());
         let mut input = worker.dataflow::<u64, _, _>(|scope| {
             let (input, commands) = scope.new_input::<Vec<Submit>>();
-            let streams = tara(scope, commands, &deployment, |_| Coordination::default());
+            let streams = tara(scope, commands, &deployment, |_| Coordination::default()).unwrap();
             forward(streams.replies, reply_tx);
             forward(streams.executed, executed_tx);
             input

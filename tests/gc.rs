@@ -107,7 +107,7 @@ fn memory_stays_bounded() {
         let next = max_over(&cluster, Stage::Executor, |s| &s.next);
         assert!(stable + 2 * w >= next && stable > 1_000, "threshold {stable}, executors at {next}");
         for e in 0..3 {
-            let store = CheckpointStore::open(&cluster.state_dir().join(format!("executor-{e}"))).unwrap();
+            let store = CheckpointStore::in_dir(&cluster.state_dir().join(format!("executor-{e}")));
             assert!(store.files().unwrap().len() <= 2, "executor {e} kept more than two checkpoints");
         }
         println!(
@@ -173,7 +173,7 @@ fn a_full_window_stalls_and_resumes() {
 
 /// The sequence numbers of an executor's checkpoint files.
 fn checkpoints_of(cluster: &Cluster, executor: u32) -> Vec<u64> {
-    let store = CheckpointStore::open(&cluster.state_dir().join(format!("executor-{executor}"))).unwrap();
+    let store = CheckpointStore::in_dir(&cluster.state_dir().join(format!("executor-{executor}")));
     store.files().unwrap().into_iter().map(|(s, _)| s).collect()
 }
 
@@ -212,7 +212,7 @@ fn a_corrupt_checkpoint_is_rejected_and_a_peer_supplies_one() {
         assert!(cluster.quiesce(Duration::from_secs(30)));
         cluster.control().crash(Stage::Executor, 0).unwrap();
         let dir = state.path().join("executor-0");
-        let store = CheckpointStore::open(&dir).unwrap();
+        let store = CheckpointStore::in_dir(&dir);
         for (_, path) in store.files().unwrap() {
             let mut bytes = std::fs::read(&path).unwrap();
             let middle = bytes.len() / 2;

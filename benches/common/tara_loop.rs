@@ -55,7 +55,8 @@ pub fn run<A: Application + 'static>(
     seconds: Duration,
 ) -> Measurement {
     let placement = Placement::spread(&params, 1, 3).expect("3 workers");
-    let deployment = Deployment::new(params, placement);
+    // As in the other in-dataflow runs, committers keep no log: this measures the dataflow core.
+    let deployment = Deployment::new(params, placement).durable_records(false);
     let control = deployment.control.clone();
     let stats = Stats::new();
     let stats2 = stats.clone();
@@ -65,7 +66,7 @@ pub fn run<A: Application + 'static>(
         worker.dataflow::<u64, _, _>(|scope| {
             let (handle, submissions) = scope.feedback::<Vec<Submit>>(1);
             let app = app.clone();
-            let streams = tara(scope, submissions, &deployment, move |id| app(id));
+            let streams = tara(scope, submissions, &deployment, move |id| app(id)).expect("a valid deployment");
             client_op(streams.replies, clients, &deployment, ops, &stats).connect_loop(handle);
         });
         while worker.step_or_park(None) {}

@@ -15,6 +15,7 @@ use crate::client::{Client, ClientError, ClientOptions, ClientPool, Transport};
 use crate::dataflow::{Control, Ingress, Mailboxes, Placement, ReplicaStats, Stage};
 use crate::protocol::{Command, Reply};
 use crate::protocol::{Executed, Params};
+use crate::storage::Disk;
 
 /// What clients of an embedded cluster share.
 struct Shared {
@@ -70,9 +71,12 @@ pub struct Cluster {
 pub struct Options {
     /// Receives every command executed by every executor replica.
     pub executed: Option<Sender<Executed>>,
-    /// Where executors keep their checkpoints (`executor-<e>/` under it); by default a fresh
-    /// temporary directory that is removed when the cluster stops.
+    /// Where durable state lives (`committer-<k>/`, `executor-<e>/`, ... under it); by default
+    /// a fresh temporary directory that is removed when the cluster stops.
     pub state_dir: Option<PathBuf>,
+    /// The disk the state directory is on (by default the file system); tests inject faults
+    /// with [`crate::storage::Faulty`].
+    pub disk: Option<Arc<dyn Disk>>,
 }
 
 /// The executors' final state, collected when a cluster stops.
@@ -119,9 +123,13 @@ impl Cluster {
                 (temporary.path().to_path_buf(), Some(temporary))
             }
         };
-        let deployment = description
+        let mut deployment = description
             .deployment(params.clone(), placement.clone(), state_dir.clone())
             .emit_executed(options.executed.is_some());
+        if let Some(disk) = options.disk {
+            deployment = deployment.disk(disk);
+        }
+        deployment.validate().map_err(ConfigError)?;
         let shared = Arc::new(Shared {
             ingress: Ingress::new(params.sources()),
             mailboxes: Mailboxes::new(),

@@ -76,6 +76,7 @@ fn plan(description: &Description, options: &ProcessOptions) -> Result<Plan, Con
     let placement = description.placement_in(&params, processes.len())?;
     let state_dir = PathBuf::from(description.state_dir.clone().unwrap_or_else(|| "tara-state".into()));
     let deployment = description.deployment(params, placement.clone(), state_dir);
+    deployment.validate().map_err(ConfigError)?;
     Ok(Plan { description, processes, index: options.index, placement, deployment })
 }
 
@@ -159,7 +160,7 @@ fn log_roles(plan: &Plan, replicas: &[(Stage, u32)]) {
         plan.processes[plan.index].timely,
         plan.processes[plan.index].clients,
         plan.placement.threads(),
-        plan.deployment.state_dir.as_deref().map_or_else(|| "memory".into(), |d| d.display().to_string())
+        plan.deployment.state_path().map_or_else(|| "memory".into(), |d| d.display().to_string())
     );
     for (stage, replica) in replicas {
         tracing::info!(

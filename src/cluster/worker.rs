@@ -54,7 +54,8 @@ where
     worker.dataflow::<u64, _, _>(|scope| {
         let submissions = ingress(scope, &setup.ingress, &setup.deployment);
         let app = setup.app.clone();
-        let streams = tara(scope, submissions, &setup.deployment, move |id| app(id));
+        // The deployment was validated before the workers started.
+        let Ok(streams) = tara(scope, submissions, &setup.deployment, move |id| app(id)) else { return };
         egress(streams.replies, &setup.mailboxes);
         if let Some(sender) = setup.executed.clone() {
             streams.executed.sink(Pipeline, "ExecutedSink", move |(input, _)| {

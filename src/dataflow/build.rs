@@ -1,20 +1,20 @@
-//! [`tara`]: the whole TARA dataflow in a user's scope.
+//! [`tara`]: the whole TARA dataflow in a user's scope, wired from the topology table.
 
-use timely::dataflow::operators::Exchange as _;
+use std::collections::BTreeMap;
+
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{ConnectLoop, Feedback};
 use timely::dataflow::{Scope, Stream};
 
-use super::committer::committers;
-use super::controller::controllers;
 use super::deployment::{Deployment, Submit};
-use super::executor::{ExecutorInputs, executors};
-use super::gc::gc_sources;
-use super::proposer::{ProposerInputs, proposers};
-use super::routed::Routed;
-use super::source::request_sources;
+use super::host::{Input, Tuples};
+use super::routed::by_worker;
+use super::{committer, controller, executor, gc, proposer, source};
 use crate::app::Application;
-use crate::protocol::{Executed, Reply};
+use crate::protocol::topology::{self, Kind, Tuple};
+use crate::protocol::{Executed, Reply, Stage};
 
 /// What a TARA dataflow produces.
 pub struct TaraStreams<'s> {
@@ -26,46 +26,86 @@ pub struct TaraStreams<'s> {
     pub replies: Stream<'s, u64, Vec<Reply>>,
 }
 
-/// Builds the TARA dataflow (Figure 3 of the paper) in `scope`: request sources, proposers,
-/// committers and executors on the request path; garbage-collection sources on a feedback loop
-/// from executors back to every stage; controllers on the view loop; committers' records on the
-/// record loop to the proposers; a state-transfer loop among executors; a repair loop from
-/// executors back to the proposers; and the replies looping back to the sources, which resend
-/// what stays unanswered.
+/// The streams between stages by kind: those already built, and feedback loops for those whose
+/// sender comes later in dataflow order.
+struct Wires<'s> {
+    scope: Scope<'s, u64>,
+    built: BTreeMap<Kind, Tuples<'s>>,
+    loops: BTreeMap<Kind, (timely::dataflow::operators::feedback::Handle<'s, u64, Vec<super::Routed<Tuple>>>, Tuples<'s>)>,
+}
+
+impl<'s> Wires<'s> {
+    fn get(&mut self, kind: Kind) -> Tuples<'s> {
+        if let Some(stream) = self.built.get(&kind) {
+            return stream.clone();
+        }
+        let scope = self.scope;
+        self.loops.entry(kind).or_insert_with(|| scope.feedback(1)).1.clone()
+    }
+
+    fn close_loops(mut self) {
+        for (kind, (handle, _)) in std::mem::take(&mut self.loops) {
+            let stream = self.built.remove(&kind).expect("every looped kind has a sender");
+            stream.connect_loop(handle);
+        }
+    }
+}
+
+/// Builds the TARA dataflow (Figure 3 of the paper) in `scope`: one operator per stage, hosting
+/// the replicas the placement puts on each worker, connected as [`topology::ROUTES`] says. The
+/// request path runs forward; the reply, GC, view, record, state-transfer and repair paths are
+/// feedback loops.
 ///
 /// `submissions` carries client commands, each addressed to a request source; `app` creates the
 /// application instance of each executor replica, at start and at every restart. Every worker of
-/// the scope must call this function with the same deployment; the placement decides which
-/// worker hosts which replica.
+/// the scope must call this function with the same deployment. Fails if the deployment is not
+/// valid ([`Deployment::validate`]).
 pub fn tara<'s, A: Application + 'static>(
     scope: Scope<'s, u64>,
     submissions: Stream<'s, u64, Vec<Submit>>,
     deployment: &Deployment,
     app: impl Fn(u32) -> A + 'static,
-) -> TaraStreams<'s> {
-    let (stable_loop, stable) = scope.feedback(1);
-    let (view_loop, views) = scope.feedback(1);
-    let (record_loop, records) = scope.feedback(1);
-    let (reply_loop, replies_back) = scope.feedback(1);
-    let (fetch_loop, fetches) = scope.feedback(1);
-    let (transfer_loop, transfers) = scope.feedback(1);
-    let (nack_loop, nacks) = scope.feedback(1);
-
-    let sources = request_sources(submissions, replies_back, views.clone(), deployment);
-    let inputs =
-        ProposerInputs { requests: sources.requests, stable: stable.clone(), nacks, views: views.clone(), records };
-    let proposals = proposers(inputs, deployment);
-    let committed = committers(proposals, stable.clone(), views.clone(), deployment);
-    committed.records.connect_loop(record_loop);
-    let inputs = ExecutorInputs { commits: committed.commits, stable, fetches, transfers, views: views.clone() };
-    let out = executors(inputs, deployment, app);
-    out.fetches.connect_loop(fetch_loop);
-    out.transfers.connect_loop(transfer_loop);
-    out.nacks.connect_loop(nack_loop);
-    gc_sources(out.checkpoints, deployment).connect_loop(stable_loop);
-    controllers(sources.targets, out.actuals, views, deployment).connect_loop(view_loop);
-
-    let replies = out.replies.exchange(|r: &Routed<Reply>| r.worker as u64).map(|r| r.tuple);
+) -> Result<TaraStreams<'s>, String> {
+    deployment.validate()?;
+    let mut wires = Wires { scope, built: BTreeMap::new(), loops: BTreeMap::new() };
+    let (reply_loop, replies_back) = scope.feedback::<Vec<Reply>>(1);
+    let mut app = Some(app);
+    for stage in Stage::ALL {
+        let inputs = topology::inputs(stage)
+            .map(|route| match route.kind {
+                Kind::Command => Input::Commands(submissions.clone()),
+                Kind::Reply => Input::Replies(replies_back.clone()),
+                kind => Input::Routed(kind, wires.get(kind)),
+            })
+            .collect();
+        let outputs = match stage {
+            Stage::Source => source::operator(inputs, deployment),
+            Stage::Proposer => proposer::operator(inputs, deployment),
+            Stage::Committer => committer::operator(inputs, deployment),
+            Stage::Executor => executor::operator(inputs, deployment, app.take().expect("one executor stage")),
+            Stage::Gc => gc::operator(inputs, deployment),
+            Stage::Controller => controller::operator(inputs, deployment),
+        };
+        wires.built.extend(outputs);
+    }
+    let replies = delivered_replies(wires.built.remove(&Kind::Reply).expect("executors reply"));
     replies.clone().connect_loop(reply_loop);
-    TaraStreams { executed: out.executed, replies }
+    let executed = wires.built.remove(&Kind::Executed).expect("executors execute").flat_map(|routed| match routed.tuple {
+        Tuple::Executed(executed) => Some(executed),
+        _ => None,
+    });
+    wires.close_loops();
+    Ok(TaraStreams { executed, replies })
+}
+
+/// Replies, at the worker of the request source each names (its reply sink).
+fn delivered_replies(routed: Tuples<'_>) -> Stream<'_, u64, Vec<Reply>> {
+    routed.unary::<CapacityContainerBuilder<Vec<Reply>>, _, _, _>(by_worker(), "Replies", |_, _| {
+        |input, output| {
+            input.for_each(|cap, data| {
+                let replies = data.drain(..).filter_map(|r| if let Tuple::Reply(reply) = r.tuple { Some(reply) } else { None });
+                output.session(&cap).give_iterator(replies);
+            })
+        }
+    })
 }

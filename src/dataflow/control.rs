@@ -2,11 +2,13 @@
 //! that every replica publishes.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::placement::{Placement, Stage};
+use crate::protocol::Counters;
+use crate::storage::StorageError;
 
 /// Counters one replica publishes after every activation. Which fields a stage fills is listed
 /// on each field; the others stay zero.
@@ -69,6 +71,27 @@ impl ReplicaStats {
         self.held_max.fetch_max(held, Ordering::Relaxed);
     }
 
+    /// Publishes a replica's counters.
+    pub fn publish(&self, c: &Counters) {
+        let pairs = [
+            (&self.next, c.next),
+            (&self.view, c.view),
+            (&self.count, c.count),
+            (&self.history, c.history),
+            (&self.in_flight_max, c.in_flight_max),
+            (&self.stable, c.stable),
+            (&self.transfers, c.transfers),
+            (&self.repairs, c.repairs),
+            (&self.stalls, c.stalls),
+            (&self.dropped, c.dropped),
+            (&self.stored, c.stored),
+        ];
+        for (counter, value) in pairs {
+            counter.store(value, Ordering::Relaxed);
+        }
+        self.set_held(c.held);
+    }
+
     /// True while the replica is crashed.
     pub fn is_down(&self) -> bool {
         self.down.load(Ordering::Acquire)
@@ -85,12 +108,34 @@ impl ReplicaStats {
     }
 }
 
+/// A replica that stopped because of its durable state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaFailure {
+    /// The replica's stage.
+    pub stage: Stage,
+    /// The replica's index.
+    pub replica: u32,
+    /// True if it refused to start (damaged, missing or unreadable state); false if a write
+    /// failed while it ran.
+    pub at_start: bool,
+    /// What went wrong, naming the file.
+    pub error: StorageError,
+}
+
+impl std::fmt::Display for ReplicaFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = if self.at_start { "refused to start" } else { "stopped participating" };
+        write!(f, "{} {} {what}: {}", self.stage.name(), self.replica, self.error)
+    }
+}
+
 /// Shared between a TARA dataflow and the code that runs it.
 #[derive(Debug)]
 pub struct Control {
     stop: AtomicBool,
     origin: Instant,
     stats: BTreeMap<(Stage, u32), ReplicaStats>,
+    failures: Mutex<Vec<ReplicaFailure>>,
 }
 
 impl Control {
@@ -102,7 +147,7 @@ impl Control {
                 stats.insert((stage, replica), ReplicaStats::default());
             }
         }
-        Arc::new(Control { stop: AtomicBool::new(false), origin: Instant::now(), stats })
+        Arc::new(Control { stop: AtomicBool::new(false), origin: Instant::now(), stats, failures: Mutex::default() })
     }
 
     /// Asks every operator to stop: they publish final counters and release their capabilities,
@@ -143,6 +188,21 @@ impl Control {
         let stats = self.stats(stage, replica).ok_or_else(|| no_such(stage, replica))?;
         stats.deaf.store(deaf, Ordering::Release);
         Ok(())
+    }
+
+    /// A replica stopped because of its durable state: it stays down (as a crashed replica)
+    /// until [`Control::restart`] brings it back, which opens its state again.
+    pub fn fail(&self, failure: ReplicaFailure) {
+        tracing::error!("{failure}");
+        if let Some(stats) = self.stats(failure.stage, failure.replica) {
+            stats.down.store(true, Ordering::Release);
+        }
+        self.failures.lock().unwrap_or_else(|p| p.into_inner()).push(failure);
+    }
+
+    /// Every durable-state failure so far, oldest first.
+    pub fn failures(&self) -> Vec<ReplicaFailure> {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The counters of one replica.

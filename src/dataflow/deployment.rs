@@ -1,25 +1,45 @@
 //! Everything the operators of one TARA dataflow share.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-use serde::{Deserialize, Serialize};
 
 use super::control::Control;
 use super::placement::Placement;
-use crate::protocol::{Command, Params};
+pub use crate::protocol::Submit;
+use crate::protocol::{Params, Stage};
+use crate::storage::{Disk, FsDisk, MemDisk, Opened, ReplicaStore, StorageError};
 
-/// A client command submitted to request source `source` (the paper's request input queue).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Submit {
-    /// The request source replica that should take the command.
-    pub source: u32,
-    /// The command.
-    pub command: Command,
+/// Where a deployment keeps its durable state.
+#[derive(Clone, Debug)]
+pub enum Storage {
+    /// In memory, shared by the workers of this process: replicas keep their small durable
+    /// values across injected restarts, and lose everything with the process.
+    Memory(MemDisk),
+    /// In files under `root` on `disk` (by default the machine's file system).
+    Directory {
+        /// The state directory.
+        root: PathBuf,
+        /// The disk it is on.
+        disk: Arc<dyn Disk>,
+    },
 }
 
-/// The configuration of one TARA dataflow: protocol parameters, placement, epoch length, and
-/// the [`Control`] through which the outside world stops it and reads its counters.
+/// The configuration of one TARA dataflow: protocol parameters, placement, epoch length, durable
+/// state, and the [`Control`] through which the outside world stops it and reads its counters.
+///
+/// ```
+/// use tara::dataflow::{Deployment, Placement};
+/// use tara::protocol::Params;
+///
+/// let params = Params::default();
+/// let placement = Placement::spread(&params, 1, 3).unwrap();
+/// let state = tempfile::tempdir().unwrap();
+/// let deployment = Deployment::new(params.clone(), placement.clone()).state_dir(state.path().into());
+/// assert!(deployment.validate().is_ok());
+/// // Durable records need a state directory; without one, say that records may be lost.
+/// assert!(Deployment::new(params.clone(), placement.clone()).validate().is_err());
+/// assert!(Deployment::new(params, placement).durable_records(false).validate().is_ok());
+/// ```
 #[derive(Clone, Debug)]
 pub struct Deployment {
     /// Protocol parameters.
@@ -32,36 +52,37 @@ pub struct Deployment {
     /// Emit every executed command on the `executed` stream (it costs a copy per command and
     /// executor replica, so it is off unless a consumer needs it).
     pub emit_executed: bool,
-    /// Where durable state lives: executor `e` keeps its checkpoints in `executor-<e>/` under
-    /// it. Without it checkpoints stay in memory only, and a restarted executor recovers from a
-    /// peer.
-    pub state_dir: Option<PathBuf>,
+    /// Where durable state lives: a state directory, or memory ([`Deployment::new`]'s default).
+    pub storage: Storage,
     /// Committers make their records durable (a synced log) before sending commits and records.
     /// Switching this off re-creates the paper's "amnesia" hazard; it exists to test that the
-    /// log is what prevents it.
+    /// log is what prevents it. Needs a state directory.
     pub durable_records: bool,
     /// Shared with the code that runs the dataflow.
     pub control: Arc<Control>,
 }
 
 impl Deployment {
-    /// A deployment with default epoch length and no executed stream.
+    /// A deployment with default epoch length, no executed stream, durable records, and state
+    /// in memory (set a state directory with [`Deployment::state_dir`]).
     pub fn new(params: Params, placement: Placement) -> Deployment {
         let control = Control::new(&placement);
-        Deployment {
-            params,
-            placement,
-            epoch_ms: 5,
-            emit_executed: false,
-            state_dir: None,
-            durable_records: true,
-            control,
-        }
+        let storage = Storage::Memory(MemDisk::new());
+        Deployment { params, placement, epoch_ms: 5, emit_executed: false, storage, durable_records: true, control }
     }
 
-    /// Sets [`Deployment::state_dir`].
+    /// Keeps durable state in files under `dir`: committer `k`'s record log in `committer-<k>/`,
+    /// executor `e`'s checkpoints in `executor-<e>/`, and so on.
     pub fn state_dir(mut self, dir: PathBuf) -> Deployment {
-        self.state_dir = Some(dir);
+        self.storage = Storage::Directory { root: dir, disk: Arc::new(FsDisk) };
+        self
+    }
+
+    /// Keeps the state directory on `disk` instead of the file system (tests inject faults so).
+    pub fn disk(mut self, disk: Arc<dyn Disk>) -> Deployment {
+        if let Storage::Directory { disk: current, .. } = &mut self.storage {
+            *current = disk;
+        }
         self
     }
 
@@ -69,5 +90,45 @@ impl Deployment {
     pub fn emit_executed(mut self, emit: bool) -> Deployment {
         self.emit_executed = emit;
         self
+    }
+
+    /// Sets [`Deployment::durable_records`].
+    pub fn durable_records(mut self, durable: bool) -> Deployment {
+        self.durable_records = durable;
+        self
+    }
+
+    /// The state directory, if durable state is in files.
+    pub fn state_path(&self) -> Option<&Path> {
+        match &self.storage {
+            Storage::Directory { root, .. } => Some(root),
+            Storage::Memory(_) => None,
+        }
+    }
+
+    /// Checks what the parameters cannot: durable records need a state directory.
+    pub fn validate(&self) -> Result<(), String> {
+        self.params.validate().map_err(|e| e.to_string())?;
+        if self.durable_records && self.state_path().is_none() {
+            return Err("`durable_records = true` needs a state directory (`state_dir`): committers keep their \
+                        records in files there. Set a state directory, or set durable_records = false and accept \
+                        that a restarted committer forgets what it accepted (unsafe outside tests)"
+                .into());
+        }
+        Ok(())
+    }
+
+    /// Opens the durable state of one replica (at its start and every restart).
+    pub(crate) fn open(&self, stage: Stage, id: u32) -> Result<Opened, StorageError> {
+        let (disk, root): (Arc<dyn Disk>, &Path) = match &self.storage {
+            Storage::Memory(memory) => (Arc::new(memory.clone()), Path::new("/memory")),
+            Storage::Directory { root, disk } => (disk.clone(), root),
+        };
+        ReplicaStore::open(&disk, root, stage, id, self.durable_records)
+    }
+
+    /// True if a stage's writes are worth a writer thread: logs and checkpoints in files.
+    pub(crate) fn writes_in_background(&self, stage: Stage) -> bool {
+        matches!(self.storage, Storage::Directory { .. }) && matches!(stage, Stage::Committer | Stage::Executor)
     }
 }

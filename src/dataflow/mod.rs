@@ -1,8 +1,9 @@
-//! The timely layer: one operator per stage, each a thin adapter that routes tuples to the
-//! replicas its worker hosts, wakes them on time, and emits what they return.
+//! The timely layer: one generic stage host ([`host`]) and, per stage, only what is specific to
+//! it (how to build a replica). Routing comes from the topology table in
+//! [`crate::protocol::topology`]; durable state is the storage layer's ([`crate::storage`]).
 //!
-//! The protocol itself lives in [`crate::protocol`]; nothing here decides anything the paper
-//! specifies. [`tara`] builds the whole dataflow in a user's scope.
+//! Nothing here decides anything the paper specifies. [`tara`] builds the whole dataflow in a
+//! user's scope.
 
 pub mod build;
 pub mod committer;
@@ -12,6 +13,7 @@ pub mod deployment;
 pub mod egress;
 pub mod executor;
 pub mod gc;
+pub mod host;
 pub mod ingress;
 pub mod placement;
 pub mod proposer;
@@ -20,8 +22,8 @@ pub mod routed;
 pub mod source;
 
 pub use build::{TaraStreams, tara};
-pub use control::{Control, ReplicaStats};
-pub use deployment::{Deployment, Submit};
+pub use control::{Control, ReplicaFailure, ReplicaStats};
+pub use deployment::{Deployment, Storage, Submit};
 pub use egress::{Mailboxes, egress};
 pub use ingress::{Ingress, IngressError, ingress};
 pub use placement::{Placement, PlacementError, Stage};

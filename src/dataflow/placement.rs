@@ -6,70 +6,13 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::protocol::Stage;
 use crate::protocol::Params;
 
-/// A TARA stage that has replicas.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Stage {
-    /// Request sources (f+1).
-    Source,
-    /// Proposers (f+1).
-    Proposer,
-    /// Committers (2f+1).
-    Committer,
-    /// Executors (2f+1).
-    Executor,
-    /// Garbage-collection sources (2f+1).
-    Gc,
-    /// Controllers (2f+1).
-    Controller,
-}
-
-impl Stage {
-    /// Every stage, in dataflow order.
-    pub const ALL: [Stage; 6] =
-        [Stage::Source, Stage::Proposer, Stage::Committer, Stage::Executor, Stage::Gc, Stage::Controller];
-
-    /// The stage's name as in the paper and in description files.
-    pub fn name(self) -> &'static str {
-        match self {
-            Stage::Source => "sources",
-            Stage::Proposer => "proposers",
-            Stage::Committer => "committers",
-            Stage::Executor => "executors",
-            Stage::Gc => "gc",
-            Stage::Controller => "controllers",
-        }
-    }
-
-    /// Replicas of this stage under `params`.
-    pub fn replicas(self, params: &Params) -> usize {
-        match self {
-            Stage::Source => params.sources(),
-            Stage::Proposer => params.proposers(),
-            Stage::Committer => params.committers(),
-            Stage::Executor => params.executors(),
-            Stage::Gc => params.gc_sources(),
-            Stage::Controller => params.controllers(),
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-
-    /// Where the default spread starts this stage, so that heavy stages start on different
-    /// workers: the active proposer, committer 0 and executor 0 do not all share worker 0.
-    fn offset(self) -> usize {
-        match self {
-            Stage::Source => 1,
-            Stage::Proposer => 0,
-            Stage::Committer => 0,
-            Stage::Executor => 0,
-            Stage::Gc => 0,
-            Stage::Controller => 0,
-        }
-    }
+/// Where the default spread starts a stage, so that heavy stages start on different workers:
+/// the active proposer, committer 0 and executor 0 do not all share worker 0 with a source.
+fn offset(stage: Stage) -> usize {
+    if stage == Stage::Source { 1 } else { 0 }
 }
 
 /// A placement that cannot work, with what to change.
@@ -139,7 +82,7 @@ impl Placement {
     }
 
     fn spread_one(stage: Stage, replica: usize, processes: usize, threads: usize) -> usize {
-        let slot = stage.offset() + replica;
+        let slot = offset(stage) + replica;
         if processes > 1 {
             let process = slot % processes;
             let thread = (slot / processes + stage.index()) % threads;

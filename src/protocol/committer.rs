@@ -5,6 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use super::params::Params;
 use super::quorum::Announced;
+use super::replica::{Counters, Outbox, Recovered, Replica};
+use super::topology::{Stage, Tuple, leader_of};
 use super::tuple::{Accepted, Commit, Propose, Record, Stable, View};
 use super::window::Window;
 
@@ -21,25 +23,16 @@ pub enum LogEntry {
     Stable(u64),
 }
 
-/// The tuples a committer emits, and what it must make durable first.
-#[derive(Debug, Default)]
-pub struct CommitterOutbox {
-    /// Host duty: append these entries to the committer's log and sync it before sending any
-    /// commit or record of the same call (the "amnesia" case of Section III-E: a restarted
-    /// committer must not forget what it accepted or which view it promised).
-    pub log: Vec<LogEntry>,
-    /// Commits, to every executor.
-    pub commits: Vec<Commit>,
-    /// Records, to the proposer of the view in each.
-    pub records: Vec<Record>,
-}
-
 /// Committer replica `k`.
 ///
 /// It accepts a proposal only in its current view and only inside its window, stores the record
 /// (s, v, req), and sends `<COMMIT, k, s, v, req>` to every executor. When it learns a higher
 /// view it sends its records to that view's proposer, and repeats them until the proposer shows
-/// up. The window holds `2 * window` sequence numbers above the threshold: the proposer may be
+/// up.
+///
+/// Host duty: every entry of [`Outbox::log`] is durable before any commit or record of the same
+/// call leaves (the "amnesia" case of Section III-E: a restarted committer must not forget what
+/// it accepted or which view it promised). The window holds `2 * window` sequence numbers above the threshold: the proposer may be
 /// one window ahead of a committer that has not yet learned the latest threshold.
 #[derive(Debug)]
 pub struct Committer {
@@ -59,6 +52,9 @@ pub struct Committer {
     repeated_us: u64,
     backoff_us: u64,
     heard_proposal: bool,
+    /// Log entries written since the log was last compacted, and the bound that triggers it.
+    logged: u64,
+    compact_after: u64,
 }
 
 impl Committer {
@@ -79,6 +75,8 @@ impl Committer {
             repeated_us: 0,
             backoff_us: params.view_timeout_us / 4,
             heard_proposal: false,
+            logged: 0,
+            compact_after: 8 * params.window,
         }
     }
 
@@ -86,18 +84,21 @@ impl Committer {
     /// every proposal it accepted, before it answers anything.
     pub fn recover(id: u32, params: &Params, log: impl IntoIterator<Item = LogEntry>) -> Committer {
         let mut committer = Committer::new(id, params);
-        let entries: Vec<LogEntry> = log.into_iter().collect();
+        committer.replay_log(log.into_iter().collect());
+        committer
+    }
+
+    fn replay_log(&mut self, entries: Vec<LogEntry>) {
         let base = entries.iter().filter_map(|e| if let LogEntry::Stable(s) = e { Some(*s) } else { None }).max();
-        committer.records.advance(base.unwrap_or(0));
+        self.records.advance(base.unwrap_or(0));
         for entry in entries {
             match entry {
-                LogEntry::View(view) => committer.view = committer.view.max(view),
-                LogEntry::Accept(accepted) => committer.replay(accepted),
+                LogEntry::View(view) => self.view = self.view.max(view),
+                LogEntry::Accept(accepted) => self.replay(accepted),
                 LogEntry::Stable(_) => {}
             }
         }
-        committer.proposer_heard = committer.view == 0;
-        committer
+        self.proposer_heard = self.view == 0;
     }
 
     fn replay(&mut self, accepted: Accepted) {
@@ -145,7 +146,7 @@ impl Committer {
     ///
     /// A retransmitted proposal is answered again. A second, different proposal for the same
     /// sequence number in the same view cannot come from a correct proposer and is ignored.
-    pub fn on_propose(&mut self, propose: Propose, out: &mut CommitterOutbox) {
+    pub fn on_propose(&mut self, propose: Propose, out: &mut Outbox) {
         if propose.view > self.view {
             // Its proposer entered the view after f+1 controllers announced it: this committer
             // missed the announcements. It enters the view as on an announcement (promise and
@@ -162,7 +163,7 @@ impl Committer {
             Some(held) if held.view == accepted.view && held.request.id() != accepted.request.id() => return,
             Some(held) if held.view == accepted.view => {}
             _ => {
-                out.log.push(LogEntry::Accept(accepted.clone()));
+                self.log(out, LogEntry::Accept(accepted.clone()));
                 if let Some(slot) = self.records.get_or_insert_with(accepted.sequence, || accepted.clone()) {
                     *slot = accepted.clone();
                 }
@@ -175,28 +176,28 @@ impl Committer {
 
     /// A stability announcement: a rising threshold discards the records below it, and is
     /// logged, so that a restarted committer replays its records into the right window.
-    pub fn on_stable(&mut self, stable: Stable, out: &mut CommitterOutbox) {
+    pub fn on_stable(&mut self, stable: Stable, out: &mut Outbox) {
         if let Some(threshold) = self.stable.report(stable.source, stable.sequence)
             && threshold > self.records.base()
         {
             self.records.advance(threshold);
-            out.log.push(LogEntry::Stable(threshold));
+            self.log(out, LogEntry::Stable(threshold));
         }
     }
 
     /// A view announcement (Section III-E): on entering a higher view the committer promises it
     /// (logged) and sends its records to the new proposer.
-    pub fn on_view(&mut self, view: View, now_us: u64, out: &mut CommitterOutbox) {
+    pub fn on_view(&mut self, view: View, now_us: u64, out: &mut Outbox) {
         let Some(adopted) = self.views.report(view.controller, view.view) else { return };
         if adopted > self.view {
             self.enter(adopted, now_us, out);
         }
     }
 
-    fn enter(&mut self, view: u64, now_us: u64, out: &mut CommitterOutbox) {
+    fn enter(&mut self, view: u64, now_us: u64, out: &mut Outbox) {
         self.view = view;
         self.proposer_heard = false;
-        out.log.push(LogEntry::View(view));
+        self.log(out, LogEntry::View(view));
         self.send_record(now_us, out);
     }
 
@@ -204,8 +205,13 @@ impl Committer {
     /// in case the record was lost or the proposer restarted. When no proposal has arrived for
     /// a while, repeat the commits for this view's records above the threshold (with backoff):
     /// an executor that missed the last instances catches up even when the proposer is gone
-    /// and no new work would start a view change.
-    pub fn on_tick(&mut self, now_us: u64, out: &mut CommitterOutbox) {
+    /// and no new work would start a view change. Once the log holds more than eight windows of
+    /// entries, asks the host to compact it.
+    pub fn on_tick(&mut self, now_us: u64, out: &mut Outbox) {
+        if self.logged > self.compact_after {
+            self.logged = 0;
+            out.compact = Some(self.log_snapshot());
+        }
         if !self.proposer_heard && now_us.saturating_sub(self.record_sent_us) >= self.resend_us {
             self.send_record(now_us, out);
         }
@@ -226,7 +232,13 @@ impl Committer {
         }
     }
 
-    fn send_record(&mut self, now_us: u64, out: &mut CommitterOutbox) {
+    /// Logs `entry` (host duty: durable before the call's commits and records leave).
+    fn log(&mut self, out: &mut Outbox, entry: LogEntry) {
+        self.logged += 1;
+        out.log.push(entry);
+    }
+
+    fn send_record(&mut self, now_us: u64, out: &mut Outbox) {
         self.record_sent_us = now_us;
         let records = self.records.iter().map(|(_, a)| a.clone()).collect();
         out.records.push(Record { committer: self.id, view: self.view, stable: self.records.base(), records });
@@ -234,7 +246,44 @@ impl Committer {
 
     /// The proposer of this committer's current view.
     pub fn proposer_of_view(&self) -> u32 {
-        (self.view % self.proposers) as u32
+        leader_of(self.view, self.proposers as usize)
+    }
+}
+
+impl Replica for Committer {
+    fn stage(&self) -> Stage {
+        Stage::Committer
+    }
+
+    fn id(&self) -> u32 {
+        self.id
+    }
+
+    fn on_tuple(&mut self, tuple: Tuple, now_us: u64, out: &mut Outbox) -> bool {
+        match tuple {
+            Tuple::Propose(propose) => self.on_propose(propose, out),
+            Tuple::Stable(stable) => self.on_stable(stable, out),
+            Tuple::View(view) => self.on_view(view, now_us, out),
+            _ => return false,
+        }
+        true
+    }
+
+    fn on_tick(&mut self, now_us: u64, out: &mut Outbox) {
+        Committer::on_tick(self, now_us, out);
+    }
+
+    fn resume(&mut self, recovered: Recovered) -> Result<(), String> {
+        match recovered {
+            Recovered::Log(entries) => self.replay_log(entries),
+            Recovered::Fresh => {}
+            other => return Err(format!("a committer resumes from its record log, not {other:?}")),
+        }
+        Ok(())
+    }
+
+    fn counters(&self) -> Counters {
+        Counters { count: self.accepted, next: self.view, held: self.held() as u64, ..Counters::default() }
     }
 }
 
@@ -259,7 +308,7 @@ mod tests {
         Committer::new(2, &Params { window: 4, checkpoint_interval: 2, ..Params::default() })
     }
 
-    fn enter(k: &mut Committer, view: u64, out: &mut CommitterOutbox) {
+    fn enter(k: &mut Committer, view: u64, out: &mut Outbox) {
         k.on_view(View { controller: 0, view }, 0, out);
         k.on_view(View { controller: 1, view }, 0, out);
     }
@@ -268,7 +317,7 @@ mod tests {
     #[test]
     fn accepts_and_attests_proposals_of_its_view() {
         let mut k = committer();
-        let mut out = CommitterOutbox::default();
+        let mut out = Outbox::default();
         k.on_propose(propose(0, 0, 1), &mut out);
         assert_eq!(out.commits.len(), 1);
         let c = &out.commits[0];
@@ -282,11 +331,11 @@ mod tests {
     #[test]
     fn accepts_only_proposals_of_its_view() {
         let mut k = committer();
-        let mut out = CommitterOutbox::default();
+        let mut out = Outbox::default();
         enter(&mut k, 2, &mut out);
         k.on_propose(propose(1, 1, 1), &mut out);
         assert!(out.commits.is_empty(), "a lower view after promising a higher one");
-        out = CommitterOutbox::default();
+        out = Outbox::default();
         k.on_propose(propose(1, 3, 1), &mut out);
         assert_eq!(k.view(), 3);
         assert_eq!(out.log.first(), Some(&LogEntry::View(3)), "the promise is logged first");
@@ -298,7 +347,7 @@ mod tests {
     #[test]
     fn keeps_the_first_request_of_a_view() {
         let mut k = committer();
-        let mut out = CommitterOutbox::default();
+        let mut out = Outbox::default();
         k.on_propose(propose(0, 0, 1), &mut out);
         k.on_propose(propose(0, 0, 2), &mut out);
         k.on_propose(propose(0, 0, 1), &mut out);
@@ -310,7 +359,7 @@ mod tests {
     #[test]
     fn holds_only_its_window() {
         let mut k = committer();
-        let mut out = CommitterOutbox::default();
+        let mut out = Outbox::default();
         k.on_propose(propose(8, 0, 1), &mut out);
         assert!(out.commits.is_empty(), "8 is beyond twice the window of 4");
         for s in 0..8 {
@@ -330,10 +379,10 @@ mod tests {
     #[test]
     fn a_new_view_sends_the_records() {
         let mut k = committer();
-        let mut out = CommitterOutbox::default();
+        let mut out = Outbox::default();
         k.on_propose(propose(0, 0, 1), &mut out);
         k.on_propose(propose(1, 0, 2), &mut out);
-        out = CommitterOutbox::default();
+        out = Outbox::default();
         k.on_view(View { controller: 0, view: 1 }, 0, &mut out);
         assert!(out.records.is_empty(), "one controller is not enough");
         k.on_view(View { controller: 2, view: 1 }, 0, &mut out);
@@ -356,7 +405,7 @@ mod tests {
     fn repeats_commits_when_no_proposal_comes() {
         let mut k =
             Committer::new(0, &Params { window: 4, checkpoint_interval: 2, view_timeout_us: 400, ..Params::default() });
-        let mut out = CommitterOutbox::default();
+        let mut out = Outbox::default();
         k.on_propose(propose(0, 0, 1), &mut out);
         k.on_tick(0, &mut out);
         out.commits.clear();
@@ -376,7 +425,7 @@ mod tests {
     fn recovers_its_promises_from_the_log() {
         let params = Params { window: 4, checkpoint_interval: 2, ..Params::default() };
         let mut k = Committer::new(1, &params);
-        let mut out = CommitterOutbox::default();
+        let mut out = Outbox::default();
         k.on_propose(propose(0, 0, 1), &mut out);
         enter(&mut k, 3, &mut out);
         k.on_propose(propose(1, 3, 2), &mut out);
@@ -394,7 +443,7 @@ mod tests {
     fn recovers_records_beyond_the_first_window() {
         let params = Params { window: 4, checkpoint_interval: 2, ..Params::default() };
         let mut k = Committer::new(1, &params);
-        let mut out = CommitterOutbox::default();
+        let mut out = Outbox::default();
         for s in (0..40).step_by(2) {
             k.on_stable(Stable { source: 0, sequence: s }, &mut out);
             k.on_stable(Stable { source: 1, sequence: s }, &mut out);

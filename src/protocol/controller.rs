@@ -2,6 +2,8 @@
 
 use super::params::Params;
 use super::quorum::Announced;
+use super::replica::{Counters, Outbox, Recovered, Replica};
+use super::topology::{Stage, Tuple};
 use super::tuple::{Actual, Target, View};
 
 /// Controller replica `x` (2f+1 of them).
@@ -39,6 +41,8 @@ pub struct Controller {
     started_us: Option<u64>,
     /// A resumed view not announced yet: announced on the next tick, not a report later.
     resumed: bool,
+    /// The known view last handed to the host for writing.
+    written: u64,
 }
 
 impl Controller {
@@ -60,6 +64,7 @@ impl Controller {
             changes: 0,
             started_us: None,
             resumed: false,
+            written: 0,
         }
     }
 
@@ -78,6 +83,7 @@ impl Controller {
     /// announces that view at once. A later view change still needs a full view timeout.
     pub fn resume(&mut self, view: u64) {
         self.announced = self.announced.max(view);
+        self.written = self.written.max(view);
         self.resumed = true;
     }
 
@@ -117,8 +123,8 @@ impl Controller {
     }
 
     /// Time passed: start a view change if progress stalled with work outstanding; repeat the
-    /// current announcement periodically.
-    pub fn on_tick(&mut self, now_us: u64, out: &mut Vec<View>) {
+    /// current announcement periodically. A higher known view is written to [`Outbox::value`].
+    pub fn on_tick(&mut self, now_us: u64, out: &mut Outbox) {
         self.track_outstanding(now_us);
         let timeout = self.view_timeout_us;
         let started = *self.started_us.get_or_insert(now_us);
@@ -134,11 +140,15 @@ impl Controller {
             self.resumed = false;
             self.announce(now_us, out);
         }
+        if self.known_view() > self.written {
+            self.written = self.known_view();
+            out.value = Some(self.written);
+        }
     }
 
-    fn announce(&mut self, now_us: u64, out: &mut Vec<View>) {
+    fn announce(&mut self, now_us: u64, out: &mut Outbox) {
         self.announced_us = now_us;
-        out.push(View { controller: self.id, view: self.announced.max(self.view()) });
+        out.views.push(View { controller: self.id, view: self.announced.max(self.view()) });
     }
 
     /// A source has outstanding work while fewer than f+1 executors executed up to its target;
@@ -160,6 +170,43 @@ impl Controller {
     }
 }
 
+impl Replica for Controller {
+    fn stage(&self) -> Stage {
+        Stage::Controller
+    }
+
+    fn id(&self) -> u32 {
+        self.id
+    }
+
+    fn on_tuple(&mut self, tuple: Tuple, now_us: u64, _out: &mut Outbox) -> bool {
+        match tuple {
+            Tuple::Target(target) => self.on_target(target, now_us),
+            Tuple::Actual(actual) => self.on_actual(actual, now_us),
+            Tuple::View(view) => self.on_view(view, now_us),
+            _ => return false,
+        }
+        true
+    }
+
+    fn on_tick(&mut self, now_us: u64, out: &mut Outbox) {
+        Controller::on_tick(self, now_us, out);
+    }
+
+    fn resume(&mut self, recovered: Recovered) -> Result<(), String> {
+        match recovered {
+            Recovered::Value(Some(view)) => Controller::resume(self, view),
+            Recovered::Value(None) | Recovered::Fresh => {}
+            other => return Err(format!("a controller resumes from its view, not {other:?}")),
+        }
+        Ok(())
+    }
+
+    fn counters(&self) -> Counters {
+        Counters { view: self.view(), count: self.changes, ..Counters::default() }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,7 +224,7 @@ mod tests {
     #[test]
     fn a_stall_with_outstanding_work_changes_the_view() {
         let mut x = Controller::new(0, &params());
-        let mut out = Vec::new();
+        let mut out = Outbox::default();
         for now in [0, 200, 400, 600, 800, 1_000, 1_200] {
             x.on_target(Target { source: 0, number: 5 }, now);
             for e in 0..3 {
@@ -185,7 +232,7 @@ mod tests {
             }
             x.on_tick(now, &mut out);
         }
-        assert_eq!(out.iter().filter(|v| v.view == 1).count(), 1, "{out:?}");
+        assert_eq!(out.views.iter().filter(|v| v.view == 1).count(), 1, "{:?}", out.views);
         assert_eq!(x.changes(), 1);
     }
 
@@ -193,21 +240,21 @@ mod tests {
     #[test]
     fn an_idle_system_keeps_its_view() {
         let mut x = Controller::new(0, &params());
-        let mut out = Vec::new();
+        let mut out = Outbox::default();
         for now in (0..10_000).step_by(100) {
             x.on_target(Target { source: 0, number: 5 }, now);
             x.on_actual(actual(0, 5), now);
             x.on_actual(actual(1, 5), now);
             x.on_tick(now, &mut out);
         }
-        assert!(out.iter().all(|v| v.view == 0), "{out:?}");
+        assert!(out.views.iter().all(|v| v.view == 0), "{:?}", out.views);
     }
 
     /// Progress on f+1 executors prevents a view change even with work outstanding.
     #[test]
     fn progress_prevents_a_view_change() {
         let mut x = Controller::new(0, &params());
-        let mut out = Vec::new();
+        let mut out = Outbox::default();
         for (i, now) in (0..10_000).step_by(100).enumerate() {
             x.on_target(Target { source: 0, number: 1_000 }, now);
             x.on_actual(actual(0, i as u64 + 1), now);
@@ -221,7 +268,7 @@ mod tests {
     #[test]
     fn a_silent_source_has_no_outstanding_work() {
         let mut x = Controller::new(0, &params());
-        let mut out = Vec::new();
+        let mut out = Outbox::default();
         x.on_target(Target { source: 0, number: 9 }, 0);
         for now in (0..10_000).step_by(100) {
             x.on_tick(now, &mut out);
@@ -234,7 +281,7 @@ mod tests {
     #[test]
     fn a_fresh_controller_listens_before_acting() {
         let mut x = Controller::new(0, &params());
-        let mut out = Vec::new();
+        let mut out = Outbox::default();
         for now in (50_000..50_900).step_by(100) {
             x.on_target(Target { source: 0, number: 5 }, now);
             x.on_tick(now, &mut out);
@@ -254,9 +301,9 @@ mod tests {
     fn a_resumed_controller_announces_its_durable_view() {
         let mut x = Controller::new(0, &params());
         x.resume(7);
-        let mut out = Vec::new();
+        let mut out = Outbox::default();
         x.on_tick(0, &mut out);
-        assert_eq!(out, vec![View { controller: 0, view: 7 }]);
+        assert_eq!(out.views, vec![View { controller: 0, view: 7 }]);
         for now in (100..2_000).step_by(100) {
             x.on_target(Target { source: 0, number: 5 }, now);
             // Its own announcement comes back through the view loop; one peer agrees.
@@ -265,7 +312,7 @@ mod tests {
             x.on_tick(now, &mut out);
         }
         assert_eq!(x.view(), 7);
-        assert_eq!(out.last().map(|v| v.view), Some(8), "{out:?}");
+        assert_eq!(out.views.last().map(|v| v.view), Some(8), "{:?}", out.views);
         assert_eq!(x.known_view(), 8);
     }
 
@@ -274,11 +321,11 @@ mod tests {
     #[test]
     fn moves_on_when_the_new_view_fails_too() {
         let mut x = Controller::new(0, &params());
-        let mut out = Vec::new();
+        let mut out = Outbox::default();
         for now in (0..5_000).step_by(100) {
             x.on_target(Target { source: 0, number: 5 }, now);
             x.on_tick(now, &mut out);
-            if let Some(v) = out.last().copied() {
+            if let Some(v) = out.views.last().copied() {
                 // Another controller agrees, so the view is adopted.
                 x.on_view(v, now);
                 x.on_view(View { controller: 1, view: v.view }, now);

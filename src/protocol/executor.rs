@@ -10,6 +10,8 @@ use super::frame;
 use super::mutation::{self, Mutation};
 use super::params::Params;
 use super::quorum::Announced;
+use super::replica::{Counters, Outbox, Recovered, Replica};
+use super::topology::{Stage, Tuple};
 use super::tuple::{
     Actual, Checkpoint, Command, Commit, Executed, Fetch, Nack, Outcome, Reply, Request, Stable, Transfer, View,
 };
@@ -23,31 +25,9 @@ const NACKS_BEFORE_FETCH: u64 = 3;
 /// while the next is being taken.
 const CHECKPOINTS_KEPT: usize = 2;
 
-/// The tuples an executor emits; the host routes each kind to its stage.
-#[derive(Debug, Default)]
-pub struct ExecutorOutbox {
-    /// Checkpoints to make durable. Host duty: write each one to stable storage (atomically,
-    /// synced), then call [`Executor::on_stored`], which announces it. A host without storage
-    /// calls `on_stored` at once.
-    pub stores: Vec<Store>,
-    /// Results, to the reply sink of each command's source.
-    pub replies: Vec<Reply>,
-    /// Checkpoint announcements, to every garbage-collection source.
-    pub checkpoints: Vec<Checkpoint>,
-    /// Executed commands, in sequence order, for a consuming dataflow (when enabled).
-    pub executed: Vec<Executed>,
-    /// State-transfer requests, to the executor named in each.
-    pub fetches: Vec<Fetch>,
-    /// Checkpoints sent to lagging executors.
-    pub transfers: Vec<Transfer>,
-    /// Requests to the active proposer to repeat a proposal this executor waits for.
-    pub nacks: Vec<Nack>,
-    /// Progress reports, to every controller.
-    pub actuals: Vec<Actual>,
-}
-
-/// A checkpoint to make durable.
-#[derive(Clone, Debug)]
+/// A checkpoint to make durable (host duty: the announcement that the executor emits with it
+/// waits until it is stored).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Store {
     /// The executor replica whose checkpoint it is.
     pub executor: u32,
@@ -107,7 +87,6 @@ struct Fetching {
 pub struct Executor<A: Application> {
     id: u32,
     executors: u32,
-    proposers: u64,
     quorum: u32,
     checkpoint_interval: u64,
     repair_timeout_us: u64,
@@ -123,7 +102,8 @@ pub struct Executor<A: Application> {
     app: A,
     clients: ClientTable,
     checkpoints: VecDeque<(u64, Arc<Vec<u8>>)>,
-    /// The newest checkpoint the host reported durable.
+    /// The newest checkpoint announced (its store goes out with the announcement, which the
+    /// host releases once the store is durable).
     durable: Option<u64>,
     history: u64,
     executed: u64,
@@ -148,7 +128,6 @@ impl<A: Application> Executor<A> {
         Executor {
             id,
             executors: params.executors() as u32,
-            proposers: params.proposers() as u64,
             quorum: params.quorum() as u32,
             checkpoint_interval: params.checkpoint_interval,
             repair_timeout_us: 20_000,
@@ -216,7 +195,7 @@ impl<A: Application> Executor<A> {
         self.id
     }
 
-    /// The newest checkpoint the host reported durable.
+    /// The newest checkpoint announced.
     pub fn durable(&self) -> Option<u64> {
         self.durable
     }
@@ -264,7 +243,7 @@ impl<A: Application> Executor<A> {
     }
 
     /// A commit: counted if it is for the current view; executes whatever became ready.
-    pub fn on_commit(&mut self, commit: Commit, out: &mut ExecutorOutbox) {
+    pub fn on_commit(&mut self, commit: Commit, out: &mut Outbox) {
         // A committer is in a view only once f+1 controllers announced it: a commit of a
         // higher view proves that view, even if this executor missed the announcements.
         self.view = self.view.max(commit.view);
@@ -306,7 +285,7 @@ impl<A: Application> Executor<A> {
 
     /// A peer asks for a checkpoint: answer with the newest one that covers what it needs, or,
     /// if this replica has executed that far but checkpointed less, with a fresh one.
-    pub fn on_fetch(&mut self, fetch: Fetch, out: &mut ExecutorOutbox) {
+    pub fn on_fetch(&mut self, fetch: Fetch, out: &mut Outbox) {
         if fetch.to != self.id {
             return;
         }
@@ -323,7 +302,7 @@ impl<A: Application> Executor<A> {
 
     /// A peer's checkpoint arrived: restore it if it moves this replica forward.
     /// A checkpoint that does not decode or restore is dropped; the next attempt asks another peer.
-    pub fn on_transfer(&mut self, transfer: Transfer, out: &mut ExecutorOutbox) {
+    pub fn on_transfer(&mut self, transfer: Transfer, out: &mut Outbox) {
         if transfer.to != self.id || transfer.sequence <= self.next {
             return;
         }
@@ -332,13 +311,15 @@ impl<A: Application> Executor<A> {
         }
         self.fetching = None;
         self.transfers_restored += 1;
-        out.stores.push(Store { executor: self.id, sequence: transfer.sequence, state: transfer.state });
+        self.store(transfer.sequence, transfer.state, out);
         self.execute_ready(out);
     }
 
-    /// The host made the checkpoint at `sequence` durable: announce it to the garbage-collection
-    /// sources (Section III-D: "having stored the checkpoint, the executor ... sends").
-    pub fn on_stored(&mut self, sequence: u64, out: &mut ExecutorOutbox) {
+    /// Stores the checkpoint at `sequence` and announces it to the garbage-collection sources;
+    /// the host holds the announcement until the store is durable (Section III-D: "having stored
+    /// the checkpoint, the executor ... sends").
+    fn store(&mut self, sequence: u64, state: Arc<Vec<u8>>, out: &mut Outbox) {
+        out.stores.push(Store { executor: self.id, sequence, state });
         if self.durable.is_none_or(|d| sequence > d) {
             self.durable = Some(sequence);
             out.checkpoints.push(Checkpoint { executor: self.id, sequence });
@@ -379,7 +360,7 @@ impl<A: Application> Executor<A> {
     /// Time passed: an executor that made no progress repairs (state transfer when it is behind
     /// the threshold, a nack when a gap holds it up); its newest checkpoint is announced again
     /// now and then, so that a garbage-collection source that missed it learns it.
-    pub fn on_tick(&mut self, now_us: u64, out: &mut ExecutorOutbox) {
+    pub fn on_tick(&mut self, now_us: u64, out: &mut Outbox) {
         self.announce(now_us, out);
         if now_us.saturating_sub(self.reported_us) >= self.report_us {
             self.reported_us = now_us;
@@ -408,12 +389,11 @@ impl<A: Application> Executor<A> {
             // (it would have executed): an instance is stuck.
             self.nacked_us = now_us;
             self.nacks_sent += 1;
-            let to = (self.view % self.proposers) as u32;
-            out.nacks.push(Nack { executor: self.id, to, sequence: self.next });
+            out.nacks.push(Nack { executor: self.id, view: self.view, sequence: self.next });
         }
     }
 
-    fn announce(&mut self, now_us: u64, out: &mut ExecutorOutbox) {
+    fn announce(&mut self, now_us: u64, out: &mut Outbox) {
         if now_us.saturating_sub(self.announced_us) < self.announce_us {
             return;
         }
@@ -423,7 +403,7 @@ impl<A: Application> Executor<A> {
         }
     }
 
-    fn fetch(&mut self, sequence: u64, now_us: u64, out: &mut ExecutorOutbox) {
+    fn fetch(&mut self, sequence: u64, now_us: u64, out: &mut Outbox) {
         let peer = match &self.fetching {
             None => (self.id + 1) % self.executors,
             Some(f) if now_us.saturating_sub(f.sent_us) >= self.repair_timeout_us => self.next_peer(f.peer),
@@ -443,7 +423,7 @@ impl<A: Application> Executor<A> {
         self.slots.get(sequence).is_some_and(|slot| slot.votes.count_ones() >= quorum)
     }
 
-    fn execute_ready(&mut self, out: &mut ExecutorOutbox) {
+    fn execute_ready(&mut self, out: &mut Outbox) {
         if self.mutated(Mutation::ExecuteOutOfOrder) {
             self.execute_any_committed(out);
         }
@@ -460,7 +440,7 @@ impl<A: Application> Executor<A> {
     }
 
     /// The out-of-order mutation: executes a committed instance above `next` and skips ahead.
-    fn execute_any_committed(&mut self, out: &mut ExecutorOutbox) {
+    fn execute_any_committed(&mut self, out: &mut Outbox) {
         let above = (self.next + 1..self.slots.end()).find(|s| self.is_committed(*s));
         if let Some(sequence) = above.filter(|_| !self.is_committed(self.next))
             && let Some(slot) = self.slots.take(sequence)
@@ -472,7 +452,7 @@ impl<A: Application> Executor<A> {
     }
 
     /// Section III-D: checkpoint before executing `s` with `s mod CP == 0`.
-    fn checkpoint_if_due(&mut self, out: &mut ExecutorOutbox) {
+    fn checkpoint_if_due(&mut self, out: &mut Outbox) {
         let due = self.next > 0 && self.next.is_multiple_of(self.checkpoint_interval);
         let taken = self.checkpoints.back().is_some_and(|(s, _)| *s >= self.next);
         if !due || taken {
@@ -480,7 +460,7 @@ impl<A: Application> Executor<A> {
         }
         let Some(framed) = self.take_checkpoint() else { return };
         self.keep_checkpoint(self.next, framed.clone());
-        out.stores.push(Store { executor: self.id, sequence: self.next, state: framed });
+        self.store(self.next, framed, out);
     }
 
     /// The framed state before `next`: application snapshot, client table, counters.
@@ -505,7 +485,7 @@ impl<A: Application> Executor<A> {
         }
     }
 
-    fn execute(&mut self, sequence: u64, request: &Request, out: &mut ExecutorOutbox) {
+    fn execute(&mut self, sequence: u64, request: &Request, out: &mut Outbox) {
         if let Some(agreed) = self.agreed.get_mut(request.source as usize) {
             *agreed = (*agreed).max(request.number);
         }
@@ -549,6 +529,65 @@ impl<A: Application> Executor<A> {
     }
 }
 
+impl<A: Application> Replica for Executor<A> {
+    fn stage(&self) -> Stage {
+        Stage::Executor
+    }
+
+    fn id(&self) -> u32 {
+        self.id
+    }
+
+    fn on_tuple(&mut self, tuple: Tuple, _now_us: u64, out: &mut Outbox) -> bool {
+        match tuple {
+            Tuple::Commit(commit) => self.on_commit(commit, out),
+            Tuple::Stable(stable) => self.on_stable(stable),
+            Tuple::Fetch(fetch) => self.on_fetch(fetch, out),
+            Tuple::Transfer(transfer) => self.on_transfer(transfer, out),
+            Tuple::View(view) => self.on_view(view),
+            _ => return false,
+        }
+        true
+    }
+
+    fn on_tick(&mut self, now_us: u64, out: &mut Outbox) {
+        Executor::on_tick(self, now_us, out);
+    }
+
+    /// Restores the newest checkpoint storage holds; a damaged one leaves the replica empty
+    /// (it then catches up from a peer, Section III-D).
+    fn resume(&mut self, recovered: Recovered) -> Result<(), String> {
+        match recovered {
+            Recovered::Checkpoint(Some((sequence, state))) => {
+                self.restore_checkpoint(sequence, state)?;
+                self.durable = Some(sequence);
+                Ok(())
+            }
+            Recovered::Checkpoint(None) | Recovered::Fresh => Ok(()),
+            other => Err(format!("an executor resumes from a checkpoint, not {other:?}")),
+        }
+    }
+
+    fn counters(&self) -> Counters {
+        Counters {
+            next: self.next,
+            view: self.view,
+            count: self.executed,
+            history: self.history,
+            held: self.held() as u64,
+            stable: self.stable(),
+            transfers: self.transfers_restored,
+            repairs: self.nacks_sent,
+            stored: self.durable.unwrap_or(0),
+            ..Counters::default()
+        }
+    }
+
+    fn state_digest(&self) -> u64 {
+        Executor::state_digest(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -578,7 +617,7 @@ mod tests {
     #[test]
     fn commits_after_f_plus_one_distinct_committers() {
         let mut e = executor();
-        let mut out = ExecutorOutbox::default();
+        let mut out = Outbox::default();
         let r = request(1, vec![put(1, 1, "a")]);
         e.on_commit(commit(0, 0, 0, &r), &mut out);
         e.on_commit(commit(0, 0, 0, &r), &mut out);
@@ -594,7 +633,7 @@ mod tests {
     #[test]
     fn counts_commits_of_its_view_only() {
         let mut e = executor();
-        let mut out = ExecutorOutbox::default();
+        let mut out = Outbox::default();
         let r = request(1, vec![put(1, 1, "a")]);
         e.on_view(View { controller: 0, view: 2 });
         e.on_view(View { controller: 1, view: 2 });
@@ -611,7 +650,7 @@ mod tests {
     #[test]
     fn executes_strictly_in_sequence_order() {
         let mut e = executor();
-        let mut out = ExecutorOutbox::default();
+        let mut out = Outbox::default();
         let r0 = request(1, vec![put(1, 1, "a")]);
         let r1 = request(2, vec![put(2, 1, "b")]);
         e.on_commit(commit(0, 1, 0, &r1), &mut out);
@@ -628,7 +667,7 @@ mod tests {
     #[test]
     fn a_duplicate_is_answered_from_the_cache() {
         let mut e = executor();
-        let mut out = ExecutorOutbox::default();
+        let mut out = Outbox::default();
         let r0 = request(1, vec![put(1, 1, "a")]);
         let r1 = request(2, vec![put(1, 1, "a")]);
         for (s, r) in [(0, &r0), (1, &r1)] {
@@ -644,7 +683,7 @@ mod tests {
     #[test]
     fn a_command_cannot_acknowledge_itself() {
         let mut e = executor();
-        let mut out = ExecutorOutbox::default();
+        let mut out = Outbox::default();
         let command = Command { answered_below: 99, ..put(1, 5, "a") };
         let r = request(1, vec![command]);
         e.on_commit(commit(0, 0, 0, &r), &mut out);
@@ -656,24 +695,24 @@ mod tests {
     #[test]
     fn checkpoints_every_interval() {
         let mut e = executor();
-        let mut out = ExecutorOutbox::default();
+        let mut out = Outbox::default();
         for s in 0..9 {
             let r = request(s + 1, vec![put(1, s + 1, "k")]);
             e.on_commit(commit(0, s, 0, &r), &mut out);
             e.on_commit(commit(1, s, 0, &r), &mut out);
         }
         assert_eq!(out.stores.iter().map(|s| s.sequence).collect::<Vec<_>>(), vec![4, 8]);
-        assert!(out.checkpoints.is_empty(), "announced only once durable");
-        e.on_stored(4, &mut out);
-        e.on_stored(4, &mut out);
-        assert_eq!(out.checkpoints, vec![Checkpoint { executor: 0, sequence: 4 }]);
+        let announced = vec![Checkpoint { executor: 0, sequence: 4 }, Checkpoint { executor: 0, sequence: 8 }];
+        assert_eq!(out.checkpoints, announced, "each store is announced once");
+        let route = crate::protocol::topology::route(crate::protocol::topology::Kind::Checkpoint);
+        assert!(route.after_persist, "announced only once durable: the host holds it for the store");
     }
 
     /// Section III-D: a lagging executor loads a peer's checkpoint and continues from it.
     #[test]
     fn catches_up_by_state_transfer() {
         let mut ahead = executor();
-        let mut out = ExecutorOutbox::default();
+        let mut out = Outbox::default();
         for s in 0..4 {
             let r = request(s + 1, vec![put(1, s + 1, &format!("k{s}"))]);
             ahead.on_commit(commit(0, s, 0, &r), &mut out);
@@ -682,14 +721,14 @@ mod tests {
         let mut behind = Executor::new(1, &params(), KvStore::default());
         behind.on_stable(Stable { source: 0, sequence: 4 });
         behind.on_stable(Stable { source: 1, sequence: 4 });
-        let mut lag = ExecutorOutbox::default();
+        let mut lag = Outbox::default();
         behind.on_tick(0, &mut lag);
         assert!(lag.fetches.is_empty(), "waits for the timeout first");
         behind.on_tick(1_000_000, &mut lag);
         let fetch = lag.fetches.pop().expect("fetches after the timeout");
         assert!(lag.nacks.is_empty(), "behind the threshold, a nack cannot help");
         assert_eq!((fetch.executor, fetch.sequence), (1, 4));
-        let mut answer = ExecutorOutbox::default();
+        let mut answer = Outbox::default();
         ahead.on_fetch(Fetch { to: 0, ..fetch }, &mut answer);
         let transfer = answer.transfers.pop().expect("the peer answers");
         behind.on_transfer(transfer, &mut lag);
@@ -703,7 +742,7 @@ mod tests {
     #[test]
     fn a_gap_is_nacked_after_the_timeout() {
         let mut e = executor();
-        let mut out = ExecutorOutbox::default();
+        let mut out = Outbox::default();
         e.on_tick(0, &mut out);
         e.on_tick(1_000_000, &mut out);
         assert!(out.nacks.is_empty(), "idle, nothing is missing");
@@ -713,7 +752,7 @@ mod tests {
         e.on_tick(1_001_000, &mut out);
         assert!(out.nacks.is_empty(), "new work after a long idle time starts a new timeout");
         e.on_tick(1_030_000, &mut out);
-        assert_eq!(out.nacks, vec![Nack { executor: 0, to: 0, sequence: 0 }]);
+        assert_eq!(out.nacks, vec![Nack { executor: 0, view: 0, sequence: 0 }]);
         e.on_tick(1_031_000, &mut out);
         assert_eq!(out.nacks.len(), 1, "at most one nack per timeout");
     }
@@ -724,14 +763,14 @@ mod tests {
     #[test]
     fn a_peer_supplies_state_when_nacks_go_unanswered() {
         let mut ahead = executor();
-        let mut out = ExecutorOutbox::default();
+        let mut out = Outbox::default();
         for s in 0..3 {
             let r = request(s + 1, vec![put(1, s + 1, "k")]);
             ahead.on_commit(commit(0, s, 0, &r), &mut out);
             ahead.on_commit(commit(1, s, 0, &r), &mut out);
         }
         let mut behind = Executor::new(1, &params(), KvStore::default()).repair_timeout_us(10);
-        let mut lag = ExecutorOutbox::default();
+        let mut lag = Outbox::default();
         let r = request(3, vec![put(1, 3, "k")]);
         behind.on_commit(commit(0, 2, 0, &r), &mut lag);
         for now in (0..100).step_by(10) {
@@ -740,7 +779,7 @@ mod tests {
         assert_eq!(lag.nacks.len(), 3, "nacks first");
         let fetch = lag.fetches.pop().expect("then a fetch");
         assert_eq!(fetch.sequence, 1);
-        let mut answer = ExecutorOutbox::default();
+        let mut answer = Outbox::default();
         ahead.on_fetch(Fetch { to: 0, ..fetch }, &mut answer);
         let transfer = answer.transfers.pop().expect("a checkpoint taken on demand");
         assert_eq!(transfer.sequence, 3);
@@ -751,7 +790,7 @@ mod tests {
     #[test]
     fn a_corrupt_transfer_is_dropped() {
         let mut ahead = executor();
-        let mut out = ExecutorOutbox::default();
+        let mut out = Outbox::default();
         for s in 0..4 {
             let r = request(s + 1, vec![put(1, s + 1, "k")]);
             ahead.on_commit(commit(0, s, 0, &r), &mut out);

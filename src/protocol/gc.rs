@@ -2,6 +2,8 @@
 
 use super::params::Params;
 use super::quorum::Announced;
+use super::replica::{Counters, Outbox, Recovered, Replica};
+use super::topology::{Stage, Tuple};
 use super::tuple::{Checkpoint, Stable};
 
 /// Garbage-collection source replica `g` (2f+1 of them).
@@ -36,22 +38,53 @@ impl GcSource {
     }
 
     /// A checkpoint notification: emits a stable tuple if the threshold rose.
-    pub fn on_checkpoint(&mut self, checkpoint: Checkpoint, now_us: u64, out: &mut Vec<Stable>) {
+    pub fn on_checkpoint(&mut self, checkpoint: Checkpoint, now_us: u64, out: &mut Outbox) {
         if self.checkpoints.report(checkpoint.executor, checkpoint.sequence).is_some() {
             self.announce(now_us, out);
         }
     }
 
     /// Time passed: repeats a non-zero threshold that has not been announced for a while.
-    pub fn on_tick(&mut self, now_us: u64, out: &mut Vec<Stable>) {
+    pub fn on_tick(&mut self, now_us: u64, out: &mut Outbox) {
         if self.threshold() > 0 && now_us.saturating_sub(self.announced_us) >= self.repeat_us {
             self.announce(now_us, out);
         }
     }
 
-    fn announce(&mut self, now_us: u64, out: &mut Vec<Stable>) {
+    fn announce(&mut self, now_us: u64, out: &mut Outbox) {
         self.announced_us = now_us;
-        out.push(Stable { source: self.id, sequence: self.threshold() });
+        out.stable.push(Stable { source: self.id, sequence: self.threshold() });
+    }
+}
+
+impl Replica for GcSource {
+    fn stage(&self) -> Stage {
+        Stage::Gc
+    }
+
+    fn id(&self) -> u32 {
+        self.id
+    }
+
+    fn on_tuple(&mut self, tuple: Tuple, now_us: u64, out: &mut Outbox) -> bool {
+        match tuple {
+            Tuple::Checkpoint(checkpoint) => self.on_checkpoint(checkpoint, now_us, out),
+            _ => return false,
+        }
+        true
+    }
+
+    fn on_tick(&mut self, now_us: u64, out: &mut Outbox) {
+        GcSource::on_tick(self, now_us, out);
+    }
+
+    /// Keeps nothing durable: executors repeat their checkpoint announcements.
+    fn resume(&mut self, _recovered: Recovered) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn counters(&self) -> Counters {
+        Counters { stable: self.threshold(), ..Counters::default() }
     }
 }
 
@@ -63,26 +96,26 @@ mod tests {
     #[test]
     fn announces_when_f_plus_one_executors_checkpointed() {
         let mut g = GcSource::new(1, &Params::default());
-        let mut out = Vec::new();
+        let mut out = Outbox::default();
         g.on_checkpoint(Checkpoint { executor: 0, sequence: 128 }, 0, &mut out);
-        assert!(out.is_empty());
+        assert!(out.stable.is_empty());
         g.on_checkpoint(Checkpoint { executor: 2, sequence: 256 }, 0, &mut out);
-        assert_eq!(out, vec![Stable { source: 1, sequence: 128 }]);
+        assert_eq!(out.stable, vec![Stable { source: 1, sequence: 128 }]);
         g.on_checkpoint(Checkpoint { executor: 0, sequence: 384 }, 0, &mut out);
-        assert_eq!(out.last(), Some(&Stable { source: 1, sequence: 256 }));
+        assert_eq!(out.stable.last(), Some(&Stable { source: 1, sequence: 256 }));
     }
 
     #[test]
     fn repeats_the_threshold_periodically() {
         let mut g = GcSource::new(0, &Params::default());
-        let mut out = Vec::new();
+        let mut out = Outbox::default();
         g.on_tick(1_000_000, &mut out);
-        assert!(out.is_empty(), "nothing to repeat yet");
+        assert!(out.stable.is_empty(), "nothing to repeat yet");
         g.on_checkpoint(Checkpoint { executor: 0, sequence: 128 }, 0, &mut out);
         g.on_checkpoint(Checkpoint { executor: 1, sequence: 128 }, 0, &mut out);
         g.on_tick(50_000, &mut out);
-        assert_eq!(out.len(), 1);
+        assert_eq!(out.stable.len(), 1);
         g.on_tick(100_000, &mut out);
-        assert_eq!(out.len(), 2);
+        assert_eq!(out.stable.len(), 2);
     }
 }

@@ -5,6 +5,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 use super::params::Params;
 use super::quorum::Announced;
+use super::replica::{Counters, Outbox, Recovered, Replica};
+use super::topology::{Stage, Tuple, leader_of};
 use super::tuple::{Nack, Propose, Record, Request, Stable, View};
 use super::window::Window;
 
@@ -55,6 +57,8 @@ pub struct Proposer {
     /// restarted proposer has forgotten the sequence numbers it assigned, so it never leads that
     /// view again, only a higher one, through the committers' records.
     led: Option<u64>,
+    /// The led view last handed to the host for writing.
+    led_written: Option<u64>,
     /// This incarnation leads its view.
     leading: bool,
 }
@@ -85,6 +89,7 @@ impl Proposer {
             backoff_us: 20_000,
             progressed: false,
             led: (id == 0).then_some(0),
+            led_written: None,
             leading: id == 0,
         }
     }
@@ -93,11 +98,11 @@ impl Proposer {
     /// storage): it stays silent until a view change makes it the proposer of a higher view,
     /// and then takes over from the records.
     pub fn restarted(id: u32, params: &Params, led: Option<u64>) -> Proposer {
-        Proposer { led, leading: false, ..Proposer::new(id, params) }
+        Proposer { led, led_written: led, leading: false, ..Proposer::new(id, params) }
     }
 
-    /// The highest view this replica ever led. Host duty: make it durable before sending the
-    /// proposals of a call in which it changed.
+    /// The highest view this replica ever led. It is written to [`Outbox::value`] before the
+    /// first proposal of that view (host duty: durable before the proposals leave).
     pub fn led(&self) -> Option<u64> {
         self.led
     }
@@ -167,7 +172,7 @@ impl Proposer {
     /// A request from a source: proposed at once if the window has room, otherwise it waits.
     /// At most `window` requests wait; more are dropped (memory stays bounded; their sources
     /// resend). A proposer that is not the leader of its view ignores requests.
-    pub fn on_request(&mut self, request: Request, out: &mut Vec<Propose>) {
+    pub fn on_request(&mut self, request: Request, out: &mut Outbox) {
         if !self.is_leader() {
             return;
         }
@@ -183,7 +188,7 @@ impl Proposer {
     }
 
     /// A stability announcement: a rising threshold moves the window and frees room.
-    pub fn on_stable(&mut self, stable: Stable, out: &mut Vec<Propose>) {
+    pub fn on_stable(&mut self, stable: Stable, out: &mut Outbox) {
         if let Some(threshold) = self.stable.report(stable.source, stable.sequence) {
             self.sent.advance(threshold);
             self.progressed = true;
@@ -201,7 +206,7 @@ impl Proposer {
         self.view = adopted;
         self.waiting.clear();
         self.sent = Window::new(self.stable(), self.sent_capacity());
-        let ours = adopted % self.proposers == self.id as u64;
+        let ours = leader_of(adopted, self.proposers as usize) == self.id;
         self.leading = ours && self.led.is_none_or(|led| adopted > led);
         if self.leading {
             self.led = Some(adopted);
@@ -215,7 +220,7 @@ impl Proposer {
 
     /// A committer's records for the view this proposer takes over. With records from f+1
     /// distinct committers it re-proposes and becomes active.
-    pub fn on_record(&mut self, record: Record, out: &mut Vec<Propose>) {
+    pub fn on_record(&mut self, record: Record, out: &mut Outbox) {
         if record.view != self.view {
             return;
         }
@@ -230,7 +235,7 @@ impl Proposer {
 
     /// Section III-E: for every slot the records cover, re-propose the request with the highest
     /// view; fill slots no record covers with no-ops; then continue with new requests.
-    fn take_over(&mut self, records: BTreeMap<u32, Record>, out: &mut Vec<Propose>) {
+    fn take_over(&mut self, records: BTreeMap<u32, Record>, out: &mut Outbox) {
         let base = records.values().map(|r| r.stable).max().unwrap_or(0).max(self.stable());
         let mut chosen: BTreeMap<u64, (u64, Request)> = BTreeMap::new();
         for accepted in records.into_values().flat_map(|r| r.records).filter(|a| a.sequence >= base) {
@@ -255,7 +260,7 @@ impl Proposer {
     /// stops a lagging executor sees nothing at all. So the proposer repeats, with exponential
     /// backoff: every proposal above the threshold when the window is full, otherwise its last
     /// proposal, which shows a lagging executor what it misses (it then nacks the gap).
-    pub fn on_tick(&mut self, now_us: u64, out: &mut Vec<Propose>) {
+    pub fn on_tick(&mut self, now_us: u64, out: &mut Outbox) {
         let in_flight = self.next_sequence > self.stable();
         if !in_flight || !self.is_active() || std::mem::take(&mut self.progressed) {
             self.progress_us = now_us;
@@ -272,24 +277,25 @@ impl Proposer {
         self.repeat(first..self.next_sequence, out);
     }
 
-    /// An executor waits for `sequence`: repeat a burst of proposals from it. A lagging executor
+    /// An executor in a view this replica leads waits for `sequence`: repeat a burst of proposals
+    /// from it. A lagging executor
     /// usually misses a run of instances, and should not need a nack (and a timeout) for each.
-    pub fn on_nack(&mut self, nack: Nack, out: &mut Vec<Propose>) {
-        if nack.to == self.id && self.is_active() {
+    pub fn on_nack(&mut self, nack: Nack, out: &mut Outbox) {
+        if leader_of(nack.view, self.proposers as usize) == self.id && self.is_active() {
             self.repeat(nack.sequence..self.next_sequence.min(nack.sequence + NACK_BURST), out);
         }
     }
 
-    fn repeat(&mut self, sequences: std::ops::Range<u64>, out: &mut Vec<Propose>) {
+    fn repeat(&mut self, sequences: std::ops::Range<u64>, out: &mut Outbox) {
         for sequence in sequences {
             if let Some(propose) = self.sent.get(sequence) {
                 self.repeated += 1;
-                out.push(propose.clone());
+                out.proposals.push(propose.clone());
             }
         }
     }
 
-    fn propose_waiting(&mut self, out: &mut Vec<Propose>) {
+    fn propose_waiting(&mut self, out: &mut Outbox) {
         while self.is_active() && self.next_sequence < self.stable() + self.window {
             let Some(request) = self.waiting.pop_front() else { break };
             let propose = Propose { proposer: self.id, sequence: self.next_sequence, view: self.view, request };
@@ -298,14 +304,71 @@ impl Proposer {
         }
     }
 
-    fn send(&mut self, propose: Propose, out: &mut Vec<Propose>) {
+    fn send(&mut self, propose: Propose, out: &mut Outbox) {
+        if self.led != self.led_written {
+            self.led_written = self.led;
+            out.value = self.led;
+        }
         if let Some(slot) = self.sent.get_or_insert_with(propose.sequence, || propose.clone()) {
             *slot = propose.clone();
         }
-        out.push(propose);
+        out.proposals.push(propose);
         self.proposed += 1;
         self.progressed = true;
         self.in_flight_max = self.in_flight_max.max(self.in_flight() + 1);
+    }
+}
+
+impl Replica for Proposer {
+    fn stage(&self) -> Stage {
+        Stage::Proposer
+    }
+
+    fn id(&self) -> u32 {
+        self.id
+    }
+
+    fn on_tuple(&mut self, tuple: Tuple, _now_us: u64, out: &mut Outbox) -> bool {
+        match tuple {
+            Tuple::Request { request, .. } => self.on_request(request, out),
+            Tuple::Stable(stable) => self.on_stable(stable, out),
+            Tuple::Nack(nack) => self.on_nack(nack, out),
+            Tuple::View(view) => self.on_view(view),
+            Tuple::Record(record) => self.on_record(record, out),
+            _ => return false,
+        }
+        true
+    }
+
+    fn on_tick(&mut self, now_us: u64, out: &mut Outbox) {
+        Proposer::on_tick(self, now_us, out);
+    }
+
+    /// A restarted proposer never leads the view it led before (see [`Proposer::restarted`]).
+    fn resume(&mut self, recovered: Recovered) -> Result<(), String> {
+        match recovered {
+            Recovered::Value(led) => {
+                (self.led, self.led_written, self.leading) = (led, led, false);
+                Ok(())
+            }
+            Recovered::Fresh => Ok(()),
+            other => Err(format!("a proposer resumes from its led view, not {other:?}")),
+        }
+    }
+
+    fn counters(&self) -> Counters {
+        Counters {
+            next: self.proposed,
+            count: self.proposed,
+            view: self.view,
+            in_flight_max: self.in_flight_max,
+            held: self.held() as u64,
+            stalls: self.stalls,
+            dropped: self.dropped,
+            stable: self.stable(),
+            repairs: self.repeated,
+            ..Counters::default()
+        }
     }
 }
 
@@ -341,13 +404,13 @@ mod tests {
     #[test]
     fn pipelines_up_to_the_window() {
         let mut p = Proposer::new(0, &params(4));
-        let mut out = Vec::new();
+        let mut out = Outbox::default();
         for q in 1..=6 {
             p.on_request(request(q), &mut out);
         }
-        let sequences: Vec<u64> = out.iter().map(|x| x.sequence).collect();
+        let sequences: Vec<u64> = out.proposals.iter().map(|x| x.sequence).collect();
         assert_eq!(sequences, vec![0, 1, 2, 3], "four instances in flight at once, then the window is full");
-        assert!(out.iter().all(|x| x.view == 0 && x.proposer == 0));
+        assert!(out.proposals.iter().all(|x| x.view == 0 && x.proposer == 0));
         assert_eq!(p.in_flight_max(), 4);
         assert_eq!(p.held(), 2 + 4);
     }
@@ -356,15 +419,15 @@ mod tests {
     #[test]
     fn resumes_when_the_threshold_rises() {
         let mut p = Proposer::new(0, &params(2));
-        let mut out = Vec::new();
+        let mut out = Outbox::default();
         for q in 1..=4 {
             p.on_request(request(q), &mut out);
         }
-        assert_eq!(out.len(), 2);
+        assert_eq!(out.proposals.len(), 2);
         p.on_stable(Stable { source: 0, sequence: 2 }, &mut out);
-        assert_eq!(out.len(), 2, "one source is not enough");
+        assert_eq!(out.proposals.len(), 2, "one source is not enough");
         p.on_stable(Stable { source: 2, sequence: 2 }, &mut out);
-        let assigned: Vec<(u64, u64)> = out.iter().map(|x| (x.sequence, x.request.number)).collect();
+        let assigned: Vec<(u64, u64)> = out.proposals.iter().map(|x| (x.sequence, x.request.number)).collect();
         assert_eq!(assigned, vec![(0, 1), (1, 2), (2, 3), (3, 4)]);
     }
 
@@ -372,11 +435,11 @@ mod tests {
     #[test]
     fn the_waiting_queue_is_bounded() {
         let mut p = Proposer::new(0, &params(2));
-        let mut out = Vec::new();
+        let mut out = Outbox::default();
         for q in 1..=10 {
             p.on_request(request(q), &mut out);
         }
-        assert_eq!(out.len(), 2);
+        assert_eq!(out.proposals.len(), 2);
         assert_eq!((p.held(), p.dropped(), p.stalls()), (2 + 2, 6, 2));
     }
 
@@ -384,19 +447,19 @@ mod tests {
     #[test]
     fn repeats_proposals_on_nack() {
         let mut p = Proposer::new(0, &params(4));
-        let mut out = Vec::new();
+        let mut out = Outbox::default();
         p.on_request(request(1), &mut out);
         p.on_request(request(2), &mut out);
-        let second = out[1].clone();
-        out.clear();
-        p.on_nack(Nack { executor: 2, to: 0, sequence: 1 }, &mut out);
-        assert_eq!(out, vec![second]);
-        p.on_nack(Nack { executor: 2, to: 0, sequence: 0 }, &mut out);
-        assert_eq!(out.iter().map(|x| x.sequence).collect::<Vec<_>>(), vec![1, 0, 1], "a burst from 0");
-        p.on_nack(Nack { executor: 2, to: 0, sequence: 3 }, &mut out);
-        assert_eq!(out.len(), 3, "nothing was proposed at 3");
-        p.on_nack(Nack { executor: 2, to: 1, sequence: 1 }, &mut out);
-        assert_eq!(out.len(), 3, "addressed to another proposer");
+        let second = out.proposals[1].clone();
+        out.proposals.clear();
+        p.on_nack(Nack { executor: 2, view: 0, sequence: 1 }, &mut out);
+        assert_eq!(out.proposals, vec![second]);
+        p.on_nack(Nack { executor: 2, view: 0, sequence: 0 }, &mut out);
+        assert_eq!(out.proposals.iter().map(|x| x.sequence).collect::<Vec<_>>(), vec![1, 0, 1], "a burst from 0");
+        p.on_nack(Nack { executor: 2, view: 0, sequence: 3 }, &mut out);
+        assert_eq!(out.proposals.len(), 3, "nothing was proposed at 3");
+        p.on_nack(Nack { executor: 2, view: 1, sequence: 1 }, &mut out);
+        assert_eq!(out.proposals.len(), 3, "addressed to another proposer");
     }
 
     /// Repair: when the window stays full and the threshold does not rise, the proposals above
@@ -404,26 +467,26 @@ mod tests {
     #[test]
     fn repeats_a_stuck_full_window_with_backoff() {
         let mut p = Proposer::new(0, &params(2)).repair_timeout_us(10);
-        let mut out = Vec::new();
+        let mut out = Outbox::default();
         for q in 1..=3 {
             p.on_request(request(q), &mut out);
         }
-        out.clear();
+        out.proposals.clear();
         p.on_tick(0, &mut out);
         p.on_tick(5, &mut out);
-        assert!(out.is_empty(), "not stuck long enough");
+        assert!(out.proposals.is_empty(), "not stuck long enough");
         p.on_tick(10, &mut out);
-        assert_eq!(out.iter().map(|x| x.sequence).collect::<Vec<_>>(), vec![0, 1]);
+        assert_eq!(out.proposals.iter().map(|x| x.sequence).collect::<Vec<_>>(), vec![0, 1]);
         p.on_tick(25, &mut out);
-        assert_eq!(out.len(), 2, "backoff doubled to 20");
+        assert_eq!(out.proposals.len(), 2, "backoff doubled to 20");
         p.on_tick(30, &mut out);
-        assert_eq!(out.len(), 4);
+        assert_eq!(out.proposals.len(), 4);
         p.on_stable(Stable { source: 0, sequence: 1 }, &mut out);
         p.on_stable(Stable { source: 1, sequence: 1 }, &mut out);
-        let proposed = out.len();
+        let proposed = out.proposals.len();
         p.on_tick(31, &mut out);
         p.on_tick(40, &mut out);
-        assert_eq!(out.len(), proposed, "progress resets the timeout");
+        assert_eq!(out.proposals.len(), proposed, "progress resets the timeout");
     }
 
     /// Repair: an idle proposer with instances in flight repeats its last proposal now and then,
@@ -431,27 +494,27 @@ mod tests {
     #[test]
     fn an_idle_proposer_repeats_its_last_proposal() {
         let mut p = Proposer::new(0, &params(8)).repair_timeout_us(10);
-        let mut out = Vec::new();
+        let mut out = Outbox::default();
         p.on_request(request(1), &mut out);
         p.on_request(request(2), &mut out);
-        out.clear();
+        out.proposals.clear();
         p.on_tick(0, &mut out);
         p.on_tick(10, &mut out);
-        assert_eq!(out.iter().map(|x| x.sequence).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(out.proposals.iter().map(|x| x.sequence).collect::<Vec<_>>(), vec![1]);
         p.on_stable(Stable { source: 0, sequence: 2 }, &mut out);
         p.on_stable(Stable { source: 1, sequence: 2 }, &mut out);
         p.on_tick(100, &mut out);
         p.on_tick(200, &mut out);
-        assert_eq!(out.len(), 1, "nothing in flight above the threshold: nothing to repeat");
+        assert_eq!(out.proposals.len(), 1, "nothing in flight above the threshold: nothing to repeat");
     }
 
     /// Section III-C: only proposer v mod (f+1) may propose.
     #[test]
     fn inactive_proposer_stays_silent() {
         let mut p = Proposer::new(1, &params(4));
-        let mut out = Vec::new();
+        let mut out = Outbox::default();
         p.on_request(request(1), &mut out);
-        assert!(out.is_empty());
+        assert!(out.proposals.is_empty());
         assert!(!p.is_active());
     }
 
@@ -460,19 +523,19 @@ mod tests {
     #[test]
     fn takes_over_from_f_plus_one_records() {
         let mut p = Proposer::new(1, &params(8));
-        let mut out = Vec::new();
+        let mut out = Outbox::default();
         enter(&mut p, 1);
         assert!(!p.is_active(), "collecting records first");
         p.on_request(request(50), &mut out);
-        assert!(out.is_empty(), "new requests wait for the take-over");
+        assert!(out.proposals.is_empty(), "new requests wait for the take-over");
         p.on_record(record(0, 1, 2, &[(2, 0, 10), (3, 0, 11)]), &mut out);
-        assert!(out.is_empty(), "one record is not enough");
+        assert!(out.proposals.is_empty(), "one record is not enough");
         p.on_record(record(0, 1, 2, &[(2, 0, 10)]), &mut out);
-        assert!(out.is_empty(), "the same committer twice is one record");
+        assert!(out.proposals.is_empty(), "the same committer twice is one record");
         p.on_record(record(2, 1, 2, &[(3, 0, 11), (5, 0, 13)]), &mut out);
-        let proposals: Vec<(u64, u64, u64)> = out.iter().map(|x| (x.sequence, x.view, x.request.number)).collect();
+        let proposals: Vec<(u64, u64, u64)> = out.proposals.iter().map(|x| (x.sequence, x.view, x.request.number)).collect();
         assert_eq!(proposals, vec![(2, 1, 10), (3, 1, 11), (4, 1, 0), (5, 1, 13), (6, 1, 50)]);
-        assert!(out[2].request.is_noop(), "slot 4 is covered by no record: a no-op");
+        assert!(out.proposals[2].request.is_noop(), "slot 4 is covered by no record: a no-op");
         assert!(p.is_active());
     }
 
@@ -480,11 +543,11 @@ mod tests {
     #[test]
     fn the_highest_view_wins() {
         let mut p = Proposer::new(0, &params(8));
-        let mut out = Vec::new();
+        let mut out = Outbox::default();
         enter(&mut p, 4);
         p.on_record(record(0, 4, 0, &[(0, 1, 10)]), &mut out);
         p.on_record(record(1, 4, 0, &[(0, 3, 20)]), &mut out);
-        assert_eq!(out.iter().map(|x| (x.sequence, x.view, x.request.number)).collect::<Vec<_>>(), vec![(0, 4, 20)]);
+        assert_eq!(out.proposals.iter().map(|x| (x.sequence, x.view, x.request.number)).collect::<Vec<_>>(), vec![(0, 4, 20)]);
     }
 
     /// A restarted proposer never leads a view it led before (it has forgotten its sequence
@@ -493,29 +556,29 @@ mod tests {
     #[test]
     fn a_restarted_proposer_never_leads_its_old_view_again() {
         let mut p = Proposer::restarted(0, &params(8), Some(2));
-        let mut out = Vec::new();
+        let mut out = Outbox::default();
         p.on_request(request(1), &mut out);
         enter(&mut p, 2);
         p.on_request(request(2), &mut out);
         p.on_record(record(0, 2, 0, &[]), &mut out);
         p.on_record(record(1, 2, 0, &[]), &mut out);
-        assert!(out.is_empty() && !p.is_active(), "it led view 2 before its restart");
+        assert!(out.proposals.is_empty() && !p.is_active(), "it led view 2 before its restart");
         enter(&mut p, 4);
         assert_eq!(p.led(), Some(4), "leading view 4 is recorded before anything is proposed");
         p.on_record(record(0, 4, 0, &[(0, 0, 7)]), &mut out);
         p.on_record(record(1, 4, 0, &[]), &mut out);
-        assert_eq!(out.iter().map(|x| (x.sequence, x.view, x.request.number)).collect::<Vec<_>>(), vec![(0, 4, 7)]);
+        assert_eq!(out.proposals.iter().map(|x| (x.sequence, x.view, x.request.number)).collect::<Vec<_>>(), vec![(0, 4, 7)]);
     }
 
     /// Records for another view are ignored; leaving the view silences a proposer.
     #[test]
     fn records_of_other_views_are_ignored() {
         let mut p = Proposer::new(1, &params(8));
-        let mut out = Vec::new();
+        let mut out = Outbox::default();
         enter(&mut p, 3);
         p.on_record(record(0, 1, 0, &[(0, 1, 10)]), &mut out);
         p.on_record(record(1, 1, 0, &[(0, 1, 10)]), &mut out);
-        assert!(out.is_empty() && !p.is_active());
+        assert!(out.proposals.is_empty() && !p.is_active());
         enter(&mut p, 4);
         p.on_record(record(0, 4, 0, &[]), &mut out);
         p.on_record(record(1, 4, 0, &[]), &mut out);

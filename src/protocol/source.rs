@@ -7,20 +7,13 @@ use std::sync::Arc;
 use super::mutation::{self, Mutation};
 use super::params::Params;
 use super::quorum::Announced;
+use super::replica::{Counters, Outbox, Recovered, Replica};
+use super::topology::{Stage, Tuple, leader_of};
 use super::tuple::{Command, Reply, Request, Target, View};
 
 /// Request numbers carry the source's incarnation in their high bits, so that a restarted
 /// source never reuses a number.
 pub const INCARNATION_SHIFT: u32 = 40;
-
-/// The tuples a request source emits.
-#[derive(Debug, Default)]
-pub struct SourceOutbox {
-    /// Requests, each to the proposer named with it.
-    pub requests: Vec<(u32, Request)>,
-    /// Progress reports, to every controller.
-    pub targets: Vec<Target>,
-}
 
 /// A request that has not been answered completely yet.
 #[derive(Debug)]
@@ -31,7 +24,7 @@ struct Unanswered {
 }
 
 /// Request source replica `r`: numbers requests `<REQUEST, r, q, cmds>` and sends them to the
-/// active proposer of its current view.
+/// active proposer of its current view (each request goes out with the view it is for).
 ///
 /// Commands are batched (Section VI-B): a request is sent when it holds `batch_size` commands,
 /// or on a tick once its oldest command waited `batch_timeout_us`. With a timeout of zero a
@@ -127,11 +120,11 @@ impl RequestSource {
 
     /// The proposer that requests go to: p = v mod (f+1) (Section III-C).
     pub fn active_proposer(&self) -> u32 {
-        (self.view % self.proposers) as u32
+        leader_of(self.view, self.proposers as usize)
     }
 
     /// Accepts a client command; emits a request once the batch is full.
-    pub fn on_command(&mut self, command: Command, now_us: u64, out: &mut SourceOutbox) {
+    pub fn on_command(&mut self, command: Command, now_us: u64, out: &mut Outbox) {
         if self.batch.is_empty() {
             self.batch_started_us = now_us;
         }
@@ -159,7 +152,7 @@ impl RequestSource {
     }
 
     /// A view announcement: on a new view, send every unanswered request to its proposer.
-    pub fn on_view(&mut self, view: View, now_us: u64, out: &mut SourceOutbox) {
+    pub fn on_view(&mut self, view: View, now_us: u64, out: &mut Outbox) {
         let Some(adopted) = self.views.report(view.controller, view.view) else { return };
         if adopted > self.view {
             self.view = adopted;
@@ -169,7 +162,7 @@ impl RequestSource {
 
     /// Time passed: send a partial batch that waited long enough, resend requests unanswered
     /// for half a view timeout, report progress.
-    pub fn on_tick(&mut self, now_us: u64, out: &mut SourceOutbox) {
+    pub fn on_tick(&mut self, now_us: u64, out: &mut Outbox) {
         if !self.batch.is_empty() && now_us.saturating_sub(self.batch_started_us) >= self.batch_timeout_us {
             self.flush(now_us, out);
         }
@@ -185,18 +178,17 @@ impl RequestSource {
         (!self.batch.is_empty()).then(|| self.batch_started_us + self.batch_timeout_us)
     }
 
-    fn resend(&mut self, now_us: u64, older_than_us: u64, out: &mut SourceOutbox) {
-        let proposer = self.active_proposer();
+    fn resend(&mut self, now_us: u64, older_than_us: u64, out: &mut Outbox) {
         for entry in self.unanswered.values_mut() {
             if now_us.saturating_sub(entry.sent_us) >= older_than_us {
                 entry.sent_us = now_us;
                 self.resent += 1;
-                out.requests.push((proposer, entry.request.clone()));
+                out.requests.push((self.view, entry.request.clone()));
             }
         }
     }
 
-    fn flush(&mut self, now_us: u64, out: &mut SourceOutbox) {
+    fn flush(&mut self, now_us: u64, out: &mut Outbox) {
         if mutation::applies(self.mutation, Mutation::SourceNeverFlushes) {
             return;
         }
@@ -206,7 +198,7 @@ impl RequestSource {
         let number = self.highest_number();
         let request = Request { source: self.id, number, commands };
         self.track(&request, now_us);
-        out.requests.push((self.active_proposer(), request));
+        out.requests.push((self.view, request));
     }
 
     /// Remembers a request until it is answered; the oldest is forgotten if too many are
@@ -224,6 +216,56 @@ impl RequestSource {
         }
         let entry = Unanswered { request: request.clone(), commands_left: request.commands.len(), sent_us: now_us };
         self.unanswered.insert(request.number, entry);
+    }
+}
+
+impl Replica for RequestSource {
+    fn stage(&self) -> Stage {
+        Stage::Source
+    }
+
+    fn id(&self) -> u32 {
+        self.id
+    }
+
+    fn on_tuple(&mut self, tuple: Tuple, now_us: u64, out: &mut Outbox) -> bool {
+        match tuple {
+            Tuple::Command(submit) => self.on_command(submit.command, now_us, out),
+            Tuple::Reply(reply) => self.on_reply(&reply),
+            Tuple::View(view) => self.on_view(view, now_us, out),
+            _ => return false,
+        }
+        true
+    }
+
+    fn on_tick(&mut self, now_us: u64, out: &mut Outbox) {
+        RequestSource::on_tick(self, now_us, out);
+    }
+
+    /// Storage counts the source's starts; this start numbers its requests above every earlier
+    /// one.
+    fn resume(&mut self, recovered: Recovered) -> Result<(), String> {
+        match recovered {
+            Recovered::Value(Some(incarnation)) => {
+                self.incarnation = incarnation;
+                Ok(())
+            }
+            Recovered::Fresh => Ok(()),
+            other => Err(format!("a request source resumes from its incarnation count, not {other:?}")),
+        }
+    }
+
+    fn deadline_us(&self) -> Option<u64> {
+        self.next_deadline_us()
+    }
+
+    fn counters(&self) -> Counters {
+        Counters {
+            next: self.highest_number() + 1,
+            repairs: self.resent,
+            held: self.held() as u64,
+            ..Counters::default()
+        }
     }
 }
 
@@ -248,11 +290,12 @@ mod tests {
     #[test]
     fn numbers_requests_in_order() {
         let mut s = source(1, 0);
-        let mut out = SourceOutbox::default();
+        let mut out = Outbox::default();
         for t in 1..=3 {
             s.on_command(command(t), 0, &mut out);
         }
-        let numbers: Vec<(u32, u32, u64)> = out.requests.iter().map(|(p, r)| (*p, r.source, r.number)).collect();
+        let numbers: Vec<(u32, u32, u64)> =
+            out.requests.iter().map(|(v, r)| (leader_of(*v, 2), r.source, r.number)).collect();
         assert_eq!(numbers, vec![(0, 1, 1), (0, 1, 2), (0, 1, 3)]);
         assert_eq!(s.highest_number(), 3);
     }
@@ -261,7 +304,7 @@ mod tests {
     #[test]
     fn batches_by_size_then_by_timeout() {
         let mut s = source(3, 100);
-        let mut out = SourceOutbox::default();
+        let mut out = Outbox::default();
         for t in 1..=4 {
             s.on_command(command(t), 10, &mut out);
         }
@@ -279,7 +322,7 @@ mod tests {
     #[test]
     fn zero_timeout_sends_at_every_tick() {
         let mut s = source(64, 0);
-        let mut out = SourceOutbox::default();
+        let mut out = Outbox::default();
         s.on_command(command(1), 5, &mut out);
         s.on_command(command(2), 5, &mut out);
         assert!(out.requests.is_empty());
@@ -292,7 +335,7 @@ mod tests {
     #[test]
     fn a_new_view_gets_the_unanswered_requests() {
         let mut s = source(1, 0);
-        let mut out = SourceOutbox::default();
+        let mut out = Outbox::default();
         for t in 1..=3 {
             s.on_command(command(t), 0, &mut out);
         }
@@ -301,7 +344,7 @@ mod tests {
         out.requests.clear();
         s.on_view(View { controller: 0, view: 1 }, 10, &mut out);
         s.on_view(View { controller: 2, view: 1 }, 10, &mut out);
-        let resent: Vec<(u32, u64)> = out.requests.iter().map(|(p, r)| (*p, r.number)).collect();
+        let resent: Vec<(u32, u64)> = out.requests.iter().map(|(v, r)| (leader_of(*v, 2), r.number)).collect();
         assert_eq!(resent, vec![(1, 1), (1, 3)], "to proposer 1, the two unanswered requests");
     }
 
@@ -309,7 +352,7 @@ mod tests {
     #[test]
     fn resends_after_half_a_view_timeout() {
         let mut s = source(1, 0);
-        let mut out = SourceOutbox::default();
+        let mut out = Outbox::default();
         s.on_command(command(1), 0, &mut out);
         s.on_tick(499, &mut out);
         assert_eq!(out.requests.len(), 1);
@@ -326,7 +369,7 @@ mod tests {
     #[test]
     fn reports_targets_and_never_reuses_numbers() {
         let mut s = source(1, 0);
-        let mut out = SourceOutbox::default();
+        let mut out = Outbox::default();
         s.on_tick(250, &mut out);
         assert_eq!(out.targets, vec![Target { source: 1, number: 0 }]);
         s.on_command(command(1), 250, &mut out);

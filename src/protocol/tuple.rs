@@ -33,6 +33,15 @@ impl Command {
     }
 }
 
+/// A client command on its way to request source `source` (the paper's request input queue).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Submit {
+    /// The request source replica that should take the command.
+    pub source: u32,
+    /// The command.
+    pub command: Command,
+}
+
 /// `<REQUEST, r, q, cmd>`: a batch of commands numbered by a request source (Section III-C).
 ///
 /// The paper's request holds one command; batching (Section VI-B) puts up to `batch_size`
@@ -191,15 +200,15 @@ pub struct Transfer {
 }
 
 /// Repair: executor `executor` has waited too long for sequence number `sequence` to commit
-/// although later instances are under way, and asks the active proposer to send its proposal
+/// although later instances are under way, and asks the proposer of its view to send its proposal
 /// again (the paper leaves retransmission to the replicas where the framework may lose tuples,
 /// Section III-B). Committers answer the repeated proposal with their commit again.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Nack {
     /// The executor that is stuck.
     pub executor: u32,
-    /// The proposer asked.
-    pub to: u32,
+    /// The executor's view: the nack goes to that view's proposer.
+    pub view: u64,
     /// The sequence number it waits for.
     pub sequence: u64,
 }

@@ -2,27 +2,35 @@
 //! location" before they are announced).
 //!
 //! Each checkpoint is one file, `checkpoint-<sequence>.tara`, holding the framed checkpoint
-//! ([`crate::protocol::frame`]). A write goes to a temporary file that is synced and then
-//! renamed over the final name, and the directory is synced: a crash leaves either the old set
-//! of files or the new one, never a torn checkpoint under a final name. Only the newest
-//! [`KEEP`] checkpoints are kept.
+//! ([`crate::protocol::frame`]), written by an atomic replacement: a crash leaves either the old
+//! set of files or the new one, never a torn checkpoint under a final name. Only the newest
+//! [`KEEP`] checkpoints are kept. A checkpoint holds no promise (an executor's state can be
+//! rebuilt from a peer's checkpoint), so a damaged one is rejected, not fatal: the executor
+//! starts from the newest intact one, or empty, and catches up by state transfer.
 
-use std::fs::{self, File};
-use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use super::disk::Disk;
+use super::error::{Problem, StorageError};
 use crate::protocol::frame;
-
-/// Checkpoints kept on disk per executor.
-pub const KEEP: usize = 2;
 
 const PREFIX: &str = "checkpoint-";
 const SUFFIX: &str = ".tara";
+/// Checkpoint files kept per executor.
+pub const KEEP: usize = 2;
 
-/// The checkpoint files of one executor replica.
-#[derive(Clone, Debug)]
+/// The checkpoint directory of one executor replica.
+#[derive(Clone)]
 pub struct CheckpointStore {
+    disk: Arc<dyn Disk>,
     dir: PathBuf,
+}
+
+impl std::fmt::Debug for CheckpointStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckpointStore").field("dir", &self.dir).finish()
+    }
 }
 
 /// What [`CheckpointStore::load_newest`] found.
@@ -44,10 +52,14 @@ pub struct Rejected {
 }
 
 impl CheckpointStore {
-    /// Opens (creating if needed) the checkpoint directory `dir`.
-    pub fn open(dir: &Path) -> io::Result<CheckpointStore> {
-        fs::create_dir_all(dir)?;
-        Ok(CheckpointStore { dir: dir.to_path_buf() })
+    /// The checkpoint directory `dir` on `disk` (which must exist).
+    pub fn new(disk: Arc<dyn Disk>, dir: &Path) -> CheckpointStore {
+        CheckpointStore { disk, dir: dir.to_path_buf() }
+    }
+
+    /// The checkpoint directory `dir` on the machine's file system.
+    pub fn in_dir(dir: &Path) -> CheckpointStore {
+        CheckpointStore::new(Arc::new(super::disk::FsDisk), dir)
     }
 
     /// The directory.
@@ -61,47 +73,39 @@ impl CheckpointStore {
 
     /// Writes the framed checkpoint at `sequence` durably, then deletes all but the newest
     /// [`KEEP`] checkpoints.
-    pub fn write(&self, sequence: u64, framed: &[u8]) -> io::Result<()> {
+    pub fn write(&self, sequence: u64, framed: &[u8]) -> Result<(), StorageError> {
         let path = self.path_of(sequence);
-        let temporary = path.with_extension("tmp");
-        let mut file = File::create(&temporary)?;
-        file.write_all(framed)?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&temporary, &path)?;
-        File::open(&self.dir)?.sync_all()?;
-        self.prune()
-    }
-
-    /// The checkpoint files present, oldest first.
-    pub fn files(&self) -> io::Result<Vec<(u64, PathBuf)>> {
-        let mut files = Vec::new();
-        for entry in fs::read_dir(&self.dir)? {
-            let path = entry?.path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            let number = name.strip_prefix(PREFIX).and_then(|n| n.strip_suffix(SUFFIX));
-            if let Some(sequence) = number.and_then(|n| n.parse::<u64>().ok()) {
-                files.push((sequence, path));
-            }
-        }
-        files.sort();
-        Ok(files)
-    }
-
-    fn prune(&self) -> io::Result<()> {
-        let files = self.files()?;
+        self.disk.replace(&path, framed).map_err(|e| StorageError::io(&path, Problem::WriteFailed, &e))?;
+        let files = self.files().map_err(|e| StorageError { problem: Problem::WriteFailed, ..e })?;
         for (_, path) in files.iter().take(files.len().saturating_sub(KEEP)) {
-            fs::remove_file(path)?;
+            self.disk.remove(path).map_err(|e| StorageError::io(path, Problem::WriteFailed, &e))?;
         }
         Ok(())
     }
 
+    /// The checkpoint files present, oldest first.
+    pub fn files(&self) -> Result<Vec<(u64, PathBuf)>, StorageError> {
+        let listed = self.disk.list(&self.dir).map_err(|e| StorageError::io(&self.dir, Problem::Unreadable, &e))?;
+        let mut files: Vec<(u64, PathBuf)> = listed
+            .into_iter()
+            .filter_map(|path| {
+                let name = path.file_name()?.to_str()?;
+                let sequence = name.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?.parse().ok()?;
+                Some((sequence, path))
+            })
+            .collect();
+        files.sort();
+        Ok(files)
+    }
+
     /// The newest checkpoint whose file is intact and whose frame names the sequence number
-    /// in its file name; every newer file that fails these checks is reported as rejected.
-    pub fn load_newest(&self) -> io::Result<Loaded> {
+    /// in its file name; every newer file that fails these checks is reported as rejected. A
+    /// file that cannot be read at all is an error.
+    pub fn load_newest(&self) -> Result<Loaded, StorageError> {
         let mut rejected = Vec::new();
         for (sequence, path) in self.files()?.into_iter().rev() {
-            let bytes = fs::read(&path)?;
+            let unreadable = |e| StorageError::io(&path, Problem::Unreadable, &e);
+            let Some(bytes) = self.disk.read(&path).map_err(unreadable)? else { continue };
             match frame::unframe(&bytes) {
                 Ok((framed, _)) if framed == sequence => {
                     return Ok(Loaded { newest: Some((sequence, bytes)), rejected });
@@ -120,11 +124,18 @@ impl CheckpointStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::{Disk, MemDisk};
+
+    fn store() -> (MemDisk, CheckpointStore) {
+        let memory = MemDisk::new();
+        memory.create_dir(Path::new("/e")).unwrap();
+        let store = CheckpointStore::new(Arc::new(memory.clone()), Path::new("/e"));
+        (memory, store)
+    }
 
     #[test]
     fn keeps_the_newest_two_and_loads_the_newest() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = CheckpointStore::open(dir.path()).unwrap();
+        let (memory, store) = store();
         for sequence in [128, 256, 384] {
             store.write(sequence, &frame::frame(sequence, &[sequence as u8])).unwrap();
         }
@@ -133,21 +144,18 @@ mod tests {
         let loaded = store.load_newest().unwrap();
         assert_eq!(loaded.newest.map(|(s, _)| s), Some(384));
         assert!(loaded.rejected.is_empty());
-        assert!(fs::read_dir(dir.path()).unwrap().all(|e| !e.unwrap().path().to_string_lossy().ends_with(".tmp")));
+        assert!(memory.paths().iter().all(|p| !p.to_string_lossy().ends_with(".tmp")));
     }
 
     /// Section III-D: a corrupt checkpoint file is rejected and the older intact one is used.
     #[test]
     fn a_corrupt_newest_checkpoint_falls_back_to_the_older_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = CheckpointStore::open(dir.path()).unwrap();
+        let (memory, store) = store();
         store.write(128, &frame::frame(128, b"old")).unwrap();
         store.write(256, &frame::frame(256, b"new")).unwrap();
         let newest = store.files().unwrap().pop().unwrap().1;
-        let mut bytes = fs::read(&newest).unwrap();
-        let last = bytes.len() - 1;
-        bytes[last] ^= 0xff;
-        fs::write(&newest, bytes).unwrap();
+        let last = memory.len_of(&newest).unwrap() - 1;
+        memory.flip_bit(&newest, last, 7);
         let loaded = store.load_newest().unwrap();
         assert_eq!(loaded.newest.map(|(s, _)| s), Some(128));
         assert_eq!(loaded.rejected.len(), 1);
@@ -156,11 +164,10 @@ mod tests {
 
     #[test]
     fn an_empty_or_foreign_directory_has_no_checkpoint() {
-        let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join("notes.txt"), "x").unwrap();
-        let store = CheckpointStore::open(dir.path()).unwrap();
+        let (memory, store) = store();
+        memory.replace(Path::new("/e/notes.txt"), b"x").unwrap();
         assert_eq!(store.load_newest().unwrap(), Loaded::default());
-        fs::write(dir.path().join("checkpoint-00000000000000000007.tara"), "garbage").unwrap();
+        memory.replace(Path::new("/e/checkpoint-00000000000000000007.tara"), b"garbage").unwrap();
         let loaded = store.load_newest().unwrap();
         assert!(loaded.newest.is_none());
         assert_eq!(loaded.rejected.len(), 1);

@@ -1,0 +1,262 @@
+//! The stage host: one timely operator, the same for every stage, that hosts the replicas of one
+//! stage on one worker.
+//!
+//! Each activation it applies injected faults (a crashed replica loses its state; a restarted
+//! one opens its durable state again and resumes from it), hands every arriving tuple to its
+//! replica ([`Replica::on_tuple`]), ticks every replica, passes each outbox through the replica's
+//! persist-then-release gate ([`Persist`]), addresses what comes out by the topology table, and
+//! publishes the replicas' counters. A replica whose durable state fails stops, as a replica
+//! with a failed disk would ([`Control::fail`]).
+
+use std::sync::Arc;
+
+use timely::communication::Pull;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::Stream;
+use timely::dataflow::channels::Message;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::{InputHandleCore, OutputBuilder};
+
+use super::control::{Control, ReplicaFailure};
+use super::deployment::Deployment;
+use super::pulse::{Pulse, give};
+use super::routed::{ALL_REPLICAS, Addresses, Routed, by_worker};
+use crate::protocol::topology::{self, Kind, Tuple};
+use crate::protocol::{Outbox, Replica, Reply, Stage, Submit};
+use crate::storage::Persist;
+
+/// A stream of tuples between stages.
+pub type Tuples<'s> = Stream<'s, u64, Vec<Routed<Tuple>>>;
+
+/// One input of a stage operator.
+pub enum Input<'s> {
+    /// Tuples of a kind, exchanged to the worker each is addressed to.
+    Routed(Kind, Tuples<'s>),
+    /// Client commands, exchanged to the worker of the request source each names.
+    Commands(Stream<'s, u64, Vec<Submit>>),
+    /// Replies, already at the worker of the request source each names.
+    Replies(Stream<'s, u64, Vec<Reply>>),
+}
+
+/// An input handle that yields `(replica, tuple)` pairs, whatever it carries.
+trait Port {
+    fn drain(&mut self, deliver: &mut dyn FnMut(u32, Tuple));
+}
+
+impl<P: Pull<Message<u64, Vec<Routed<Tuple>>>>> Port for InputHandleCore<u64, Vec<Routed<Tuple>>, P> {
+    fn drain(&mut self, deliver: &mut dyn FnMut(u32, Tuple)) {
+        self.for_each(|_, data| data.drain(..).for_each(|routed| deliver(routed.replica, routed.tuple)));
+    }
+}
+
+impl<P: Pull<Message<u64, Vec<Submit>>>> Port for InputHandleCore<u64, Vec<Submit>, P> {
+    fn drain(&mut self, deliver: &mut dyn FnMut(u32, Tuple)) {
+        self.for_each(|_, data| data.drain(..).for_each(|submit| deliver(submit.source, Tuple::Command(submit))));
+    }
+}
+
+impl<P: Pull<Message<u64, Vec<Reply>>>> Port for InputHandleCore<u64, Vec<Reply>, P> {
+    fn drain(&mut self, deliver: &mut dyn FnMut(u32, Tuple)) {
+        self.for_each(|_, data| data.drain(..).for_each(|reply| deliver(reply.source, Tuple::Reply(reply))));
+    }
+}
+
+/// An input port and whether fault injection can make replicas lose it.
+struct In {
+    port: Box<dyn Port>,
+    request_path: bool,
+}
+
+type Out = OutputBuilder<u64, CapacityContainerBuilder<Vec<Routed<Tuple>>>>;
+
+/// One hosted replica: its state (`None` while crashed), its gate, its outbox.
+struct Slot<S> {
+    id: u32,
+    replica: Option<S>,
+    persist: Option<Persist>,
+    out: Outbox,
+    generation: Option<u64>,
+}
+
+/// The replicas of one stage on one worker.
+struct Replicas<S, M> {
+    stage: Stage,
+    slots: Vec<Slot<S>>,
+    make: M,
+    deployment: Deployment,
+    wake: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl<S: Replica, M: FnMut(u32) -> S> Replicas<S, M> {
+    /// Applies injected crashes and restarts; a restart resumes from durable state.
+    fn sync(&mut self, control: &Control) {
+        for index in 0..self.slots.len() {
+            let Some(stats) = control.stats(self.stage, self.slots[index].id) else { continue };
+            if stats.is_down() {
+                self.stop(index);
+            } else if self.slots[index].generation != Some(stats.generation()) {
+                self.slots[index].generation = Some(stats.generation());
+                self.stop(index);
+                self.start(index, control);
+            }
+        }
+    }
+
+    fn stop(&mut self, index: usize) {
+        let slot = &mut self.slots[index];
+        slot.replica = None;
+        slot.out = Outbox::default();
+        // A failure was reported when it happened; finishing waits for the queued writes.
+        drop(slot.persist.take().map(Persist::finish));
+    }
+
+    fn start(&mut self, index: usize, control: &Control) {
+        let (stage, id) = (self.stage, self.slots[index].id);
+        let opened = match self.deployment.open(stage, id) {
+            Ok(opened) => opened,
+            Err(error) => return control.fail(ReplicaFailure { stage, replica: id, at_start: true, error }),
+        };
+        opened.notes.iter().for_each(|note| tracing::warn!("{} {id}: {note}", stage.name()));
+        let mut replica = (self.make)(id);
+        if let Err(e) = replica.resume(opened.recovered) {
+            tracing::warn!("{} {id}: starts empty: {e}", stage.name());
+        }
+        let persist = if self.deployment.writes_in_background(stage) {
+            let wake = self.wake.clone();
+            Persist::threaded(opened.store, format!("tara-{}-{id}", stage.name()), Box::new(move || wake()))
+        } else {
+            Ok(Persist::inline(opened.store))
+        };
+        match persist {
+            Ok(persist) => (self.slots[index].replica, self.slots[index].persist) = (Some(replica), Some(persist)),
+            Err(e) => tracing::error!("{} {id}: cannot start its writer thread: {e}", stage.name()),
+        }
+    }
+
+    /// Hands `tuple` to the addressed live replica, or to every live local one (cloned only
+    /// when several take it).
+    fn deliver(&mut self, control: &Control, replica: u32, tuple: Tuple, now_us: u64, request_path: bool) {
+        let stage = self.stage;
+        let wants = |slot: &Slot<S>| {
+            (replica == ALL_REPLICAS || slot.id == replica)
+                && slot.replica.is_some()
+                && !(request_path && control.stats(stage, slot.id).is_some_and(|s| s.is_deaf()))
+        };
+        let mut left = self.slots.iter().filter(|s| wants(s)).count();
+        let mut tuple = Some(tuple);
+        for slot in self.slots.iter_mut().filter(|s| wants(s)) {
+            left -= 1;
+            let copy = if left == 0 { tuple.take() } else { tuple.clone() };
+            if let (Some(copy), Some(state)) = (copy, slot.replica.as_mut()) {
+                state.on_tuple(copy, now_us, &mut slot.out);
+            }
+        }
+    }
+
+    /// Ticks every live replica and sends what its gate releases; publishes its counters.
+    fn tick(&mut self, control: &Control, now_us: u64, stopping: bool, send: &mut impl FnMut(Tuple)) {
+        for slot in self.slots.iter_mut() {
+            let (Some(replica), Some(persist)) = (slot.replica.as_mut(), slot.persist.as_mut()) else { continue };
+            replica.on_tick(now_us, &mut slot.out);
+            if let Err(error) = persist.send(&mut slot.out, send) {
+                slot.replica = None;
+                control.fail(ReplicaFailure { stage: self.stage, replica: slot.id, at_start: false, error });
+                continue;
+            }
+            if let Some(stats) = control.stats(self.stage, slot.id) {
+                stats.publish(&replica.counters());
+                if stopping {
+                    super::control::ReplicaStats::set(&stats.state_digest, replica.state_digest());
+                }
+            }
+        }
+    }
+
+    fn deadline_us(&self) -> Option<u64> {
+        self.slots.iter().filter_map(|s| s.replica.as_ref()?.deadline_us()).min()
+    }
+}
+
+/// Builds the operator that hosts `stage`'s replicas on this worker: `inputs` in the order of
+/// the topology's routes into the stage; one output per route out of it, in table order.
+/// `make` builds a replica before it resumes from durable state.
+pub fn host<'s, S: Replica + 'static>(
+    stage: Stage,
+    inputs: Vec<Input<'s>>,
+    deployment: &Deployment,
+    make: impl FnMut(u32) -> S + 'static,
+) -> Vec<(Kind, Tuples<'s>)> {
+    let scope = match &inputs[0] {
+        Input::Routed(_, s) => s.scope(),
+        Input::Commands(s) => s.scope(),
+        Input::Replies(s) => s.scope(),
+    };
+    let mut builder = OperatorBuilder::new(stage.operator().to_owned(), scope);
+    let info = builder.operator_info();
+    let placement = deployment.placement.clone();
+    let mut ports: Vec<In> = inputs
+        .into_iter()
+        .map(|input| match input {
+            Input::Routed(kind, stream) => {
+                In { port: Box::new(builder.new_input(stream, by_worker())), request_path: topology::route(kind).request_path }
+            }
+            Input::Commands(stream) => {
+                let placement = placement.clone();
+                let pact = Exchange::new(move |s: &Submit| placement.worker_of(Stage::Source, s.source) as u64);
+                In { port: Box::new(builder.new_input(stream, pact)), request_path: true }
+            }
+            Input::Replies(stream) => In { port: Box::new(builder.new_input(stream, Pipeline)), request_path: false },
+        })
+        .collect();
+    let kinds = Addresses::outputs(stage);
+    let (mut outs, streams): (Vec<(Out, Vec<Routed<Tuple>>)>, Vec<(Kind, Tuples<'s>)>) = kinds
+        .iter()
+        .map(|kind| {
+            let (output, stream) = builder.new_output();
+            ((OutputBuilder::from(output), Vec::new()), (*kind, stream))
+        })
+        .collect();
+    let addresses = Addresses::new(&deployment.params, &placement, scope.index());
+    let sync = scope.worker().sync_activator_for(info.address.to_vec());
+    let ids = placement.replicas_on(stage, scope.index());
+    let slots = ids.iter().map(|id| Slot { id: *id, replica: None, persist: None, out: Outbox::default(), generation: None });
+    let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+        let _ = sync.activate();
+    });
+    let mut replicas = Replicas { stage, slots: slots.collect(), make, deployment: deployment.clone(), wake };
+    let (control, epoch_ms) = (deployment.control.clone(), deployment.epoch_ms);
+    let activator = scope.activator_for(info.address.clone());
+    builder.build(move |caps| {
+        let mut pulse = Pulse::new(caps, activator, control.clone(), epoch_ms, !ids.is_empty());
+        move |_frontiers| {
+            let alive = pulse.begin();
+            replicas.sync(&control);
+            let now_us = pulse.now_us();
+            for input in ports.iter_mut() {
+                let request_path = input.request_path;
+                input.port.drain(&mut |replica, tuple| {
+                    if alive {
+                        replicas.deliver(&control, replica, tuple, now_us, request_path);
+                    }
+                });
+            }
+            if !alive {
+                return;
+            }
+            let stopping = pulse.stopping();
+            replicas.tick(&control, now_us, stopping, &mut |tuple| {
+                let port = kinds.iter().position(|k| *k == tuple.kind()).expect("the topology lists every output");
+                addresses.address(tuple, |routed| outs[port].1.push(routed));
+            });
+            for (index, (output, buffer)) in outs.iter_mut().enumerate() {
+                give(output, pulse.send_cap(index), buffer.drain(..));
+            }
+            if stopping {
+                pulse.release();
+            }
+            pulse.end(replicas.deadline_us());
+        }
+    });
+    streams
+}
