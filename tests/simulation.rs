@@ -29,6 +29,10 @@ struct Totals {
     dropped: AtomicU64,
     transfers: AtomicU64,
     nacks: AtomicU64,
+    disk_faults: AtomicU64,
+    disk_failures: AtomicU64,
+    refusals: AtomicU64,
+    damaged: AtomicU64,
 }
 
 /// Runs seeds `first..first + count` on all cores; returns the failures' reports.
@@ -53,6 +57,7 @@ fn sweep_totals(first: u64, count: u64, mutation: Option<Mutation>, stop_at_firs
                     }
                     let config = SimConfig { mutation, ..SimConfig::from_seed(seed) };
                     ran.fetch_add(1, Ordering::Relaxed);
+                    totals.disk_faults.fetch_add(config.disk_fault.is_some() as u64, Ordering::Relaxed);
                     match run(config, false) {
                         Ok(o) => {
                             let add = |counter: &AtomicU64, n: u64| counter.fetch_add(n, Ordering::Relaxed);
@@ -62,6 +67,9 @@ fn sweep_totals(first: u64, count: u64, mutation: Option<Mutation>, stop_at_firs
                             add(&totals.dropped, o.dropped);
                             add(&totals.transfers, o.transfers);
                             add(&totals.nacks, o.nacks);
+                            add(&totals.disk_failures, o.disk_failures);
+                            add(&totals.refusals, o.refusals);
+                            add(&totals.damaged, o.damaged);
                         }
                         Err(failure) => failures.lock().unwrap().push(failure.to_string()),
                     }
@@ -92,10 +100,24 @@ fn seeds() {
         get(&totals.transfers),
         get(&totals.nacks)
     );
+    println!(
+        "seeds with a disk fault {}, writes failed {}, files damaged at rest {}, starts refused {}",
+        get(&totals.disk_faults),
+        get(&totals.disk_failures),
+        get(&totals.damaged),
+        get(&totals.refusals)
+    );
     assert!(
         get(&totals.transfers) > 0 && get(&totals.nacks) > 0 && get(&totals.crashes) > 0,
         "the faults did not happen"
     );
+    if ran >= 1_000 {
+        assert!(get(&totals.disk_faults) * 10 >= ran, "fewer than 10% of the seeds drew a disk fault");
+        assert!(
+            get(&totals.disk_failures) > 0 && get(&totals.damaged) > 0 && get(&totals.refusals) > 0,
+            "the disk faults did not happen"
+        );
+    }
     assert!(failures.is_empty(), "{} of {ran} seeds failed; the first:\n{}", failures.len(), failures[0]);
 }
 

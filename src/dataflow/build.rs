@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::feedback::Handle;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{ConnectLoop, Feedback};
@@ -10,7 +11,7 @@ use timely::dataflow::{Scope, Stream};
 
 use super::deployment::{Deployment, Submit};
 use super::host::{Input, Tuples};
-use super::routed::by_worker;
+use super::routed::{Routed, by_worker};
 use super::{committer, controller, executor, gc, proposer, source};
 use crate::app::Application;
 use crate::protocol::topology::{self, Kind, Tuple};
@@ -26,12 +27,15 @@ pub struct TaraStreams<'s> {
     pub replies: Stream<'s, u64, Vec<Reply>>,
 }
 
+/// A feedback loop of tuples, and the stream that comes out of it.
+type Loop<'s> = (Handle<'s, u64, Vec<Routed<Tuple>>>, Tuples<'s>);
+
 /// The streams between stages by kind: those already built, and feedback loops for those whose
 /// sender comes later in dataflow order.
 struct Wires<'s> {
     scope: Scope<'s, u64>,
     built: BTreeMap<Kind, Tuples<'s>>,
-    loops: BTreeMap<Kind, (timely::dataflow::operators::feedback::Handle<'s, u64, Vec<super::Routed<Tuple>>>, Tuples<'s>)>,
+    loops: BTreeMap<Kind, Loop<'s>>,
 }
 
 impl<'s> Wires<'s> {
@@ -90,10 +94,11 @@ pub fn tara<'s, A: Application + 'static>(
     }
     let replies = delivered_replies(wires.built.remove(&Kind::Reply).expect("executors reply"));
     replies.clone().connect_loop(reply_loop);
-    let executed = wires.built.remove(&Kind::Executed).expect("executors execute").flat_map(|routed| match routed.tuple {
-        Tuple::Executed(executed) => Some(executed),
-        _ => None,
-    });
+    let executed =
+        wires.built.remove(&Kind::Executed).expect("executors execute").flat_map(|routed| match routed.tuple {
+            Tuple::Executed(executed) => Some(executed),
+            _ => None,
+        });
     wires.close_loops();
     Ok(TaraStreams { executed, replies })
 }
@@ -103,7 +108,8 @@ fn delivered_replies(routed: Tuples<'_>) -> Stream<'_, u64, Vec<Reply>> {
     routed.unary::<CapacityContainerBuilder<Vec<Reply>>, _, _, _>(by_worker(), "Replies", |_, _| {
         |input, output| {
             input.for_each(|cap, data| {
-                let replies = data.drain(..).filter_map(|r| if let Tuple::Reply(reply) = r.tuple { Some(reply) } else { None });
+                let replies =
+                    data.drain(..).filter_map(|r| if let Tuple::Reply(reply) = r.tuple { Some(reply) } else { None });
                 output.session(&cap).give_iterator(replies);
             })
         }

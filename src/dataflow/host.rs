@@ -89,6 +89,11 @@ struct Replicas<S, M> {
 }
 
 impl<S: Replica, M: FnMut(u32) -> S> Replicas<S, M> {
+    fn new(stage: Stage, ids: &[u32], make: M, deployment: &Deployment, wake: Arc<dyn Fn() + Send + Sync>) -> Self {
+        let slot = |id: &u32| Slot { id: *id, replica: None, persist: None, out: Outbox::default(), generation: None };
+        Replicas { stage, slots: ids.iter().map(slot).collect(), make, deployment: deployment.clone(), wake }
+    }
+
     /// Applies injected crashes and restarts; a restart resumes from durable state.
     fn sync(&mut self, control: &Control) {
         for index in 0..self.slots.len() {
@@ -178,6 +183,101 @@ impl<S: Replica, M: FnMut(u32) -> S> Replicas<S, M> {
     }
 }
 
+/// A stage operator's outputs: one port per kind it emits, each buffering what an activation
+/// sends, addressed by the topology.
+struct Outputs {
+    kinds: Vec<Kind>,
+    ports: Vec<Out>,
+    buffers: Vec<Vec<Routed<Tuple>>>,
+    addresses: Addresses,
+}
+
+impl Outputs {
+    fn new<'s>(
+        builder: &mut OperatorBuilder<'s, u64>,
+        stage: Stage,
+        deployment: &Deployment,
+        worker: usize,
+    ) -> (Outputs, Vec<(Kind, Tuples<'s>)>) {
+        let kinds = Addresses::outputs(stage);
+        let (ports, streams) = kinds
+            .iter()
+            .map(|kind| {
+                let (output, stream) = builder.new_output();
+                (OutputBuilder::from(output), (*kind, stream))
+            })
+            .unzip();
+        let addresses = Addresses::new(&deployment.params, &deployment.placement, worker);
+        let buffers = kinds.iter().map(|_| Vec::new()).collect();
+        (Outputs { kinds, ports, buffers, addresses }, streams)
+    }
+
+    fn push(&mut self, tuple: Tuple) {
+        let port = self.kinds.iter().position(|k| *k == tuple.kind()).expect("the topology lists every output");
+        let buffer = &mut self.buffers[port];
+        self.addresses.address(tuple, |routed| buffer.push(routed));
+    }
+
+    fn give(&mut self, pulse: &Pulse) {
+        for (index, (port, buffer)) in self.ports.iter_mut().zip(self.buffers.iter_mut()).enumerate() {
+            give(port, pulse.send_cap(index), buffer.drain(..));
+        }
+    }
+}
+
+/// One input port of the operator.
+fn port<'s>(builder: &mut OperatorBuilder<'s, u64>, input: Input<'s>, deployment: &Deployment) -> In {
+    match input {
+        Input::Routed(kind, stream) => In {
+            port: Box::new(builder.new_input(stream, by_worker())),
+            request_path: topology::route(kind).request_path,
+        },
+        Input::Commands(stream) => {
+            let placement = deployment.placement.clone();
+            let pact = Exchange::new(move |s: &Submit| placement.worker_of(Stage::Source, s.source) as u64);
+            In { port: Box::new(builder.new_input(stream, pact)), request_path: true }
+        }
+        Input::Replies(stream) => In { port: Box::new(builder.new_input(stream, Pipeline)), request_path: false },
+    }
+}
+
+/// Everything one stage operator owns on one worker.
+struct Host<S, M> {
+    ports: Vec<In>,
+    outputs: Outputs,
+    replicas: Replicas<S, M>,
+    control: Arc<Control>,
+}
+
+impl<S: Replica, M: FnMut(u32) -> S> Host<S, M> {
+    /// One activation: faults, inputs, ticks and the gates, outputs.
+    fn activate(&mut self, pulse: &mut Pulse) {
+        let alive = pulse.begin();
+        self.replicas.sync(&self.control);
+        let now_us = pulse.now_us();
+        let (replicas, control) = (&mut self.replicas, &self.control);
+        for input in self.ports.iter_mut() {
+            let request_path = input.request_path;
+            input.port.drain(&mut |replica, tuple| {
+                if alive {
+                    replicas.deliver(control, replica, tuple, now_us, request_path);
+                }
+            });
+        }
+        if !alive {
+            return;
+        }
+        let stopping = pulse.stopping();
+        let outputs = &mut self.outputs;
+        replicas.tick(control, now_us, stopping, &mut |tuple| outputs.push(tuple));
+        outputs.give(pulse);
+        if stopping {
+            pulse.release();
+        }
+        pulse.end(replicas.deadline_us());
+    }
+}
+
 /// Builds the operator that hosts `stage`'s replicas on this worker: `inputs` in the order of
 /// the topology's routes into the stage; one output per route out of it, in table order.
 /// `make` builds a replica before it resumes from durable state.
@@ -194,69 +294,20 @@ pub fn host<'s, S: Replica + 'static>(
     };
     let mut builder = OperatorBuilder::new(stage.operator().to_owned(), scope);
     let info = builder.operator_info();
-    let placement = deployment.placement.clone();
-    let mut ports: Vec<In> = inputs
-        .into_iter()
-        .map(|input| match input {
-            Input::Routed(kind, stream) => {
-                In { port: Box::new(builder.new_input(stream, by_worker())), request_path: topology::route(kind).request_path }
-            }
-            Input::Commands(stream) => {
-                let placement = placement.clone();
-                let pact = Exchange::new(move |s: &Submit| placement.worker_of(Stage::Source, s.source) as u64);
-                In { port: Box::new(builder.new_input(stream, pact)), request_path: true }
-            }
-            Input::Replies(stream) => In { port: Box::new(builder.new_input(stream, Pipeline)), request_path: false },
-        })
-        .collect();
-    let kinds = Addresses::outputs(stage);
-    let (mut outs, streams): (Vec<(Out, Vec<Routed<Tuple>>)>, Vec<(Kind, Tuples<'s>)>) = kinds
-        .iter()
-        .map(|kind| {
-            let (output, stream) = builder.new_output();
-            ((OutputBuilder::from(output), Vec::new()), (*kind, stream))
-        })
-        .collect();
-    let addresses = Addresses::new(&deployment.params, &placement, scope.index());
+    let ports = inputs.into_iter().map(|input| port(&mut builder, input, deployment)).collect();
+    let (outputs, streams) = Outputs::new(&mut builder, stage, deployment, scope.index());
     let sync = scope.worker().sync_activator_for(info.address.to_vec());
-    let ids = placement.replicas_on(stage, scope.index());
-    let slots = ids.iter().map(|id| Slot { id: *id, replica: None, persist: None, out: Outbox::default(), generation: None });
     let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
         let _ = sync.activate();
     });
-    let mut replicas = Replicas { stage, slots: slots.collect(), make, deployment: deployment.clone(), wake };
+    let ids = deployment.placement.replicas_on(stage, scope.index());
+    let replicas = Replicas::new(stage, &ids, make, deployment, wake);
+    let mut host = Host { ports, outputs, replicas, control: deployment.control.clone() };
     let (control, epoch_ms) = (deployment.control.clone(), deployment.epoch_ms);
     let activator = scope.activator_for(info.address.clone());
     builder.build(move |caps| {
-        let mut pulse = Pulse::new(caps, activator, control.clone(), epoch_ms, !ids.is_empty());
-        move |_frontiers| {
-            let alive = pulse.begin();
-            replicas.sync(&control);
-            let now_us = pulse.now_us();
-            for input in ports.iter_mut() {
-                let request_path = input.request_path;
-                input.port.drain(&mut |replica, tuple| {
-                    if alive {
-                        replicas.deliver(&control, replica, tuple, now_us, request_path);
-                    }
-                });
-            }
-            if !alive {
-                return;
-            }
-            let stopping = pulse.stopping();
-            replicas.tick(&control, now_us, stopping, &mut |tuple| {
-                let port = kinds.iter().position(|k| *k == tuple.kind()).expect("the topology lists every output");
-                addresses.address(tuple, |routed| outs[port].1.push(routed));
-            });
-            for (index, (output, buffer)) in outs.iter_mut().enumerate() {
-                give(output, pulse.send_cap(index), buffer.drain(..));
-            }
-            if stopping {
-                pulse.release();
-            }
-            pulse.end(replicas.deadline_us());
-        }
+        let mut pulse = Pulse::new(caps, activator, control, epoch_ms, !ids.is_empty());
+        move |_frontiers| host.activate(&mut pulse)
     });
     streams
 }

@@ -6,8 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::protocol::Stage;
 use crate::protocol::Params;
+pub use crate::protocol::Stage;
 
 /// Where the default spread starts a stage, so that heavy stages start on different workers:
 /// the active proposer, committer 0 and executor 0 do not all share worker 0 with a source.

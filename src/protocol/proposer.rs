@@ -533,7 +533,8 @@ mod tests {
         p.on_record(record(0, 1, 2, &[(2, 0, 10)]), &mut out);
         assert!(out.proposals.is_empty(), "the same committer twice is one record");
         p.on_record(record(2, 1, 2, &[(3, 0, 11), (5, 0, 13)]), &mut out);
-        let proposals: Vec<(u64, u64, u64)> = out.proposals.iter().map(|x| (x.sequence, x.view, x.request.number)).collect();
+        let proposals: Vec<(u64, u64, u64)> =
+            out.proposals.iter().map(|x| (x.sequence, x.view, x.request.number)).collect();
         assert_eq!(proposals, vec![(2, 1, 10), (3, 1, 11), (4, 1, 0), (5, 1, 13), (6, 1, 50)]);
         assert!(out.proposals[2].request.is_noop(), "slot 4 is covered by no record: a no-op");
         assert!(p.is_active());
@@ -547,7 +548,10 @@ mod tests {
         enter(&mut p, 4);
         p.on_record(record(0, 4, 0, &[(0, 1, 10)]), &mut out);
         p.on_record(record(1, 4, 0, &[(0, 3, 20)]), &mut out);
-        assert_eq!(out.proposals.iter().map(|x| (x.sequence, x.view, x.request.number)).collect::<Vec<_>>(), vec![(0, 4, 20)]);
+        assert_eq!(
+            out.proposals.iter().map(|x| (x.sequence, x.view, x.request.number)).collect::<Vec<_>>(),
+            vec![(0, 4, 20)]
+        );
     }
 
     /// A restarted proposer never leads a view it led before (it has forgotten its sequence
@@ -567,7 +571,10 @@ mod tests {
         assert_eq!(p.led(), Some(4), "leading view 4 is recorded before anything is proposed");
         p.on_record(record(0, 4, 0, &[(0, 0, 7)]), &mut out);
         p.on_record(record(1, 4, 0, &[]), &mut out);
-        assert_eq!(out.proposals.iter().map(|x| (x.sequence, x.view, x.request.number)).collect::<Vec<_>>(), vec![(0, 4, 7)]);
+        assert_eq!(
+            out.proposals.iter().map(|x| (x.sequence, x.view, x.request.number)).collect::<Vec<_>>(),
+            vec![(0, 4, 7)]
+        );
     }
 
     /// Records for another view are ignored; leaving the view silences a proposer.

@@ -46,7 +46,6 @@ impl StorageError {
         self.advice = advice;
         self
     }
-
 }
 
 impl fmt::Display for StorageError {

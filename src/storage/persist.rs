@@ -69,7 +69,11 @@ pub struct Persist {
 impl std::fmt::Debug for Persist {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let held = self.held.len();
-        f.debug_struct("Persist").field("issued", &self.issued).field("durable", &self.durable).field("held", &held).finish()
+        f.debug_struct("Persist")
+            .field("issued", &self.issued)
+            .field("durable", &self.durable)
+            .field("held", &held)
+            .finish()
     }
 }
 
@@ -280,7 +284,8 @@ mod tests {
         persist.send(&mut outbox(1), &mut |t| sent.push(t)).unwrap();
         persist.send(&mut outbox(2), &mut |t| sent.push(t)).unwrap();
         let mut reply = Outbox::default();
-        let answer = Reply { executor: 0, source: 0, client: 1, timestamp: 1, outcome: Outcome::Executed, result: vec![] };
+        let answer =
+            Reply { executor: 0, source: 0, client: 1, timestamp: 1, outcome: Outcome::Executed, result: vec![] };
         reply.replies.push(answer);
         persist.send(&mut reply, &mut |t| sent.push(t)).unwrap();
         assert_eq!(sent.len(), 1, "only the reply passed");

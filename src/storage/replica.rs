@@ -141,7 +141,8 @@ impl ReplicaStore {
     fn read_value(disk: &Arc<dyn Disk>, dir: &Path, stage: Stage) -> Result<(Files, Recovered), StorageError> {
         let name = value_name(stage).unwrap_or("value");
         let value = DurableValue::new(disk.clone(), dir, name);
-        let read = value.read()?.ok_or_else(|| StorageError::new(value.path(), Problem::Missing, "the file is gone"))?;
+        let read =
+            value.read()?.ok_or_else(|| StorageError::new(value.path(), Problem::Missing, "the file is gone"))?;
         if stage != Stage::Source {
             return Ok((Files::Value(value), Recovered::Value(read)));
         }

@@ -65,7 +65,9 @@ impl DurableValue {
     /// Stores `value` durably.
     pub fn write(&self, value: Option<u64>) -> Result<(), StorageError> {
         let bytes = encode(value);
-        self.disk.replace(&self.path, bytes.as_bytes()).map_err(|e| StorageError::io(&self.path, Problem::WriteFailed, &e))
+        self.disk
+            .replace(&self.path, bytes.as_bytes())
+            .map_err(|e| StorageError::io(&self.path, Problem::WriteFailed, &e))
     }
 }
 

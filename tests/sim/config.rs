@@ -2,8 +2,19 @@
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use tara::protocol::Params;
 use tara::protocol::mutation::Mutation;
+use tara::protocol::{Params, Stage};
+use tara::storage::{Action, Op};
+
+/// A disk fault of one replica: a failpoint in its files, or a flipped bit while it is down.
+#[derive(Clone, Debug)]
+pub enum DiskFault {
+    /// The `after`-th matching operation on the replica's files fails, tears or corrupts.
+    Failpoint { stage: Stage, replica: u32, op: Op, action: Action, after: u64 },
+    /// At `at_us` the replica crashes, a bit of one of its files flips, and it restarts: it must
+    /// refuse to start (or, for checkpoints, skip the damaged one).
+    FlipAtRest { stage: Stage, replica: u32, at_us: u64 },
+}
 
 /// Everything that shapes one run. All of it derives from the seed (plus an optional mutation).
 #[derive(Clone, Debug)]
@@ -47,6 +58,10 @@ pub struct SimConfig {
     /// Cut one replica off the network for a while (every tuple to or from it is lost):
     /// (replica index among all replicas, from, until) in microseconds.
     pub isolate: Option<(usize, u64, u64)>,
+    /// A fault of one replica's disk.
+    pub disk_fault: Option<DiskFault>,
+    /// How long a batch of durable writes takes, microseconds (range).
+    pub disk_delay_us: (u64, u64),
     /// A deliberate bug to inject.
     pub mutation: Option<Mutation>,
 }
@@ -70,7 +85,7 @@ impl SimConfig {
         let faulty = rng.random_bool(0.9);
         SimConfig {
             seed,
-            params,
+            params: params.clone(),
             clients: rng.random_range(1..=4),
             commands_per_client: rng.random_range(5..=30),
             outstanding: if rng.random_bool(0.3) { 2 } else { 1 },
@@ -91,7 +106,27 @@ impl SimConfig {
                 let from = rng.random_range(0..200_000);
                 (rng.random_range(0..64), from, from + rng.random_range(20_000..200_000))
             }),
+            disk_fault: (faulty && rng.random_bool(0.25)).then(|| disk_fault(&mut rng, &params)),
+            disk_delay_us: (20, rng.random_range(50..1_000)),
             mutation: None,
         }
     }
+}
+
+/// A disk fault of a random replica that has durable state.
+fn disk_fault(rng: &mut SmallRng, params: &Params) -> DiskFault {
+    let stages =
+        [Stage::Committer, Stage::Committer, Stage::Executor, Stage::Proposer, Stage::Source, Stage::Controller];
+    let stage = stages[rng.random_range(0..stages.len())];
+    let replica = rng.random_range(0..stage.replicas(params) as u32);
+    if rng.random_bool(0.3) {
+        return DiskFault::FlipAtRest { stage, replica, at_us: rng.random_range(20_000..300_000) };
+    }
+    let (op, action) = [
+        (Op::Write, Action::Fail),
+        (Op::Sync, Action::Fail),
+        (Op::Write, Action::Tear),
+        (Op::Write, Action::FailForever),
+    ][rng.random_range(0..4)];
+    DiskFault::Failpoint { stage, replica, op, action, after: rng.random_range(0..60) }
 }

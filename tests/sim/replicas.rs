@@ -1,206 +1,216 @@
-//! Delivering tuples and ticks to the replicas of the simulated deployment, and routing what
-//! they emit, the way the timely operators do.
+//! Hosting the simulated replicas the way the timely stage host does: the same `Replica` trait,
+//! the same topology table for routing, and the same storage layer (persist, then release) over
+//! an in-memory disk, whose writes complete when the simulation says so.
 
-use tara::protocol::{CommitterOutbox, ExecutorOutbox, Propose, SourceOutbox, Stable, View};
+use std::path::Path;
+use std::sync::Arc;
 
-use super::world::{Check, Msg, Node, World};
+use rand::Rng;
+use tara::app::kv::KvStore;
+use tara::protocol::mutation::Mutation;
+use tara::protocol::topology::{self, To, Tuple};
+use tara::protocol::{
+    Committer, Controller, Executor, GcSource, Outbox, Proposer, Recovered, Replica, RequestSource, Stage,
+};
+use tara::storage::{Disk, Persist, ReplicaStore};
 
-impl World {
-    /// Hands a tuple to a live replica (a crashed one has already dropped it).
-    pub(super) fn at_replica(&mut self, node: Node, msg: Msg) -> Check {
-        match node {
-            Node::Source(i) => self.at_source(i, Some(msg)),
-            Node::Proposer(i) => self.at_proposer(i, Some(msg)),
-            Node::Committer(i) => self.at_committer(i, Some(msg)),
-            Node::Executor(i) => self.at_executor(i, Some(msg)),
-            Node::Gc(i) => self.at_gc(i, Some(msg)),
-            Node::Controller(i) => self.at_controller(i, Some(msg)),
-            Node::Client(_) => Err(("routing", format!("{node:?} got {msg:?}"))),
-        }
+use super::config::SimConfig;
+use super::world::{Check, Event, Node, World};
+
+/// The root of the simulated state directory.
+pub(super) const ROOT: &str = "/sim";
+
+/// One replica slot: its state (`None` while down), its gate, and its pending outbox.
+pub(super) struct Hosted {
+    pub(super) replica: Option<Box<dyn Replica>>,
+    persist: Option<Persist>,
+    out: Outbox,
+    flush_scheduled: bool,
+    /// Its durable state is unusable (damaged, or a dead disk): it stays down for good.
+    pub(super) broken: bool,
+}
+
+impl Hosted {
+    pub(super) fn empty() -> Hosted {
+        Hosted { replica: None, persist: None, out: Outbox::default(), flush_scheduled: false, broken: false }
     }
+}
 
-    /// Time passed at a replica.
-    pub(super) fn tick(&mut self, node: Node) -> Check {
-        match node {
-            Node::Source(i) => self.at_source(i, None),
-            Node::Proposer(i) => self.at_proposer(i, None),
-            Node::Committer(i) => self.at_committer(i, None),
-            Node::Executor(i) => self.at_executor(i, None),
-            Node::Gc(i) => self.at_gc(i, None),
-            Node::Controller(i) => self.at_controller(i, None),
-            Node::Client(_) => Ok(()),
-        }
-    }
-
-    fn routing(node: Node, msg: &Msg) -> Check {
-        Err(("routing", format!("{node:?} cannot handle {msg:?}")))
-    }
-
-    fn at_source(&mut self, i: u32, msg: Option<Msg>) -> Check {
-        let now = self.now;
-        let mut out = SourceOutbox::default();
-        let Some(s) = self.sources[i as usize].as_mut() else { return Ok(()) };
-        match msg {
-            Some(Msg::Submit(command)) => s.on_command(command, now, &mut out),
-            Some(Msg::Reply(reply)) => s.on_reply(&reply),
-            Some(Msg::View(view)) => s.on_view(view, now, &mut out),
-            Some(other) => return Self::routing(Node::Source(i), &other),
-            None => {}
-        }
-        s.on_tick(now, &mut out);
-        for (proposer, request) in out.requests {
-            self.send(Node::Source(i), Node::Proposer(proposer), Msg::Request(request));
-        }
-        for target in out.targets {
-            self.multicast(Node::Source(i), self.controller_nodes(), Msg::Target(target));
-        }
-        Ok(())
-    }
-
-    fn at_proposer(&mut self, i: u32, msg: Option<Msg>) -> Check {
-        let now = self.now;
-        let mut out: Vec<Propose> = Vec::new();
-        let Some(p) = self.proposers[i as usize].as_mut() else { return Ok(()) };
-        match msg {
-            Some(Msg::Request(r)) => p.on_request(r, &mut out),
-            Some(Msg::Stable(s)) => p.on_stable(s, &mut out),
-            Some(Msg::Nack(n)) => p.on_nack(n, &mut out),
-            Some(Msg::View(v)) => p.on_view(v),
-            Some(Msg::Record(r)) => p.on_record(r, &mut out),
-            Some(other) => return Self::routing(Node::Proposer(i), &other),
-            None => p.on_tick(now, &mut out),
-        }
-        // The led view is durable before any proposal of it leaves.
-        self.led_disks[i as usize] = p.led();
-        for propose in out {
-            self.check_proposal(&propose)?;
-            let committers = (0..self.config.params.committers() as u32).map(Node::Committer);
-            self.multicast(Node::Proposer(i), committers, Msg::Propose(propose));
-        }
-        Ok(())
-    }
-
-    fn at_committer(&mut self, i: u32, msg: Option<Msg>) -> Check {
-        let now = self.now;
-        let mut out = CommitterOutbox::default();
-        let Some(k) = self.committers[i as usize].as_mut() else { return Ok(()) };
-        match msg {
-            Some(Msg::Propose(p)) => k.on_propose(p, &mut out),
-            Some(Msg::Stable(s)) => k.on_stable(s, &mut out),
-            Some(Msg::View(v)) => k.on_view(v, now, &mut out),
-            Some(other) => return Self::routing(Node::Committer(i), &other),
-            None => k.on_tick(now, &mut out),
-        }
-        // The log is durable before anything leaves.
-        self.log_disks[i as usize].append(&mut out.log);
-        let executors: Vec<Node> = (0..self.config.params.executors() as u32).map(Node::Executor).collect();
-        for commit in out.commits {
-            self.multicast(Node::Committer(i), executors.iter().copied(), Msg::Commit(commit));
-        }
-        let proposers = self.config.params.proposers() as u64;
-        for record in out.records {
-            let to = Node::Proposer((record.view % proposers) as u32);
-            self.send(Node::Committer(i), to, Msg::Record(record));
-        }
-        Ok(())
-    }
-
-    pub(super) fn at_executor(&mut self, i: u32, msg: Option<Msg>) -> Check {
-        let mut out = ExecutorOutbox::default();
-        let now = self.now;
-        let Some(e) = self.executors[i as usize].as_mut() else { return Ok(()) };
-        match msg {
-            Some(Msg::Commit(c)) => e.on_commit(c, &mut out),
-            Some(Msg::Stable(s)) => e.on_stable(s),
-            Some(Msg::Fetch(f)) => e.on_fetch(f, &mut out),
-            Some(Msg::Transfer(t)) => e.on_transfer(t, &mut out),
-            Some(Msg::View(v)) => e.on_view(v),
-            Some(other) => return Self::routing(Node::Executor(i), &other),
-            None => {}
-        }
-        e.on_tick(now, &mut out);
-        // Durable storage: the checkpoint is on the simulated disk before it is announced.
-        for store in std::mem::take(&mut out.stores) {
-            self.checkpoint_disks[i as usize] = Some((store.sequence, store.state));
-            e.on_stored(store.sequence, &mut out);
-        }
-        let (next, history) = (e.next(), e.history());
-        self.check_history(i, next, history)?;
-        for executed in out.executed.drain(..) {
-            self.check_executed(executed)?;
-        }
-        self.route_executor(i, out);
-        Ok(())
-    }
-
-    fn route_executor(&mut self, i: u32, mut out: ExecutorOutbox) {
-        let from = Node::Executor(i);
-        for reply in out.replies.drain(..) {
-            // The reply sink next to the source hands it to the client, and the source learns
-            // the request was answered.
-            self.send(from, Node::Source(reply.source), Msg::Reply(reply.clone()));
-            if let Some(client) = self.clients.iter().position(|c| c.id == reply.client) {
-                self.send(from, Node::Client(client as u32), Msg::Reply(reply));
+/// A fresh replica of `stage` with the run's timeouts; broken if the run's mutation says so.
+fn make(config: &SimConfig, stage: Stage, id: u32) -> Box<dyn Replica> {
+    let p = &config.params;
+    let mutation = config.mutation;
+    match stage {
+        Stage::Source => {
+            let source = RequestSource::new(id, p);
+            match mutation {
+                Some(m @ Mutation::SourceNeverFlushes) => Box::new(source.mutate(m)),
+                _ => Box::new(source),
             }
         }
-        let gcs = self.config.params.gc_sources() as u32;
-        for checkpoint in out.checkpoints.drain(..) {
-            self.multicast(from, (0..gcs).map(Node::Gc), Msg::Checkpoint(checkpoint));
+        Stage::Proposer => Box::new(Proposer::new(id, p).repair_timeout_us(config.repair_us)),
+        Stage::Committer => Box::new(Committer::new(id, p)),
+        Stage::Executor => {
+            let executor =
+                Executor::new(id, p, KvStore::default()).emit_executed(true).repair_timeout_us(config.repair_us);
+            match mutation {
+                Some(
+                    m @ (Mutation::SkipDuplicateCheck
+                    | Mutation::ExecuteOutOfOrder
+                    | Mutation::CheckpointForgetsClients
+                    | Mutation::CommitAfterF),
+                ) => Box::new(executor.mutate(m)),
+                _ => Box::new(executor),
+            }
         }
-        for fetch in out.fetches.drain(..) {
-            self.send(from, Node::Executor(fetch.to), Msg::Fetch(fetch));
-        }
-        for transfer in out.transfers.drain(..) {
-            self.send(from, Node::Executor(transfer.to), Msg::Transfer(transfer));
-        }
-        for nack in out.nacks.drain(..) {
-            self.outcome.nacks += 1;
-            self.send(from, Node::Proposer(nack.to), Msg::Nack(nack));
-        }
-        for actual in out.actuals.drain(..) {
-            self.multicast(from, self.controller_nodes(), Msg::Actual(actual));
+        Stage::Gc => Box::new(GcSource::new(id, p)),
+        Stage::Controller => Box::new(Controller::new(id, p)),
+    }
+}
+
+impl World {
+    /// (Re)starts a replica from its durable state only, as a restarted host would. A replica
+    /// whose state cannot be used refuses to start and stays down.
+    pub(super) fn start_replica(&mut self, node: Node) {
+        let Node::At(stage, id) = node else { return };
+        let disk: Arc<dyn Disk> = Arc::new(self.disk.clone());
+        match ReplicaStore::open(&disk, Path::new(ROOT), stage, id, true) {
+            Ok(opened) => {
+                let mut replica = make(&self.config, stage, id);
+                let forgets =
+                    stage == Stage::Committer && self.config.mutation == Some(Mutation::CommitterForgetsRecords);
+                let recovered = if forgets { Recovered::Fresh } else { opened.recovered };
+                let _ = replica.resume(recovered);
+                let slot = self.slot(node);
+                (slot.replica, slot.persist, slot.out) =
+                    (Some(replica), Some(Persist::manual(opened.store)), Outbox::default());
+                slot.flush_scheduled = false;
+                self.note(node, "STARTED".into());
+            }
+            Err(error) => {
+                self.outcome.refusals += 1;
+                self.slot(node).broken = true;
+                self.note(node, format!("REFUSED TO START: {error}"));
+            }
         }
     }
 
-    fn at_gc(&mut self, i: u32, msg: Option<Msg>) -> Check {
+    /// Crashes a replica: its state and every write not yet on disk are lost.
+    pub(super) fn crash_replica(&mut self, node: Node) {
+        let slot = self.slot(node);
+        slot.replica = None;
+        slot.persist = None;
+        slot.out = Outbox::default();
+        slot.flush_scheduled = false;
+    }
+
+    /// Hands a tuple (or just the time) to a live replica, then lets its gate release what it
+    /// may, exactly as the stage host does in one activation.
+    pub(super) fn step(&mut self, node: Node, tuple: Option<Tuple>) -> Check {
         let now = self.now;
-        let mut out: Vec<Stable> = Vec::new();
-        let Some(g) = self.gcs[i as usize].as_mut() else { return Ok(()) };
-        match msg {
-            Some(Msg::Checkpoint(c)) => g.on_checkpoint(c, now, &mut out),
-            Some(other) => return Self::routing(Node::Gc(i), &other),
-            None => g.on_tick(now, &mut out),
+        let slot = self.slot(node);
+        let Some(replica) = slot.replica.as_mut() else { return Ok(()) };
+        if let Some(tuple) = tuple {
+            let summary = format!("{tuple:?}");
+            if !replica.on_tuple(tuple, now, &mut slot.out) {
+                return Err(("routing", format!("{node:?} cannot handle {summary}")));
+            }
         }
-        let p = self.config.params.clone();
-        for stable in out {
-            let to = (0..p.proposers() as u32)
-                .map(Node::Proposer)
-                .chain((0..p.committers() as u32).map(Node::Committer))
-                .chain((0..p.executors() as u32).map(Node::Executor));
-            self.multicast(Node::Gc(i), to, Msg::Stable(stable));
+        replica.on_tick(now, &mut slot.out);
+        self.release(node)
+    }
+
+    /// The simulated disk finished the replica's queued writes.
+    pub(super) fn flush(&mut self, node: Node) -> Check {
+        let slot = self.slot(node);
+        slot.flush_scheduled = false;
+        let Some(persist) = slot.persist.as_mut() else { return Ok(()) };
+        persist.flush();
+        self.release(node)
+    }
+
+    fn release(&mut self, node: Node) -> Check {
+        let mut sent = Vec::new();
+        let slot = self.slot(node);
+        let (Some(persist), Some(replica)) = (slot.persist.as_mut(), slot.replica.as_ref()) else { return Ok(()) };
+        let result = persist.send(&mut slot.out, &mut |t| sent.push(t));
+        let counters = replica.counters();
+        let pending = persist.pending() && !slot.flush_scheduled;
+        if let Err(error) = result {
+            return self.disk_failed(node, error.to_string());
+        }
+        if pending {
+            self.slot(node).flush_scheduled = true;
+            let (low, high) = self.config.disk_delay_us;
+            let at = self.now + self.rng.random_range(low..=high);
+            self.schedule(at, Event::Flush(node));
+        }
+        if node.stage() == Some(Stage::Executor) {
+            self.check_history(node.id(), counters.next, counters.history)?;
+        }
+        sent.into_iter().try_for_each(|tuple| self.route(node, tuple))
+    }
+
+    /// A write failed: the replica stops participating. A one-time fault is repaired (the
+    /// replica restarts from its durable state later); a dead disk stays dead.
+    fn disk_failed(&mut self, node: Node, error: String) -> Check {
+        self.outcome.disk_failures += 1;
+        self.note(node, format!("DISK FAILED: {error}"));
+        self.crash_replica(node);
+        if self.disk_dead {
+            self.slot(node).broken = true;
+        } else {
+            let back = self.now + self.rng.random_range(1..=self.config.downtime_us);
+            self.schedule(back, Event::Restart(node));
         }
         Ok(())
     }
 
-    fn at_controller(&mut self, i: u32, msg: Option<Msg>) -> Check {
-        let now = self.now;
-        let mut out: Vec<View> = Vec::new();
-        let Some(x) = self.controllers[i as usize].as_mut() else { return Ok(()) };
-        match msg {
-            Some(Msg::Target(t)) => x.on_target(t, now),
-            Some(Msg::Actual(a)) => x.on_actual(a, now),
-            Some(Msg::View(v)) => x.on_view(v, now),
-            Some(other) => return Self::routing(Node::Controller(i), &other),
-            None => x.on_tick(now, &mut out),
+    /// Sends a tuple to the receivers the topology names.
+    fn route(&mut self, from: Node, tuple: Tuple) -> Check {
+        self.before_send(&tuple)?;
+        let route = topology::route(tuple.kind());
+        if let (true, Tuple::Reply(reply)) = (route.to_clients, &tuple)
+            && let Some(client) = self.clients.iter().position(|c| c.id == reply.client)
+        {
+            self.send(from, Node::Client(client as u32), tuple.clone());
         }
-        for view in out {
-            let everyone: Vec<Node> = self.nodes().into_iter().filter(|n| !matches!(n, Node::Gc(_))).collect();
-            self.multicast(Node::Controller(i), everyone.into_iter(), Msg::View(view));
+        match route.to_whom {
+            To::Every => {
+                for stage in route.to {
+                    for id in 0..stage.replicas(&self.config.params) as u32 {
+                        self.send(from, Node::At(*stage, id), tuple.clone());
+                    }
+                }
+            }
+            To::Named | To::Leader => {
+                let count = route.to[0].replicas(&self.config.params) as u32;
+                match topology::destination(route, &tuple, &self.config.params).filter(|id| *id < count) {
+                    Some(id) => self.send(from, Node::At(route.to[0], id), tuple),
+                    None => return Err(("routing", format!("{from:?} addressed {tuple:?} to nobody"))),
+                }
+            }
+            To::Out => return self.observe(tuple),
         }
         Ok(())
     }
 
-    fn controller_nodes(&self) -> impl Iterator<Item = Node> + use<> {
-        (0..self.config.params.controllers() as u32).map(Node::Controller)
+    fn observe(&mut self, tuple: Tuple) -> Check {
+        match tuple {
+            Tuple::Executed(executed) => self.check_executed(executed),
+            other => Err(("routing", format!("{other:?} left the dataflow"))),
+        }
+    }
+
+    /// Before a proposal leaves, check one proposer per view and one proposal per slot.
+    fn before_send(&mut self, tuple: &Tuple) -> Check {
+        match tuple {
+            Tuple::Propose(propose) => self.check_proposal(propose),
+            Tuple::Nack(_) => {
+                self.outcome.nacks += 1;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
     }
 }

@@ -2,80 +2,73 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
-use std::sync::Arc;
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use tara::app::kv::{KvOp, KvResult, KvStore};
-use tara::protocol::mutation::Mutation;
-use tara::protocol::{
-    Actual, Checkpoint, Command, Commit, Committer, Controller, Executed, Executor, Fetch, GcSource, LogEntry, Nack,
-    Outcome as ReplyOutcome, Propose, Proposer, Record, Reply, Request, RequestSource, Stable, Target, Transfer, View,
-};
+use tara::app::kv::{KvOp, KvResult};
+use tara::protocol::topology::Tuple;
+use tara::protocol::{Command, Executed, Outcome as ReplyOutcome, Propose, Reply, Request, Stage, Submit, leader_of};
+use tara::storage::{Action, Failpoint, Faulty, MemDisk, replica_dir};
 
-use super::config::SimConfig;
+use super::config::{DiskFault, SimConfig};
+use super::replicas::{Hosted, ROOT};
 use crate::linearizability::{self, Operation};
 
 /// A replica or client of the simulated deployment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(super) enum Node {
     Client(u32),
-    Source(u32),
-    Proposer(u32),
-    Committer(u32),
-    Executor(u32),
-    Gc(u32),
-    Controller(u32),
+    At(Stage, u32),
 }
 
-/// A tuple in flight.
-#[derive(Clone, Debug)]
-pub(super) enum Msg {
-    Submit(Command),
-    Request(Request),
-    Propose(Propose),
-    Commit(Commit),
-    Reply(Reply),
-    Checkpoint(Checkpoint),
-    Stable(Stable),
-    Fetch(Fetch),
-    Transfer(Transfer),
-    Nack(Nack),
-    Target(Target),
-    Actual(Actual),
-    View(View),
-    Record(Record),
-}
-
-impl Msg {
-    fn summary(&self) -> String {
-        let id = |r: &Request| format!("req({},{})x{}", r.source, r.number, r.commands.len());
+impl Node {
+    pub(super) fn stage(self) -> Option<Stage> {
         match self {
-            Msg::Submit(c) => format!("Submit c{} t{}", c.client, c.timestamp),
-            Msg::Request(r) => format!("Request {}", id(r)),
-            Msg::Propose(p) => format!("Propose s{} v{} {}", p.sequence, p.view, id(&p.request)),
-            Msg::Commit(c) => format!("Commit k{} s{} v{} {}", c.committer, c.sequence, c.view, id(&c.request)),
-            Msg::Reply(r) => format!("Reply e{} c{} t{} {:?}", r.executor, r.client, r.timestamp, r.outcome),
-            Msg::Checkpoint(c) => format!("Checkpoint e{} s{}", c.executor, c.sequence),
-            Msg::Stable(s) => format!("Stable g{} s{}", s.source, s.sequence),
-            Msg::Fetch(f) => format!("Fetch e{} -> e{} s{}", f.executor, f.to, f.sequence),
-            Msg::Transfer(t) => format!("Transfer e{} -> e{} s{}", t.executor, t.to, t.sequence),
-            Msg::Nack(n) => format!("Nack e{} -> p{} s{}", n.executor, n.to, n.sequence),
-            Msg::Target(t) => format!("Target r{} q{}", t.source, t.number),
-            Msg::Actual(a) => format!("Actual e{} {:?}", a.executor, a.agreed),
-            Msg::View(v) => format!("View x{} v{}", v.controller, v.view),
-            Msg::Record(r) => format!("Record k{} v{} stable {} x{}", r.committer, r.view, r.stable, r.records.len()),
+            Node::At(stage, _) => Some(stage),
+            Node::Client(_) => None,
         }
+    }
+
+    pub(super) fn id(self) -> u32 {
+        match self {
+            Node::At(_, id) | Node::Client(id) => id,
+        }
+    }
+}
+
+/// A short description of a tuple, for traces.
+fn summary(tuple: &Tuple) -> String {
+    let id = |r: &Request| format!("req({},{})x{}", r.source, r.number, r.commands.len());
+    match tuple {
+        Tuple::Command(s) => format!("Command c{} t{} -> r{}", s.command.client, s.command.timestamp, s.source),
+        Tuple::Request { view, request } => format!("Request v{view} {}", id(request)),
+        Tuple::Propose(p) => format!("Propose s{} v{} {}", p.sequence, p.view, id(&p.request)),
+        Tuple::Commit(c) => format!("Commit k{} s{} v{} {}", c.committer, c.sequence, c.view, id(&c.request)),
+        Tuple::Reply(r) => format!("Reply e{} c{} t{} {:?}", r.executor, r.client, r.timestamp, r.outcome),
+        Tuple::Record(r) => format!("Record k{} v{} stable {} x{}", r.committer, r.view, r.stable, r.records.len()),
+        Tuple::Transfer(t) => format!("Transfer e{} -> e{} s{}", t.executor, t.to, t.sequence),
+        other => format!("{other:?}"),
     }
 }
 
 #[derive(Debug)]
 pub(super) enum Event {
-    Deliver { from: Node, to: Node, msg: Msg },
+    Deliver {
+        from: Node,
+        to: Node,
+        tuple: Tuple,
+    },
     Tick(Node),
     Crash,
     Restart(Node),
-    Retry { client: u32, timestamp: u64 },
+    Retry {
+        client: u32,
+        timestamp: u64,
+    },
+    /// The simulated disk finished a replica's queued writes.
+    Flush(Node),
+    /// A bit of a replica's files flips while it is down.
+    DamageAtRest(Node),
 }
 
 /// Why a run failed: which check, when, and what every replica handled last.
@@ -129,6 +122,12 @@ pub struct Outcome {
     pub nacks: u64,
     /// The highest view reached.
     pub views: u64,
+    /// Replicas stopped by a failed write.
+    pub disk_failures: u64,
+    /// Replicas that refused to start on damaged durable state.
+    pub refusals: u64,
+    /// Replicas started with a damaged file at rest.
+    pub damaged: u64,
     /// A fingerprint of the whole run (for determinism checks).
     pub fingerprint: u64,
     /// Simulated duration, microseconds.
@@ -175,19 +174,14 @@ pub(super) struct World {
     queue: BinaryHeap<Reverse<(u64, u64, usize)>>,
     events: HashMap<usize, Event>,
     next_event: usize,
-    pub(super) sources: Vec<Option<RequestSource>>,
-    pub(super) proposers: Vec<Option<Proposer>>,
-    pub(super) committers: Vec<Option<Committer>>,
-    pub(super) executors: Vec<Option<Executor<KvStore>>>,
-    pub(super) gcs: Vec<Option<GcSource>>,
-    pub(super) controllers: Vec<Option<Controller>>,
-    /// Executors' durable checkpoints and committers' durable logs.
-    pub(super) checkpoint_disks: Vec<Option<(u64, Arc<Vec<u8>>)>>,
-    pub(super) log_disks: Vec<Vec<LogEntry>>,
-    /// Proposers' highest led view.
-    pub(super) led_disks: Vec<Option<u64>>,
-    /// Restarts per source (its incarnation).
-    source_restarts: Vec<u64>,
+    /// Every replica, stage by stage in dataflow order.
+    hosted: Vec<Hosted>,
+    /// Where each stage's replicas start in `hosted`.
+    offsets: [usize; 6],
+    /// The disk every replica's durable state is on, with the run's failpoint.
+    pub(super) disk: Faulty<MemDisk>,
+    /// The run's disk fault kills the disk for good.
+    pub(super) disk_dead: bool,
     pub(super) clients: Vec<Client>,
     history: Vec<Operation>,
     checks: Checks,
@@ -213,6 +207,20 @@ pub(super) type Check = Result<(), (&'static str, String)>;
 impl World {
     fn new(config: SimConfig, trace: bool) -> World {
         let p = config.params.clone();
+        let mut offsets = [0; 6];
+        let mut total = 0;
+        for stage in Stage::ALL {
+            offsets[stage.index()] = total;
+            total += stage.replicas(&p);
+        }
+        let disk = Faulty::new(MemDisk::new());
+        let mut disk_dead = false;
+        if let Some(DiskFault::Failpoint { stage, replica, op, action, after }) = &config.disk_fault
+            && let Some(dir) = replica_dir(std::path::Path::new(ROOT), *stage, *replica)
+        {
+            disk.arm(Failpoint::new(&format!("{}/", dir.display()), *op, *after, *action));
+            disk_dead = *action == Action::FailForever;
+        }
         World {
             rng: SmallRng::seed_from_u64(config.seed),
             now: 0,
@@ -220,16 +228,10 @@ impl World {
             queue: BinaryHeap::new(),
             events: HashMap::new(),
             next_event: 0,
-            sources: (0..p.sources() as u32).map(|r| Some(new_source(&config, r, 0))).collect(),
-            proposers: (0..p.proposers() as u32).map(|i| Some(new_proposer(&config, i))).collect(),
-            committers: (0..p.committers() as u32).map(|i| Some(Committer::new(i, &p))).collect(),
-            executors: (0..p.executors() as u32).map(|e| Some(new_executor(&config, e))).collect(),
-            gcs: (0..p.gc_sources() as u32).map(|i| Some(GcSource::new(i, &p))).collect(),
-            controllers: (0..p.controllers() as u32).map(|i| Some(Controller::new(i, &p))).collect(),
-            checkpoint_disks: vec![None; p.executors()],
-            log_disks: vec![Vec::new(); p.committers()],
-            led_disks: vec![None; p.proposers()],
-            source_restarts: vec![0; p.sources()],
+            hosted: (0..total).map(|_| Hosted::empty()).collect(),
+            offsets,
+            disk,
+            disk_dead,
             clients: (0..config.clients as u64)
                 .map(|i| Client { id: 100 + i, next_timestamp: 1, issued: 0, pending: BTreeMap::new() })
                 .collect(),
@@ -242,7 +244,7 @@ impl World {
         }
     }
 
-    fn schedule(&mut self, at: u64, event: Event) {
+    pub(super) fn schedule(&mut self, at: u64, event: Event) {
         let id = self.next_event;
         self.next_event += 1;
         self.order += 1;
@@ -253,17 +255,40 @@ impl World {
     /// Every replica, in a fixed order.
     pub(super) fn nodes(&self) -> Vec<Node> {
         let p = &self.config.params;
-        let mut nodes = Vec::new();
-        nodes.extend((0..p.sources() as u32).map(Node::Source));
-        nodes.extend((0..p.proposers() as u32).map(Node::Proposer));
-        nodes.extend((0..p.committers() as u32).map(Node::Committer));
-        nodes.extend((0..p.executors() as u32).map(Node::Executor));
-        nodes.extend((0..p.gc_sources() as u32).map(Node::Gc));
-        nodes.extend((0..p.controllers() as u32).map(Node::Controller));
-        nodes
+        Stage::ALL
+            .into_iter()
+            .flat_map(|stage| (0..stage.replicas(p) as u32).map(move |id| Node::At(stage, id)))
+            .collect()
+    }
+
+    /// The slot of a replica.
+    pub(super) fn slot(&mut self, node: Node) -> &mut Hosted {
+        let index = match node {
+            Node::At(stage, id) => self.offsets[stage.index()] + id as usize,
+            Node::Client(_) => unreachable!("clients have no slot"),
+        };
+        &mut self.hosted[index]
+    }
+
+    fn executor_positions(&mut self) -> Vec<Option<(u64, u64)>> {
+        (0..self.config.params.executors() as u32)
+            .filter_map(|e| {
+                let slot = self.slot(Node::At(Stage::Executor, e));
+                if slot.broken {
+                    return None;
+                }
+                Some(slot.replica.as_ref().map(|r| (r.counters().next, r.counters().history)))
+            })
+            .collect()
     }
 
     fn start(&mut self) {
+        for node in self.nodes() {
+            self.start_replica(node);
+        }
+        if let Some(DiskFault::FlipAtRest { stage, replica, at_us }) = self.config.disk_fault.clone() {
+            self.schedule(at_us, Event::DamageAtRest(Node::At(stage, replica)));
+        }
         for node in self.nodes() {
             let at = self.rng.random_range(0..self.config.tick_us);
             self.schedule(at, Event::Tick(node));
@@ -281,10 +306,10 @@ impl World {
 
     /// The clients are done and every executor is up, at the same position, with the same
     /// history: replicas must converge even when no more load arrives.
-    fn done(&self) -> bool {
+    /// Executors whose durable state is broken for good are left out.
+    fn done(&mut self) -> bool {
         let clients = self.clients.iter().all(|c| c.issued == self.config.commands_per_client && c.pending.is_empty());
-        let positions: Vec<Option<(u64, u64)>> =
-            self.executors.iter().map(|e| e.as_ref().map(|e| (e.next(), e.history()))).collect();
+        let positions = self.executor_positions();
         clients && positions.iter().all(|p| p.is_some() && *p == positions[0])
     }
 
@@ -306,11 +331,11 @@ impl World {
         Err(("liveness", "the simulation ran out of events".into()))
     }
 
-    fn stuck(&self) -> (&'static str, String) {
+    fn stuck(&mut self) -> (&'static str, String) {
         let pending: Vec<String> =
             self.clients.iter().flat_map(|c| c.pending.keys().map(move |t| format!("c{} t{}", c.id, t))).collect();
         if pending.is_empty() {
-            let positions: Vec<Option<u64>> = self.executors.iter().map(|e| e.as_ref().map(|e| e.next())).collect();
+            let positions = self.executor_positions();
             return ("convergence", format!("executors did not converge after the fault phase: {positions:?}"));
         }
         ("liveness", format!("commands still outstanding after the fault phase: {pending:?}"))
@@ -318,11 +343,16 @@ impl World {
 
     fn handle(&mut self, event: Event) -> Check {
         match event {
-            Event::Deliver { from, to, msg } => self.deliver(from, to, msg),
+            Event::Deliver { from, to, tuple } => self.deliver(from, to, tuple),
             Event::Tick(node) => {
                 let next = self.now + self.config.tick_us + self.rng.random_range(0..self.config.tick_us / 4 + 1);
                 self.schedule(next, Event::Tick(node));
-                self.tick(node)
+                self.step(node, None)
+            }
+            Event::Flush(node) => self.flush(node),
+            Event::DamageAtRest(node) => {
+                self.damage_at_rest(node);
+                Ok(())
             }
             Event::Crash => {
                 self.crash_someone();
@@ -375,12 +405,12 @@ impl World {
         nodes[index % nodes.len()] == node && self.now >= from && self.now < until && self.faulty()
     }
 
-    pub(super) fn send(&mut self, from: Node, to: Node, msg: Msg) {
+    pub(super) fn send(&mut self, from: Node, to: Node, tuple: Tuple) {
         let cut = self.isolated(from) || self.isolated(to);
         if cut || (self.faulty() && self.rng.random_bool(self.config.drop)) {
             self.outcome.dropped += 1;
             if self.trace {
-                self.note(from, format!("DROPPED -> {to:?} {}", msg.summary()));
+                self.note(from, format!("DROPPED -> {to:?} {}", summary(&tuple)));
             }
             return;
         }
@@ -391,48 +421,34 @@ impl World {
             if self.faulty() && self.rng.random_bool(self.config.reorder) {
                 delay += self.config.long_delay_us;
             }
-            self.schedule(self.now + delay, Event::Deliver { from, to, msg: msg.clone() });
+            self.schedule(self.now + delay, Event::Deliver { from, to, tuple: tuple.clone() });
         }
     }
 
-    pub(super) fn multicast(&mut self, from: Node, to: impl Iterator<Item = Node>, msg: Msg) {
-        for node in to.collect::<Vec<_>>() {
-            self.send(from, node, msg.clone());
-        }
-    }
-
-    fn deliver(&mut self, from: Node, to: Node, msg: Msg) -> Check {
+    fn deliver(&mut self, from: Node, to: Node, tuple: Tuple) -> Check {
         if self.down(to) {
             return Ok(());
         }
-        let line = format!("<- {from:?} {}", msg.summary());
+        let line = format!("<- {from:?} {}", summary(&tuple));
         self.note(to, line);
-        match (to, msg) {
-            (Node::Client(c), Msg::Reply(reply)) => self.on_reply(c, reply),
-            (node, msg) => self.at_replica(node, msg),
+        match (to, tuple) {
+            (Node::Client(c), Tuple::Reply(reply)) => self.on_reply(c, reply),
+            (Node::Client(c), other) => Err(("routing", format!("client {c} got {other:?}"))),
+            (node, tuple) => self.step(node, Some(tuple)),
         }
     }
 
     // ---- crashes ----
 
-    pub(super) fn down(&self, node: Node) -> bool {
+    pub(super) fn down(&mut self, node: Node) -> bool {
         match node {
             Node::Client(_) => false,
-            Node::Source(i) => self.sources[i as usize].is_none(),
-            Node::Proposer(i) => self.proposers[i as usize].is_none(),
-            Node::Committer(i) => self.committers[i as usize].is_none(),
-            Node::Executor(i) => self.executors[i as usize].is_none(),
-            Node::Gc(i) => self.gcs[i as usize].is_none(),
-            Node::Controller(i) => self.controllers[i as usize].is_none(),
+            node => self.slot(node).replica.is_none(),
         }
     }
 
-    fn same_stage(a: Node, b: Node) -> bool {
-        std::mem::discriminant(&a) == std::mem::discriminant(&b)
-    }
-
     /// Crashes a random replica of any stage, the active proposer included, if its stage has
-    /// fewer than f replicas down.
+    /// fewer than f replicas down (broken ones included).
     fn crash_someone(&mut self) {
         if !self.faulty() {
             return;
@@ -441,57 +457,55 @@ impl World {
         self.schedule(next, Event::Crash);
         let nodes = self.nodes();
         let victim = nodes[self.rng.random_range(0..nodes.len())];
-        let down = nodes.iter().filter(|n| Self::same_stage(**n, victim) && self.down(**n)).count();
-        if self.down(victim) || down >= self.config.params.f {
+        if !self.may_crash(victim) {
             return;
         }
-        match victim {
-            Node::Source(i) => self.sources[i as usize] = None,
-            Node::Proposer(i) => self.proposers[i as usize] = None,
-            Node::Committer(i) => self.committers[i as usize] = None,
-            Node::Executor(i) => self.executors[i as usize] = None,
-            Node::Gc(i) => self.gcs[i as usize] = None,
-            Node::Controller(i) => self.controllers[i as usize] = None,
-            Node::Client(_) => return,
-        }
+        self.crash_replica(victim);
         self.outcome.crashes += 1;
         self.note(victim, "CRASHED".into());
         let back = self.now + self.rng.random_range(1..=self.config.downtime_us);
         self.schedule(back, Event::Restart(victim));
     }
 
+    /// True if `victim` is up and its stage has fewer than f replicas down.
+    fn may_crash(&mut self, victim: Node) -> bool {
+        let nodes = self.nodes();
+        let down = nodes.iter().filter(|n| n.stage() == victim.stage() && self.down(**n)).count();
+        !self.down(victim) && down < self.config.params.f
+    }
+
     /// Restarts a replica with its durable state only: an executor reloads its newest
-    /// checkpoint, a committer replays its record log; the other stages keep nothing.
+    /// checkpoint, a committer replays its record log, and so on, through the storage layer.
     fn restart(&mut self, node: Node) {
-        let p = self.config.params.clone();
-        match node {
-            Node::Source(i) => {
-                self.source_restarts[i as usize] += 1;
-                self.sources[i as usize] = Some(new_source(&self.config, i, self.source_restarts[i as usize]));
-            }
-            Node::Proposer(i) => {
-                let led = self.led_disks[i as usize];
-                self.proposers[i as usize] = Some(restarted_proposer(&self.config, i, led));
-            }
-            Node::Committer(i) => {
-                let amnesia = self.config.mutation == Some(Mutation::CommitterForgetsRecords);
-                let log = if amnesia { Vec::new() } else { self.log_disks[i as usize].clone() };
-                self.committers[i as usize] = Some(Committer::recover(i, &p, log));
-            }
-            Node::Gc(i) => self.gcs[i as usize] = Some(GcSource::new(i, &p)),
-            Node::Controller(i) => self.controllers[i as usize] = Some(Controller::new(i, &p)),
-            Node::Executor(i) => {
-                let mut executor = new_executor(&self.config, i);
-                if let Some((sequence, state)) = self.checkpoint_disks[i as usize].clone()
-                    && executor.restore_checkpoint(sequence, state).is_ok()
-                {
-                    executor.on_stored(sequence, &mut Default::default());
-                }
-                self.executors[i as usize] = Some(executor);
-            }
-            Node::Client(_) => {}
+        if !self.slot(node).broken {
+            self.start_replica(node);
         }
-        self.note(node, "RESTARTED".into());
+    }
+
+    /// Crashes a replica, flips a bit of one of its files, and restarts it later: it must
+    /// refuse to start (a checkpoint is only skipped).
+    fn damage_at_rest(&mut self, node: Node) {
+        if !self.may_crash(node) {
+            return;
+        }
+        let Some(dir) = node.stage().and_then(|stage| replica_dir(std::path::Path::new(ROOT), stage, node.id())) else {
+            return;
+        };
+        self.crash_replica(node);
+        let memory = self.disk.inner().clone();
+        let files: Vec<std::path::PathBuf> = memory.paths().into_iter().filter(|p| p.starts_with(&dir)).collect();
+        if !files.is_empty() {
+            let file = &files[self.rng.random_range(0..files.len())];
+            let length = memory.len_of(file).unwrap_or(0);
+            if length > 0 {
+                let (offset, bit) = (self.rng.random_range(0..length), self.rng.random_range(0..8));
+                memory.flip_bit(file, offset, bit);
+                self.outcome.damaged += 1;
+                self.note(node, format!("DAMAGED {} at byte {offset}", file.display()));
+            }
+        }
+        let back = self.now + self.rng.random_range(1..=self.config.downtime_us);
+        self.schedule(back, Event::Restart(node));
     }
 
     // ---- clients ----
@@ -520,7 +534,7 @@ impl World {
         let history = self.history.len() - 1;
         let c = &mut self.clients[client as usize];
         c.pending.insert(timestamp, Pending { command: command.clone(), history, source });
-        self.send(Node::Client(client), Node::Source(source), Msg::Submit(command));
+        self.send(Node::Client(client), Node::At(Stage::Source, source), Tuple::Command(Submit { source, command }));
         self.schedule(self.now + self.config.retry_us, Event::Retry { client, timestamp });
     }
 
@@ -532,7 +546,7 @@ impl World {
         pending.source = (pending.source + 1) % sources;
         pending.command.answered_below = answered_below;
         let (source, command) = (pending.source, pending.command.clone());
-        self.send(Node::Client(client), Node::Source(source), Msg::Submit(command));
+        self.send(Node::Client(client), Node::At(Stage::Source, source), Tuple::Command(Submit { source, command }));
         self.schedule(self.now + self.config.retry_us, Event::Retry { client, timestamp });
     }
 
@@ -566,7 +580,7 @@ impl World {
     /// Safety (Section III-C): in view v only proposer v mod (f+1) proposes, and it proposes
     /// one request per sequence number.
     pub(super) fn check_proposal(&mut self, propose: &Propose) -> Check {
-        let leader = (propose.view % self.config.params.proposers() as u64) as u32;
+        let leader = leader_of(propose.view, self.config.params.proposers());
         if propose.proposer != leader {
             return Err((
                 "one proposer per view",
@@ -621,9 +635,11 @@ impl World {
     }
 
     fn final_checks(&mut self) -> Check {
-        for executor in self.executors.iter().flatten() {
-            self.outcome.transfers += executor.transfers_restored();
-            self.outcome.views = self.outcome.views.max(executor.view());
+        for e in 0..self.config.params.executors() as u32 {
+            if let Some(executor) = self.slot(Node::At(Stage::Executor, e)).replica.as_ref().map(|r| r.counters()) {
+                self.outcome.transfers += executor.transfers;
+                self.outcome.views = self.outcome.views.max(executor.view);
+            }
         }
         for c in &self.clients {
             for timestamp in 1..c.next_timestamp {
@@ -636,38 +652,6 @@ impl World {
             }
         }
         linearizability::check(&self.history).map_err(|e| ("linearizability", e))
-    }
-}
-
-/// A request source in its `incarnation`; broken if the run's mutation is a source bug.
-pub(super) fn new_source(config: &SimConfig, id: u32, incarnation: u64) -> RequestSource {
-    let source = RequestSource::new(id, &config.params).incarnation(incarnation);
-    match config.mutation {
-        Some(m @ Mutation::SourceNeverFlushes) => source.mutate(m),
-        _ => source,
-    }
-}
-
-/// A proposer with the run's repair timeout.
-pub(super) fn new_proposer(config: &SimConfig, id: u32) -> Proposer {
-    Proposer::new(id, &config.params).repair_timeout_us(config.repair_us)
-}
-
-/// A proposer after a restart, with the highest view it led: silent until a higher view.
-fn restarted_proposer(config: &SimConfig, id: u32, led: Option<u64>) -> Proposer {
-    Proposer::restarted(id, &config.params, led).repair_timeout_us(config.repair_us)
-}
-
-/// An executor; broken if the run's mutation is an executor bug.
-pub(super) fn new_executor(config: &SimConfig, id: u32) -> Executor<KvStore> {
-    let executor =
-        Executor::new(id, &config.params, KvStore::default()).emit_executed(true).repair_timeout_us(config.repair_us);
-    match config.mutation {
-        Some(m @ (Mutation::SkipDuplicateCheck | Mutation::ExecuteOutOfOrder | Mutation::CheckpointForgetsClients)) => {
-            executor.mutate(m)
-        }
-        Some(m @ Mutation::CommitAfterF) => executor.mutate(m),
-        _ => executor,
     }
 }
 
