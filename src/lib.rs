@@ -6,12 +6,17 @@
 //!
 //! - [`cluster`]: the embedded cluster, multi-process clusters and their supervisor,
 //!   description files;
-//! - [`client`]: clients with retransmission, in-process or over TCP;
-//! - [`net`]: the client front ends and their wire protocol;
-//! - [`dataflow`]: the timely operators, thin adapters around the stages;
-//! - [`protocol`]: the sans-IO stages, one state machine per stage of the paper;
-//! - [`storage`]: durable state on disk (checkpoints);
+//! - [`client`] and [`net`]: clients with retransmission, in-process or over TCP; the client
+//!   front ends and their wire protocol;
+//! - [`dataflow`]: the timely layer: one generic stage host, routing from the topology table,
+//!   and per stage only how to build a replica;
+//! - [`storage`]: all durable state and its writer threads, behind "persist, then release",
+//!   with one policy for failed writes and damaged files;
+//! - [`protocol`]: the sans-IO stages, one state machine per stage of the paper, the tuples,
+//!   and the topology table (who sends what to whom);
 //! - [`app`]: the replicated services.
+//!
+//! A test (`tests/layout.rs`) fails when a layer uses one above it.
 #![forbid(missing_docs)]
 
 pub mod app;

@@ -1,38 +1,48 @@
 //! `tara graph`: the TARA dataflow of a description as Graphviz DOT.
 //!
 //! One node per stage (with its replica count and where each replica runs), one edge per tuple
-//! type, the feedback loops of Sections III-D and III-E dashed, and one box per process listing
-//! the replicas it hosts.
+//! kind and receiving stage, derived from the topology table (so it shows exactly what `tara()`
+//! builds), the feedback loops dashed and named, and one box per process listing the replicas
+//! it hosts.
 //!
 //! ```
 //! let d = tara::cluster::Description::embedded();
 //! let dot = tara::cluster::graph::dot(&d).unwrap();
 //! assert!(dot.starts_with("digraph tara {"));
 //! assert!(dot.contains("\"committers\" -> \"executors\" [label=\"Commit\"]"));
+//! assert!(dot.contains("\"executors\" -> \"proposers\" [label=\"Nack (repair loop)\", style=dashed]"));
 //! ```
 
 use std::fmt::Write;
 
 use super::config::{ConfigError, Description};
 use crate::dataflow::{Placement, Stage};
+use crate::protocol::topology::{ROUTES, To};
 
-/// The tuple streams between stages: (from, to, tuple, feedback loop?).
-const EDGES: [(&str, &str, &str, bool); 14] = [
-    ("clients", "sources", "Command", false),
-    ("sources", "proposers", "Request", false),
-    ("proposers", "committers", "Propose", false),
-    ("committers", "executors", "Commit", false),
-    ("executors", "sources", "Reply (reply sinks)", false),
-    ("sources", "clients", "Reply", false),
-    ("executors", "gc", "Checkpoint", true),
-    ("gc", "proposers", "Stable", true),
-    ("gc", "committers", "Stable", true),
-    ("gc", "executors", "Stable", true),
-    ("sources", "controllers", "Target", false),
-    ("executors", "controllers", "Actual", false),
-    ("controllers", "committers", "View (to every stage)", true),
-    ("committers", "proposers", "Record", true),
-];
+/// One edge of the picture: (from, to, label, dashed).
+type Edge = (&'static str, &'static str, String, bool);
+
+/// Every edge, from the topology table: a tuple kind to each stage that receives it.
+fn edges() -> Vec<Edge> {
+    let mut edges = Vec::new();
+    for route in ROUTES.iter() {
+        let from = route.from.map_or("clients", Stage::name);
+        let label = match route.loop_name() {
+            Some(name) => format!("{:?} ({name})", route.kind),
+            None => format!("{:?}", route.kind),
+        };
+        for to in route.to {
+            edges.push((from, to.name(), label.clone(), route.is_loop()));
+        }
+        if route.to_clients {
+            edges.push((from, "clients", format!("{:?}", route.kind), false));
+        }
+        if route.to_whom == To::Out {
+            edges.push((from, "executed stream", format!("{:?}", route.kind), false));
+        }
+    }
+    edges
+}
 
 /// The DOT text of the dataflow `description` describes (its processes, or one process).
 pub fn dot(description: &Description) -> Result<String, ConfigError> {
@@ -47,14 +57,13 @@ pub fn dot(description: &Description) -> Result<String, ConfigError> {
         processes,
         placement.threads()
     );
-    let _ = writeln!(out, "  \"clients\" [shape=ellipse];");
+    let _ = writeln!(out, "  \"clients\" [shape=ellipse];\n  \"executed stream\" [shape=ellipse];");
     for stage in Stage::ALL {
         let _ = writeln!(out, "  \"{}\" [label=\"{}\"];", stage.name(), stage_label(&placement, stage));
     }
-    out.push_str("  \"executors\" -> \"executors\" [label=\"Fetch / Transfer\", style=dashed];\n");
-    for (from, to, tuple, feedback) in EDGES {
-        let style = if feedback { ", style=dashed" } else { "" };
-        let _ = writeln!(out, "  \"{from}\" -> \"{to}\" [label=\"{tuple}\"{style}];");
+    for (from, to, label, dashed) in edges() {
+        let style = if dashed { ", style=dashed" } else { "" };
+        let _ = writeln!(out, "  \"{from}\" -> \"{to}\" [label=\"{label}\"{style}];");
     }
     for process in 0..processes {
         let _ = writeln!(out, "  subgraph \"cluster_process_{process}\" {{");
@@ -113,10 +122,21 @@ mod tests {
             "{dot}"
         );
         assert!(dot.contains("proposers (2)"), "{dot}");
-        for tuple in ["Propose", "Commit", "Checkpoint", "Stable", "Target", "Actual", "Record", "Fetch / Transfer"] {
+        for tuple in
+            ["Propose", "Commit", "Checkpoint", "Stable", "Target", "Actual", "Record", "Fetch", "Transfer", "Nack"]
+        {
             assert!(dot.contains(&format!("label=\"{tuple}")), "{tuple} missing: {dot}");
         }
-        assert!(dot.contains("\"committers\" -> \"proposers\" [label=\"Record\", style=dashed]"), "{dot}");
+        assert!(
+            dot.contains("\"committers\" -> \"proposers\" [label=\"Record (record loop)\", style=dashed]"),
+            "{dot}"
+        );
+        for stage in ["sources", "proposers", "committers", "executors", "controllers"] {
+            assert!(
+                dot.contains(&format!("\"controllers\" -> \"{stage}\" [label=\"View (view loop)\"")),
+                "{stage}: {dot}"
+            );
+        }
         assert_eq!(dot.matches('{').count(), dot.matches('}').count());
     }
 

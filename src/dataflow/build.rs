@@ -83,12 +83,12 @@ pub fn tara<'s, A: Application + 'static>(
             })
             .collect();
         let outputs = match stage {
-            Stage::Source => source::operator(inputs, deployment),
-            Stage::Proposer => proposer::operator(inputs, deployment),
-            Stage::Committer => committer::operator(inputs, deployment),
-            Stage::Executor => executor::operator(inputs, deployment, app.take().expect("one executor stage")),
-            Stage::Gc => gc::operator(inputs, deployment),
-            Stage::Controller => controller::operator(inputs, deployment),
+            Stage::Source => source::operator(scope, inputs, deployment),
+            Stage::Proposer => proposer::operator(scope, inputs, deployment),
+            Stage::Committer => committer::operator(scope, inputs, deployment),
+            Stage::Executor => executor::operator(scope, inputs, deployment, app.take().expect("one executor stage")),
+            Stage::Gc => gc::operator(scope, inputs, deployment),
+            Stage::Controller => controller::operator(scope, inputs, deployment),
         };
         wires.built.extend(outputs);
     }

@@ -73,22 +73,9 @@ impl ReplicaStats {
 
     /// Publishes a replica's counters.
     pub fn publish(&self, c: &Counters) {
-        let pairs = [
-            (&self.next, c.next),
-            (&self.view, c.view),
-            (&self.count, c.count),
-            (&self.history, c.history),
-            (&self.in_flight_max, c.in_flight_max),
-            (&self.stable, c.stable),
-            (&self.transfers, c.transfers),
-            (&self.repairs, c.repairs),
-            (&self.stalls, c.stalls),
-            (&self.dropped, c.dropped),
-            (&self.stored, c.stored),
-        ];
-        for (counter, value) in pairs {
-            counter.store(value, Ordering::Relaxed);
-        }
+        // Each counter has the name of the field it publishes.
+        macro_rules! publish { ($($field:ident),*) => { $(self.$field.store(c.$field, Ordering::Relaxed);)* } }
+        publish!(next, view, count, history, in_flight_max, stable, transfers, repairs, stalls, dropped, stored);
         self.set_held(c.held);
     }
 

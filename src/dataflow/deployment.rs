@@ -5,24 +5,10 @@ use std::sync::Arc;
 
 use super::control::Control;
 use super::placement::Placement;
+use crate::protocol::Params;
 pub use crate::protocol::Submit;
-use crate::protocol::{Params, Stage};
-use crate::storage::{Disk, FsDisk, MemDisk, Opened, ReplicaStore, StorageError};
-
-/// Where a deployment keeps its durable state.
-#[derive(Clone, Debug)]
-pub enum Storage {
-    /// In memory, shared by the workers of this process: replicas keep their small durable
-    /// values across injected restarts, and lose everything with the process.
-    Memory(MemDisk),
-    /// In files under `root` on `disk` (by default the machine's file system).
-    Directory {
-        /// The state directory.
-        root: PathBuf,
-        /// The disk it is on.
-        disk: Arc<dyn Disk>,
-    },
-}
+pub use crate::storage::Storage;
+use crate::storage::{Disk, MemDisk};
 
 /// The configuration of one TARA dataflow: protocol parameters, placement, epoch length, durable
 /// state, and the [`Control`] through which the outside world stops it and reads its counters.
@@ -74,7 +60,7 @@ impl Deployment {
     /// Keeps durable state in files under `dir`: committer `k`'s record log in `committer-<k>/`,
     /// executor `e`'s checkpoints in `executor-<e>/`, and so on.
     pub fn state_dir(mut self, dir: PathBuf) -> Deployment {
-        self.storage = Storage::Directory { root: dir, disk: Arc::new(FsDisk) };
+        self.storage = Storage::directory(dir);
         self
     }
 
@@ -100,10 +86,7 @@ impl Deployment {
 
     /// The state directory, if durable state is in files.
     pub fn state_path(&self) -> Option<&Path> {
-        match &self.storage {
-            Storage::Directory { root, .. } => Some(root),
-            Storage::Memory(_) => None,
-        }
+        self.storage.root()
     }
 
     /// Checks what the parameters cannot: durable records need a state directory.
@@ -116,19 +99,5 @@ impl Deployment {
                 .into());
         }
         Ok(())
-    }
-
-    /// Opens the durable state of one replica (at its start and every restart).
-    pub(crate) fn open(&self, stage: Stage, id: u32) -> Result<Opened, StorageError> {
-        let (disk, root): (Arc<dyn Disk>, &Path) = match &self.storage {
-            Storage::Memory(memory) => (Arc::new(memory.clone()), Path::new("/memory")),
-            Storage::Directory { root, disk } => (disk.clone(), root),
-        };
-        ReplicaStore::open(&disk, root, stage, id, self.durable_records)
-    }
-
-    /// True if a stage's writes are worth a writer thread: logs and checkpoints in files.
-    pub(crate) fn writes_in_background(&self, stage: Stage) -> bool {
-        matches!(self.storage, Storage::Directory { .. }) && matches!(stage, Stage::Committer | Stage::Executor)
     }
 }

@@ -12,11 +12,11 @@ use std::sync::Arc;
 
 use timely::communication::Pull;
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::Stream;
 use timely::dataflow::channels::Message;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::{InputHandleCore, OutputBuilder};
+use timely::dataflow::{Scope, Stream};
 
 use super::control::{Control, ReplicaFailure};
 use super::deployment::Deployment;
@@ -118,7 +118,7 @@ impl<S: Replica, M: FnMut(u32) -> S> Replicas<S, M> {
 
     fn start(&mut self, index: usize, control: &Control) {
         let (stage, id) = (self.stage, self.slots[index].id);
-        let opened = match self.deployment.open(stage, id) {
+        let opened = match self.deployment.storage.open(stage, id, self.deployment.durable_records) {
             Ok(opened) => opened,
             Err(error) => return control.fail(ReplicaFailure { stage, replica: id, at_start: true, error }),
         };
@@ -127,13 +127,8 @@ impl<S: Replica, M: FnMut(u32) -> S> Replicas<S, M> {
         if let Err(e) = replica.resume(opened.recovered) {
             tracing::warn!("{} {id}: starts empty: {e}", stage.name());
         }
-        let persist = if self.deployment.writes_in_background(stage) {
-            let wake = self.wake.clone();
-            Persist::threaded(opened.store, format!("tara-{}-{id}", stage.name()), Box::new(move || wake()))
-        } else {
-            Ok(Persist::inline(opened.store))
-        };
-        match persist {
+        let wake = self.wake.clone();
+        match self.deployment.storage.gate(opened.store, id, Box::new(move || wake())) {
             Ok(persist) => (self.slots[index].replica, self.slots[index].persist) = (Some(replica), Some(persist)),
             Err(e) => tracing::error!("{} {id}: cannot start its writer thread: {e}", stage.name()),
         }
@@ -283,15 +278,11 @@ impl<S: Replica, M: FnMut(u32) -> S> Host<S, M> {
 /// `make` builds a replica before it resumes from durable state.
 pub fn host<'s, S: Replica + 'static>(
     stage: Stage,
+    scope: Scope<'s, u64>,
     inputs: Vec<Input<'s>>,
     deployment: &Deployment,
     make: impl FnMut(u32) -> S + 'static,
 ) -> Vec<(Kind, Tuples<'s>)> {
-    let scope = match &inputs[0] {
-        Input::Routed(_, s) => s.scope(),
-        Input::Commands(s) => s.scope(),
-        Input::Replies(s) => s.scope(),
-    };
     let mut builder = OperatorBuilder::new(stage.operator().to_owned(), scope);
     let info = builder.operator_info();
     let ports = inputs.into_iter().map(|input| port(&mut builder, input, deployment)).collect();

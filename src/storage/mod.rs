@@ -26,6 +26,7 @@ pub mod memory;
 pub mod persist;
 pub mod records;
 pub mod replica;
+pub mod state;
 pub mod value;
 
 pub use checkpoints::{CheckpointStore, Loaded, Rejected};
@@ -36,4 +37,5 @@ pub use memory::MemDisk;
 pub use persist::Persist;
 pub use records::{LoadedLog, RecordLog};
 pub use replica::{Opened, ReplicaStore, replica_dir};
+pub use state::Storage;
 pub use value::DurableValue;

@@ -39,7 +39,7 @@ use crossbeam_channel::{Receiver, Sender};
 use super::error::StorageError;
 use super::replica::ReplicaStore;
 use crate::protocol::topology::route;
-use crate::protocol::{Outbox, Tuple, Writes};
+use crate::protocol::{Outbox, Stage, Tuple, Writes};
 
 /// Batches of writes a replica may have queued for its writer thread before the worker waits.
 pub const WRITES_QUEUED_MAX: usize = 4096;
@@ -98,9 +98,16 @@ impl Persist {
         Self::with(Backend::Inline(store))
     }
 
-    /// Writes applied by a writer thread named `name`, which calls `wake` after each group
-    /// of writes is durable (or failed), so that the host releases what waited for them.
-    pub fn threaded(mut store: ReplicaStore, name: String, wake: Box<dyn Fn() + Send>) -> std::io::Result<Persist> {
+    /// Writes applied by a writer thread (named after replica `id` of `stage`), which calls
+    /// `wake` after each group of writes is durable (or failed), so that the host releases what
+    /// waited for them.
+    pub fn threaded(
+        stage: Stage,
+        id: u32,
+        mut store: ReplicaStore,
+        wake: Box<dyn Fn() + Send>,
+    ) -> std::io::Result<Persist> {
+        let name = format!("tara-{}-{id}", stage.name());
         let (jobs, queue) = crossbeam_channel::bounded::<(u64, Writes)>(WRITES_QUEUED_MAX);
         let (report, done) = crossbeam_channel::unbounded();
         let handle = std::thread::Builder::new().name(name).spawn(move || {
@@ -251,7 +258,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::protocol::{Checkpoint, Commit, LogEntry, Reply, Request, Stage};
+    use crate::protocol::{Checkpoint, Commit, LogEntry, Reply, Request};
     use crate::protocol::{Outcome, Store};
     use crate::storage::{Action, Disk, Failpoint, Faulty, MemDisk, Op};
 
@@ -309,7 +316,7 @@ mod tests {
         let wake = Box::new(move || {
             let _ = wake.send(());
         });
-        let mut persist = Persist::threaded(store, "test-writer".into(), wake).unwrap();
+        let mut persist = Persist::threaded(Stage::Committer, 0, store, wake).unwrap();
         let mut sent = Vec::new();
         persist.send(&mut outbox(1), &mut |t| sent.push(t)).unwrap();
         woken.recv_timeout(Duration::from_secs(10)).unwrap();
@@ -326,7 +333,7 @@ mod tests {
     #[test]
     fn finishing_waits_for_queued_writes() {
         let disk: Arc<dyn Disk> = Arc::new(MemDisk::new());
-        let mut persist = Persist::threaded(committer_store(&disk), "test-writer".into(), Box::new(|| {})).unwrap();
+        let mut persist = Persist::threaded(Stage::Committer, 0, committer_store(&disk), Box::new(|| {})).unwrap();
         let mut sent = Vec::new();
         for sequence in 1..=100 {
             persist.send(&mut outbox(sequence), &mut |t| sent.push(t)).unwrap();
