@@ -41,8 +41,7 @@ fn build_and_log() -> Logged {
         });
         deployment.control.stop();
     });
-    let result = logged.lock().unwrap().clone();
-    result
+    logged.lock().unwrap().clone()
 }
 
 fn stage_of(operator: &str) -> Option<Stage> {
