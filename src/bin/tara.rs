@@ -15,7 +15,7 @@ use tara::app::coordination::Coordination;
 use tara::client::ClientOptions;
 use tara::cluster::faults::{self, Fault};
 use tara::cluster::plot::{Series, line_chart};
-use tara::cluster::process::ProcessOptions;
+use tara::cluster::process::{ProcessOptions, RunError};
 use tara::cluster::workload::{self, Remote, Summary, Target, Workload};
 use tara::cluster::{Cluster, Description};
 
@@ -406,9 +406,17 @@ fn main() -> ExitCode {
         Command::Bench { config, clients, seconds, faults, out, connect, json } => {
             bench(BenchArgs { config, clients, seconds, faults, out, connect, json })
         }
-        Command::Run { config, process, threads, processes, hostfile, help: _ } => Description::from_file(&config)
-            .map_err(|e| e.to_string())
-            .and_then(|d| multi::run(&d, &ProcessOptions { index: process, threads, processes, hostfile })),
+        Command::Run { config, process, threads, processes, hostfile, help: _ } => {
+            let options = ProcessOptions { index: process, threads, processes, hostfile };
+            let run = Description::from_file(&config).map_err(RunError::from).and_then(|d| multi::run(&d, &options));
+            return match run {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(e.exit_code())
+                }
+            };
+        }
         Command::Cluster { config } => {
             let path = config.unwrap_or_else(|| PathBuf::from(DEFAULT_CLUSTER_CONFIG));
             Description::from_file(&path).map_err(|e| e.to_string()).and_then(|d| multi::cluster(&d, &path))

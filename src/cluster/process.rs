@@ -15,6 +15,53 @@ use crate::app::Application;
 use crate::dataflow::{Control, Deployment, Ingress, Mailboxes, Placement, Stage};
 use crate::net::frontend::{self, FrontEndConfig};
 
+/// How `tara run` exits: every failure has its own code, so that a supervisor can tell a
+/// failure worth a restart from one that a restart would only repeat.
+pub mod exit {
+    /// A failure while running (peers that did not connect in time, a lost connection): the
+    /// supervisor restarts the cluster.
+    pub const RUNTIME: u8 = 1;
+    /// A configuration error: restarting would fail the same way.
+    pub const CONFIG: u8 = 2;
+    /// A replica refused to start because its durable state is damaged, missing or unreadable:
+    /// an operator must repair it (the error names the file); restarting would fail the same way.
+    pub const DAMAGED_STATE: u8 = 3;
+}
+
+/// Why a process could not run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RunError {
+    /// The description or the flags are wrong ([`exit::CONFIG`]).
+    Config(ConfigError),
+    /// Something failed while starting or running ([`exit::RUNTIME`]).
+    Runtime(String),
+}
+
+impl RunError {
+    /// The exit code of `tara run` for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::Config(_) => exit::CONFIG,
+            RunError::Runtime(_) => exit::RUNTIME,
+        }
+    }
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunError::Config(e) => e.fmt(f),
+            RunError::Runtime(message) => f.write_str(message),
+        }
+    }
+}
+
+impl From<ConfigError> for RunError {
+    fn from(error: ConfigError) -> RunError {
+        RunError::Config(error)
+    }
+}
+
 /// Which process to run, and timely's own flags (`-w -n -p -h`), which override the description.
 #[derive(Clone, Debug, Default)]
 pub struct ProcessOptions {
@@ -106,7 +153,7 @@ pub fn run_process<A, F>(
     options: &ProcessOptions,
     app: F,
     control_out: impl FnOnce(Arc<Control>),
-) -> Result<(), ConfigError>
+) -> Result<(), RunError>
 where
     A: Application + 'static,
     F: Fn(u32) -> A + Send + Sync + 'static,
@@ -127,12 +174,12 @@ where
     let mailboxes = Mailboxes::new();
     let config = FrontEndConfig { sources, replicas, max_frame_bytes: plan.description.max_frame_bytes };
     let front_end = frontend::spawn(client_listener, ingress.clone(), mailboxes.clone(), control.clone(), config)
-        .map_err(|e| ConfigError(format!("cannot start the client front end on {}: {e}", me.clients)))?;
+        .map_err(|e| RunError::Runtime(format!("cannot start the client front end on {}: {e}", me.clients)))?;
     tracing::info!("process {}: serving clients on {}", plan.index, front_end.addr);
     let addresses: Vec<String> = plan.processes.iter().map(|p| p.timely.clone()).collect();
     let timeout = Duration::from_millis(plan.description.connect_timeout_ms);
-    let (builders, network) =
-        mesh::connect(&addresses, plan.index, timely_listener, plan.placement.threads(), timeout)?;
+    let (builders, network) = mesh::connect(&addresses, plan.index, timely_listener, plan.placement.threads(), timeout)
+        .map_err(|e| RunError::Runtime(e.0))?;
     tracing::info!("process {}: connected to the other {} processes", plan.index, addresses.len() - 1);
     let setup = Setup {
         deployment: plan.deployment,
@@ -145,7 +192,7 @@ where
     let guards = timely::execute::execute_from(builders, network, worker::worker_config(), move |worker| {
         worker::run(worker, &setup)
     })
-    .map_err(|e| ConfigError(format!("cannot start timely: {e}")))?;
+    .map_err(|e| RunError::Runtime(format!("cannot start timely: {e}")))?;
     drop(guards.join());
     control.stop();
     front_end.join();

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::config::{ConfigError, Description};
+use super::process::exit;
 use crate::client::{Client, ClientOptions, tcp};
 
 /// How to run the cluster's processes.
@@ -47,9 +48,16 @@ pub enum Cause {
         /// How long the probe waited.
         waited_ms: u64,
     },
-    /// A process refused to start (exit code 2: its configuration error is printed above).
-    /// Restarting would fail the same way, so the supervisor gives up.
+    /// A process refused to start ([`exit::CONFIG`]: its configuration error is printed
+    /// above). Restarting would fail the same way, so the supervisor gives up.
     Refused {
+        /// The process index.
+        process: usize,
+    },
+    /// A replica of a process refused to start on damaged, missing or unreadable durable state
+    /// ([`exit::DAMAGED_STATE`]: the error above names the file). Restarting would fail the
+    /// same way, so the supervisor gives up until an operator repairs the state.
+    DamagedState {
         /// The process index.
         process: usize,
     },
@@ -76,6 +84,11 @@ impl std::fmt::Display for Cause {
             Cause::Refused { process } => {
                 write!(f, "process {process} refused to start (its configuration error is printed above)")
             }
+            Cause::DamagedState { process } => write!(
+                f,
+                "process {process} refused to start: a replica's durable state is damaged, missing or unreadable \
+                 (the error above names the file and what to do); repair it, then start the cluster again"
+            ),
             Cause::Unresponsive { process, waited_ms } => {
                 write!(f, "process {process} did not answer a status request within {waited_ms} ms (hung or stopped)")
             }
@@ -100,10 +113,13 @@ impl Incarnation {
     /// given a moment, so that the first cause can be told apart from its consequences.
     fn exited(&mut self) -> Option<Cause> {
         self.exits().first()?;
-        let refused =
-            self.children.iter_mut().position(|c| c.try_wait().ok().flatten().and_then(|s| s.code()) == Some(2));
-        if let Some(process) = refused {
-            return Some(Cause::Refused { process });
+        let code = |c: &mut Child| c.try_wait().ok().flatten().and_then(|s| s.code());
+        for (process, child) in self.children.iter_mut().enumerate() {
+            match code(child) {
+                Some(c) if c == i32::from(exit::CONFIG) => return Some(Cause::Refused { process }),
+                Some(c) if c == i32::from(exit::DAMAGED_STATE) => return Some(Cause::DamagedState { process }),
+                _ => {}
+            }
         }
         std::thread::sleep(Duration::from_millis(100));
         let mut exits = self.exits();
@@ -177,7 +193,7 @@ pub fn supervise(
     while !stop.load(Ordering::Acquire) {
         let Some(cause) = watch(&mut probe, &mut cluster, &stop, description, &mut last_answer) else { break };
         let detected = Instant::now();
-        if let Cause::Refused { .. } = cause {
+        if let Cause::Refused { .. } | Cause::DamagedState { .. } = cause {
             cluster.kill();
             return Err(ConfigError(format!("{cause}; not restarting")));
         }

@@ -123,6 +123,8 @@ pub struct Control {
     origin: Instant,
     stats: BTreeMap<(Stage, u32), ReplicaStats>,
     failures: Mutex<Vec<ReplicaFailure>>,
+    /// Every failure is also sent here, for whoever waits for them ([`Control::failure_events`]).
+    events: (crossbeam_channel::Sender<ReplicaFailure>, crossbeam_channel::Receiver<ReplicaFailure>),
 }
 
 impl Control {
@@ -134,7 +136,9 @@ impl Control {
                 stats.insert((stage, replica), ReplicaStats::default());
             }
         }
-        Arc::new(Control { stop: AtomicBool::new(false), origin: Instant::now(), stats, failures: Mutex::default() })
+        let (stop, origin, failures, events) =
+            (AtomicBool::new(false), Instant::now(), Mutex::default(), crossbeam_channel::unbounded());
+        Arc::new(Control { stop, origin, stats, failures, events })
     }
 
     /// Asks every operator to stop: they publish final counters and release their capabilities,
@@ -184,7 +188,14 @@ impl Control {
         if let Some(stats) = self.stats(failure.stage, failure.replica) {
             stats.down.store(true, Ordering::Release);
         }
+        let _ = self.events.0.send(failure.clone());
         self.failures.lock().unwrap_or_else(|p| p.into_inner()).push(failure);
+    }
+
+    /// Receives every durable-state failure as it happens (failures are rare: a process waits
+    /// here to exit when a replica refuses to start).
+    pub fn failure_events(&self) -> crossbeam_channel::Receiver<ReplicaFailure> {
+        self.events.1.clone()
     }
 
     /// Every durable-state failure so far, oldest first.

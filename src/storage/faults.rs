@@ -47,6 +47,8 @@ pub enum Action {
     FlipBit,
     /// Every matching operation from now on fails (an unreadable directory, a dead disk).
     FailForever,
+    /// Every matching operation from now on takes this many milliseconds longer (a slow disk).
+    DelayForever(u64),
 }
 
 /// One armed fault: the `after`-th matching operation (counting from 0) on a path that contains
@@ -84,11 +86,16 @@ enum Verdict {
     Flip,
 }
 
+fn sticky(action: Action) -> bool {
+    matches!(action, Action::FailForever | Action::DelayForever(_))
+}
+
 impl Armed {
     fn check(&self, path: &Path, op: Op) -> Verdict {
         let text = path.to_string_lossy();
         let mut points = self.points.lock().unwrap_or_else(|p| p.into_inner());
         let mut verdict = Verdict::Pass;
+        let mut delay_ms = 0;
         points.retain_mut(|(point, seen)| {
             if point.op != op || !text.contains(point.path.as_str()) {
                 return true;
@@ -102,9 +109,17 @@ impl Armed {
                 Action::Fail | Action::FailForever => Verdict::Fail,
                 Action::Tear => Verdict::Tear,
                 Action::FlipBit => Verdict::Flip,
+                Action::DelayForever(ms) => {
+                    delay_ms += ms;
+                    Verdict::Pass
+                }
             };
-            point.action == Action::FailForever
+            sticky(point.action)
         });
+        drop(points);
+        if delay_ms > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        }
         verdict
     }
 }

@@ -167,7 +167,24 @@ impl LocalCluster {
 impl LocalCluster {
     /// Sends SIGINT (Ctrl-C) to the supervisor and waits for it to exit.
     pub fn interrupt(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let _ = Command::new("kill").args(["-INT", &self.supervisor.id().to_string()]).status();
+        self.signal_supervisor("-INT");
+        self.wait_exit(timeout)
+    }
+
+    /// Sends `signal` to the supervisor.
+    pub fn signal_supervisor(&self, signal: &str) {
+        let _ = Command::new("kill").args([signal, &self.supervisor.id().to_string()]).status();
+    }
+
+    /// True once process `index` of the newest incarnation has exited (a zombie counts: a
+    /// stopped supervisor has not reaped it yet).
+    pub fn exited(&self, index: usize) -> bool {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid(index))).unwrap_or_default();
+        stat.is_empty() || stat.contains(") Z ")
+    }
+
+    /// Waits for the supervisor to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let until = Instant::now() + timeout;
         while Instant::now() < until {
             if let Ok(Some(status)) = self.supervisor.try_wait() {

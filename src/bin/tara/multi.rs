@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tara::app::coordination::{CoordOp, Coordination};
 use tara::cluster::Description;
-use tara::cluster::process::{ProcessOptions, run_process};
+use tara::cluster::process::{ProcessOptions, RunError, exit, run_process};
 use tara::cluster::supervisor::{SupervisorOptions, supervise};
 
 /// What the health probe runs: a read through the whole consensus path.
@@ -17,8 +17,9 @@ pub fn probe_op() -> Vec<u8> {
 }
 
 /// `tara run`: one process of the cluster, until Ctrl-C or SIGTERM (or until a peer dies:
-/// timely is fail-stop).
-pub fn run(description: &Description, options: &ProcessOptions) -> Result<bool, String> {
+/// timely is fail-stop). A replica that refuses to start on damaged durable state ends the
+/// process with [`exit::DAMAGED_STATE`].
+pub fn run(description: &Description, options: &ProcessOptions) -> Result<bool, RunError> {
     std::panic::set_hook(Box::new(|info| {
         let text = info.to_string();
         if text.contains("timely communication error") {
@@ -32,6 +33,15 @@ pub fn run(description: &Description, options: &ProcessOptions) -> Result<bool, 
         options,
         |_| Coordination::default(),
         |control| {
+            let failures = control.failure_events();
+            std::thread::spawn(move || {
+                while let Ok(failure) = failures.recv() {
+                    if failure.at_start {
+                        eprintln!("tara run: {failure}");
+                        std::process::exit(exit::DAMAGED_STATE.into());
+                    }
+                }
+            });
             let handler = ctrlc::set_handler(move || {
                 control.stop();
                 // Peers that are gone already cannot finish the dataflow with us: do not wait long.
@@ -44,8 +54,7 @@ pub fn run(description: &Description, options: &ProcessOptions) -> Result<bool, 
                 tracing::warn!("cannot install the Ctrl-C handler: {e}");
             }
         },
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     Ok(true)
 }
 
