@@ -112,7 +112,7 @@ pub struct ReplicaFailure {
 impl std::fmt::Display for ReplicaFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let what = if self.at_start { "refused to start" } else { "stopped participating" };
-        write!(f, "{} {} {what}: {}", self.stage.name(), self.replica, self.error)
+        write!(f, "{} {} {what}: {}", self.stage.replica_name(), self.replica, self.error)
     }
 }
 

@@ -122,15 +122,15 @@ impl<S: Replica, M: FnMut(u32) -> S> Replicas<S, M> {
             Ok(opened) => opened,
             Err(error) => return control.fail(ReplicaFailure { stage, replica: id, at_start: true, error }),
         };
-        opened.notes.iter().for_each(|note| tracing::warn!("{} {id}: {note}", stage.name()));
+        opened.notes.iter().for_each(|note| tracing::warn!("{} {id}: {note}", stage.replica_name()));
         let mut replica = (self.make)(id);
         if let Err(e) = replica.resume(opened.recovered) {
-            tracing::warn!("{} {id}: starts empty: {e}", stage.name());
+            tracing::warn!("{} {id}: starts empty: {e}", stage.replica_name());
         }
         let wake = self.wake.clone();
         match self.deployment.storage.gate(opened.store, id, Box::new(move || wake())) {
             Ok(persist) => (self.slots[index].replica, self.slots[index].persist) = (Some(replica), Some(persist)),
-            Err(e) => tracing::error!("{} {id}: cannot start its writer thread: {e}", stage.name()),
+            Err(e) => tracing::error!("{} {id}: cannot start its writer thread: {e}", stage.replica_name()),
         }
     }
 

@@ -58,6 +58,19 @@ impl Stage {
         }
     }
 
+    /// One replica of the stage, in messages and directory names ("committer 1",
+    /// `committer-1/`).
+    pub fn replica_name(self) -> &'static str {
+        match self {
+            Stage::Source => "source",
+            Stage::Proposer => "proposer",
+            Stage::Committer => "committer",
+            Stage::Executor => "executor",
+            Stage::Gc => "gc",
+            Stage::Controller => "controller",
+        }
+    }
+
     /// The stage's operator name in the dataflow (it shows in timely's logs), as in the paper.
     pub fn operator(self) -> &'static str {
         match self {

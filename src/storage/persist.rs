@@ -107,7 +107,7 @@ impl Persist {
         mut store: ReplicaStore,
         wake: Box<dyn Fn() + Send>,
     ) -> std::io::Result<Persist> {
-        let name = format!("tara-{}-{id}", stage.name());
+        let name = format!("tara-{}-{id}", stage.replica_name());
         let (jobs, queue) = crossbeam_channel::bounded::<(u64, Writes)>(WRITES_QUEUED_MAX);
         let (report, done) = crossbeam_channel::unbounded();
         let handle = std::thread::Builder::new().name(name).spawn(move || {

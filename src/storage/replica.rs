@@ -18,15 +18,7 @@ use crate::protocol::{Recovered, Stage, Writes};
 
 /// The directory of replica `id` of `stage` under `root`, if the stage keeps durable state.
 pub fn replica_dir(root: &Path, stage: Stage, id: u32) -> Option<PathBuf> {
-    let name = match stage {
-        Stage::Source => "source",
-        Stage::Proposer => "proposer",
-        Stage::Committer => "committer",
-        Stage::Executor => "executor",
-        Stage::Controller => "controller",
-        Stage::Gc => return None,
-    };
-    Some(root.join(format!("{name}-{id}")))
+    (stage != Stage::Gc).then(|| root.join(format!("{}-{id}", stage.replica_name())))
 }
 
 /// What the operator can do when a stage's durable state is unusable.
