@@ -1,4 +1,4 @@
-//! The baseline: bare timely with TARA's message pattern and nothing else (TIMELY-NOTES.md).
+//! The baseline: bare timely with TARA's message pattern and nothing else (`papers/timely.md`).
 //!
 //! client -> proposer -> 3 committers -> 3 executors that apply once 2 of 3 commits arrived ->
 //! reply to the client through a feedback loop. No garbage collection, no duplicate detection,

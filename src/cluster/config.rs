@@ -235,6 +235,13 @@ impl Description {
                 "`probe_interval_ms`, `probe_timeout_ms` and `connect_timeout_ms`: must be at least 1".into(),
             ));
         }
+        if self.state_dir.as_deref().is_some_and(|d| d.trim().is_empty()) {
+            return Err(ConfigError(
+                "`state_dir`: must name a directory (durable records, checkpoints and views live there); \
+                 remove the key for the default"
+                    .into(),
+            ));
+        }
         let placement = self.placement(&params)?;
         self.faults(&params)?;
         Ok((params, placement))
@@ -345,6 +352,7 @@ mod tests {
             ("batch_size = 0", "`batch_size`"),
             ("batch_timeout_ms = -1.0", "`batch_timeout_ms`"),
             ("epoch_ms = 0", "`epoch_ms`"),
+            ("state_dir = \"\"", "`state_dir`: must name a directory"),
             ("windw = 64", "unknown field `windw`"),
             ("[placement]\nexecutors = [0, 1]", "list exactly 3"),
             ("[placement]\nexecutors = [0, 1, 9]", "worker 9 does not exist"),

@@ -7,7 +7,7 @@
 //! dataflow started, rounded down to the epoch length) and downgrades it as wall-clock time
 //! passes, never to a fixed time forever. It emits at `epoch + 1`: a message strictly after a
 //! capability its sender still holds cannot move any frontier, so timely's demand-driven
-//! progress tracking does not broadcast a progress update per message (TIMELY-NOTES.md). Progress
+//! progress tracking does not broadcast a progress update per message (`papers/timely.md`). Progress
 //! traffic is then one round per epoch, whatever the message rate.
 
 use std::sync::Arc;

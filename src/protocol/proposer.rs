@@ -577,6 +577,25 @@ mod tests {
         );
     }
 
+    /// Host duty (Section III-E): the led view goes into the outbox with the first proposal of
+    /// the view, once, so that the host holds that proposal until the view is durable.
+    #[test]
+    fn the_led_view_is_written_with_the_first_proposal_of_a_view() {
+        let mut p = Proposer::new(0, &params(8));
+        let mut out = Outbox::default();
+        p.on_request(request(1), &mut out);
+        assert_eq!((out.value, out.proposals.len()), (Some(0), 1));
+        let mut out = Outbox::default();
+        p.on_request(request(2), &mut out);
+        assert_eq!(out.value, None, "written once per view");
+        enter(&mut p, 2);
+        p.on_record(record(0, 2, 0, &[]), &mut out);
+        p.on_record(record(1, 2, 0, &[]), &mut out);
+        p.on_request(request(3), &mut out);
+        assert_eq!(out.value, Some(2));
+        assert!(crate::protocol::topology::route(crate::protocol::Kind::Propose).after_persist);
+    }
+
     /// Records for another view are ignored; leaving the view silences a proposer.
     #[test]
     fn records_of_other_views_are_ignored() {
