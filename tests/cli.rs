@@ -85,7 +85,9 @@ fn graph_prints_the_dataflow_as_dot() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let dot = String::from_utf8_lossy(&out.stdout);
     assert!(dot.starts_with("digraph tara {"), "{dot}");
-    for needle in ["cluster_process_2", "executors (3)", "label=\"Record (record loop)\", style=dashed", "f = 1, 3 process(es)"] {
+    for needle in
+        ["cluster_process_2", "executors (3)", "label=\"Record (record loop)\", style=dashed", "f = 1, 3 process(es)"]
+    {
         assert!(dot.contains(needle), "{needle} missing:\n{dot}");
     }
 }

@@ -194,6 +194,18 @@ fn create_znodes(client: &mut Client) {
     }
 }
 
+/// Reads every register once more, so that a lost acknowledged write shows in the history.
+fn read_every_register(admin: &mut Client, workload: &mut Workload) {
+    for key in 0..KEYS {
+        let invoke = workload.now_us();
+        let got = answer(admin, CoordOp::GetData { path: format!("/k{key}") });
+        let Ok(CoordResponse::Data { data, .. }) = got else { panic!("{got:?}") };
+        let result = Some(KvResult::Value((!data.is_empty()).then_some(data)));
+        let op = KvOp::Get { key: format!("/k{key}") };
+        workload.history.push(Operation { client: 0, invoke, response: Some(workload.now_us()), op, result });
+    }
+}
+
 /// Every acknowledged sequential create exists exactly once; an unacknowledged one at most once.
 fn check_creates(client: &mut Client, creates: &BTreeMap<String, bool>) {
     let Ok(CoordResponse::Children(children)) = answer(client, CoordOp::GetChildren { path: "/seq".into() }) else {
@@ -235,15 +247,7 @@ fn kill_9_mid_workload_restarts_the_cluster_and_loses_nothing() {
         let completed = workload.history.iter().filter(|o| o.response.is_some()).count();
         assert!(completed > before, "no progress after the restart ({before} then {completed})");
         assert!(workload.retried > 0, "no command was retried across the restart");
-        // Read every register once more, so that a lost acknowledged write would show.
-        for key in 0..KEYS {
-            let invoke = workload.now_us();
-            let got = answer(&mut admin, CoordOp::GetData { path: format!("/k{key}") });
-            let Ok(CoordResponse::Data { data, .. }) = got else { panic!("{got:?}") };
-            let result = Some(KvResult::Value((!data.is_empty()).then_some(data)));
-            let op = KvOp::Get { key: format!("/k{key}") };
-            workload.history.push(Operation { client: 0, invoke, response: Some(workload.now_us()), op, result });
-        }
+        read_every_register(&mut admin, &mut workload);
         linearizability::check(&workload.history).expect("the history is linearizable");
         check_creates(&mut admin, &workload.creates);
         assert!(cluster.remote().executors_agree(3, Duration::from_secs(30)), "the executors disagree");
@@ -455,14 +459,7 @@ fn kill_9_with_a_torn_committer_log_recovers_and_loses_nothing() {
         assert!(cluster.wait_for("cut a torn tail of 7 bytes", 0, Duration::from_secs(5)), "the torn tail was not cut");
         workload.run_for(Duration::from_secs(1));
         assert!(workload.drain(Duration::from_secs(60)), "commands outstanding after the restart");
-        for key in 0..KEYS {
-            let invoke = workload.now_us();
-            let got = answer(&mut admin, CoordOp::GetData { path: format!("/k{key}") });
-            let Ok(CoordResponse::Data { data, .. }) = got else { panic!("{got:?}") };
-            let result = Some(KvResult::Value((!data.is_empty()).then_some(data)));
-            let op = KvOp::Get { key: format!("/k{key}") };
-            workload.history.push(Operation { client: 0, invoke, response: Some(workload.now_us()), op, result });
-        }
+        read_every_register(&mut admin, &mut workload);
         linearizability::check(&workload.history).expect("the history is linearizable");
         check_creates(&mut admin, &workload.creates);
         assert!(cluster.remote().executors_agree(3, Duration::from_secs(30)), "the executors disagree");

@@ -206,7 +206,7 @@ fn fault_run(seed: u64) -> Result<(), String> {
         if let std::collections::hash_map::Entry::Vacant(slot) = down.entry(stage) {
             let replica = if stage == Stage::Proposer {
                 // The active proposer: the one whose view the executors are in.
-                (stat(&cluster, Stage::Executor, 0, |s| &s.view) % 2) as u32
+                tara::protocol::leader_of(stat(&cluster, Stage::Executor, 0, |s| &s.view), 2)
             } else {
                 rng.random_range(0..stage.replicas(cluster.params()) as u32)
             };

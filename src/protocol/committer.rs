@@ -201,37 +201,6 @@ impl Committer {
         self.send_record(now_us, out);
     }
 
-    /// Time passed: repeat the record while the new view's proposer has not proposed anything,
-    /// in case the record was lost or the proposer restarted. When no proposal has arrived for
-    /// a while, repeat the commits for this view's records above the threshold (with backoff):
-    /// an executor that missed the last instances catches up even when the proposer is gone
-    /// and no new work would start a view change. Once the log holds more than eight windows of
-    /// entries, asks the host to compact it.
-    pub fn on_tick(&mut self, now_us: u64, out: &mut Outbox) {
-        if self.logged > self.compact_after {
-            self.logged = 0;
-            out.compact = Some(self.log_snapshot());
-        }
-        if !self.proposer_heard && now_us.saturating_sub(self.record_sent_us) >= self.resend_us {
-            self.send_record(now_us, out);
-        }
-        if std::mem::take(&mut self.heard_proposal) {
-            self.proposal_us = now_us;
-            self.backoff_us = self.resend_us;
-            return;
-        }
-        let quiet = now_us.saturating_sub(self.proposal_us) >= self.resend_us;
-        if quiet && now_us.saturating_sub(self.repeated_us) >= self.backoff_us {
-            self.repeated_us = now_us;
-            self.backoff_us = (self.backoff_us * 2).min(self.resend_us * 32);
-            let view = self.view;
-            for (_, accepted) in self.records.iter().filter(|(_, a)| a.view == view) {
-                let Accepted { sequence, view, request } = accepted.clone();
-                out.commits.push(Commit { committer: self.id, sequence, view, request });
-            }
-        }
-    }
-
     /// Logs `entry` (host duty: durable before the call's commits and records leave).
     fn log(&mut self, out: &mut Outbox, entry: LogEntry) {
         self.logged += 1;
@@ -269,8 +238,35 @@ impl Replica for Committer {
         true
     }
 
+    /// Time passed: repeat the record while the new view's proposer has not proposed anything,
+    /// in case the record was lost or the proposer restarted. When no proposal has arrived for
+    /// a while, repeat the commits for this view's records above the threshold (with backoff):
+    /// an executor that missed the last instances catches up even when the proposer is gone
+    /// and no new work would start a view change. Once the log holds more than eight windows of
+    /// entries, asks the host to compact it.
     fn on_tick(&mut self, now_us: u64, out: &mut Outbox) {
-        Committer::on_tick(self, now_us, out);
+        if self.logged > self.compact_after {
+            self.logged = 0;
+            out.compact = Some(self.log_snapshot());
+        }
+        if !self.proposer_heard && now_us.saturating_sub(self.record_sent_us) >= self.resend_us {
+            self.send_record(now_us, out);
+        }
+        if std::mem::take(&mut self.heard_proposal) {
+            self.proposal_us = now_us;
+            self.backoff_us = self.resend_us;
+            return;
+        }
+        let quiet = now_us.saturating_sub(self.proposal_us) >= self.resend_us;
+        if quiet && now_us.saturating_sub(self.repeated_us) >= self.backoff_us {
+            self.repeated_us = now_us;
+            self.backoff_us = (self.backoff_us * 2).min(self.resend_us * 32);
+            let view = self.view;
+            for (_, accepted) in self.records.iter().filter(|(_, a)| a.view == view) {
+                let Accepted { sequence, view, request } = accepted.clone();
+                out.commits.push(Commit { committer: self.id, sequence, view, request });
+            }
+        }
     }
 
     fn resume(&mut self, recovered: Recovered) -> Result<(), String> {

@@ -122,30 +122,6 @@ impl Controller {
         }
     }
 
-    /// Time passed: start a view change if progress stalled with work outstanding; repeat the
-    /// current announcement periodically. A higher known view is written to [`Outbox::value`].
-    pub fn on_tick(&mut self, now_us: u64, out: &mut Outbox) {
-        self.track_outstanding(now_us);
-        let timeout = self.view_timeout_us;
-        let started = *self.started_us.get_or_insert(now_us);
-        let stalled_source =
-            self.outstanding_since.iter().flatten().any(|since| now_us.saturating_sub(*since) >= timeout);
-        let quiet = self.progress_us.iter().filter(|p| now_us.saturating_sub(**p) >= timeout).count();
-        let settled = now_us.saturating_sub(self.view_since_us.max(started)) >= timeout;
-        if stalled_source && quiet >= self.quorum && settled && self.announced <= self.view() {
-            self.announced = self.view() + 1;
-            self.changes += 1;
-            self.announce(now_us, out);
-        } else if self.resumed || now_us.saturating_sub(self.announced_us) >= self.report_us {
-            self.resumed = false;
-            self.announce(now_us, out);
-        }
-        if self.known_view() > self.written {
-            self.written = self.known_view();
-            out.value = Some(self.written);
-        }
-    }
-
     fn announce(&mut self, now_us: u64, out: &mut Outbox) {
         self.announced_us = now_us;
         out.views.push(View { controller: self.id, view: self.announced.max(self.view()) });
@@ -189,8 +165,28 @@ impl Replica for Controller {
         true
     }
 
+    /// Time passed: start a view change if progress stalled with work outstanding; repeat the
+    /// current announcement periodically. A higher known view is written to [`Outbox::value`].
     fn on_tick(&mut self, now_us: u64, out: &mut Outbox) {
-        Controller::on_tick(self, now_us, out);
+        self.track_outstanding(now_us);
+        let timeout = self.view_timeout_us;
+        let started = *self.started_us.get_or_insert(now_us);
+        let stalled_source =
+            self.outstanding_since.iter().flatten().any(|since| now_us.saturating_sub(*since) >= timeout);
+        let quiet = self.progress_us.iter().filter(|p| now_us.saturating_sub(**p) >= timeout).count();
+        let settled = now_us.saturating_sub(self.view_since_us.max(started)) >= timeout;
+        if stalled_source && quiet >= self.quorum && settled && self.announced <= self.view() {
+            self.announced = self.view() + 1;
+            self.changes += 1;
+            self.announce(now_us, out);
+        } else if self.resumed || now_us.saturating_sub(self.announced_us) >= self.report_us {
+            self.resumed = false;
+            self.announce(now_us, out);
+        }
+        if self.known_view() > self.written {
+            self.written = self.known_view();
+            out.value = Some(self.written);
+        }
     }
 
     fn resume(&mut self, recovered: Recovered) -> Result<(), String> {

@@ -357,42 +357,6 @@ impl<A: Application> Executor<A> {
         self.checkpoints.back().cloned()
     }
 
-    /// Time passed: an executor that made no progress repairs (state transfer when it is behind
-    /// the threshold, a nack when a gap holds it up); its newest checkpoint is announced again
-    /// now and then, so that a garbage-collection source that missed it learns it.
-    pub fn on_tick(&mut self, now_us: u64, out: &mut Outbox) {
-        self.announce(now_us, out);
-        if now_us.saturating_sub(self.reported_us) >= self.report_us {
-            self.reported_us = now_us;
-            out.actuals.push(Actual { executor: self.id, agreed: self.agreed.clone() });
-        }
-        let idle = self.slots.occupied() == 0;
-        if self.next != self.stalled_at || (self.was_idle && !idle) {
-            self.stalled_at = self.next;
-            self.stalled_since_us = now_us;
-            self.fetching = None;
-            self.nacks_at_stall = self.nacks_sent;
-        }
-        self.was_idle = idle;
-        if now_us.saturating_sub(self.stalled_since_us) < self.repair_timeout_us {
-            return;
-        }
-        let unanswered = self.nacks_sent - self.nacks_at_stall;
-        if self.next < self.stable() {
-            self.fetch(self.stable(), now_us, out);
-        } else if !idle && unanswered >= NACKS_BEFORE_FETCH {
-            // The proposer does not answer (crashed, or silent after a restart) and no view
-            // change is coming: a peer that executed further supplies the state.
-            self.fetch(self.next + 1, now_us, out);
-        } else if !idle && now_us.saturating_sub(self.nacked_us) >= self.repair_timeout_us {
-            // Slots hold only sequence numbers from `next` on, and `next` is not committed
-            // (it would have executed): an instance is stuck.
-            self.nacked_us = now_us;
-            self.nacks_sent += 1;
-            out.nacks.push(Nack { executor: self.id, view: self.view, sequence: self.next });
-        }
-    }
-
     fn announce(&mut self, now_us: u64, out: &mut Outbox) {
         if now_us.saturating_sub(self.announced_us) < self.announce_us {
             return;
@@ -550,8 +514,40 @@ impl<A: Application> Replica for Executor<A> {
         true
     }
 
+    /// Time passed: an executor that made no progress repairs (state transfer when it is behind
+    /// the threshold, a nack when a gap holds it up); its newest checkpoint is announced again
+    /// now and then, so that a garbage-collection source that missed it learns it.
     fn on_tick(&mut self, now_us: u64, out: &mut Outbox) {
-        Executor::on_tick(self, now_us, out);
+        self.announce(now_us, out);
+        if now_us.saturating_sub(self.reported_us) >= self.report_us {
+            self.reported_us = now_us;
+            out.actuals.push(Actual { executor: self.id, agreed: self.agreed.clone() });
+        }
+        let idle = self.slots.occupied() == 0;
+        if self.next != self.stalled_at || (self.was_idle && !idle) {
+            self.stalled_at = self.next;
+            self.stalled_since_us = now_us;
+            self.fetching = None;
+            self.nacks_at_stall = self.nacks_sent;
+        }
+        self.was_idle = idle;
+        if now_us.saturating_sub(self.stalled_since_us) < self.repair_timeout_us {
+            return;
+        }
+        let unanswered = self.nacks_sent - self.nacks_at_stall;
+        if self.next < self.stable() {
+            self.fetch(self.stable(), now_us, out);
+        } else if !idle && unanswered >= NACKS_BEFORE_FETCH {
+            // The proposer does not answer (crashed, or silent after a restart) and no view
+            // change is coming: a peer that executed further supplies the state.
+            self.fetch(self.next + 1, now_us, out);
+        } else if !idle && now_us.saturating_sub(self.nacked_us) >= self.repair_timeout_us {
+            // Slots hold only sequence numbers from `next` on, and `next` is not committed
+            // (it would have executed): an instance is stuck.
+            self.nacked_us = now_us;
+            self.nacks_sent += 1;
+            out.nacks.push(Nack { executor: self.id, view: self.view, sequence: self.next });
+        }
     }
 
     /// Restores the newest checkpoint storage holds; a damaged one leaves the replica empty

@@ -44,13 +44,6 @@ impl GcSource {
         }
     }
 
-    /// Time passed: repeats a non-zero threshold that has not been announced for a while.
-    pub fn on_tick(&mut self, now_us: u64, out: &mut Outbox) {
-        if self.threshold() > 0 && now_us.saturating_sub(self.announced_us) >= self.repeat_us {
-            self.announce(now_us, out);
-        }
-    }
-
     fn announce(&mut self, now_us: u64, out: &mut Outbox) {
         self.announced_us = now_us;
         out.stable.push(Stable { source: self.id, sequence: self.threshold() });
@@ -74,8 +67,11 @@ impl Replica for GcSource {
         true
     }
 
+    /// Time passed: repeats a non-zero threshold that has not been announced for a while.
     fn on_tick(&mut self, now_us: u64, out: &mut Outbox) {
-        GcSource::on_tick(self, now_us, out);
+        if self.threshold() > 0 && now_us.saturating_sub(self.announced_us) >= self.repeat_us {
+            self.announce(now_us, out);
+        }
     }
 
     /// Keeps nothing durable: executors repeat their checkpoint announcements.

@@ -254,29 +254,6 @@ impl Proposer {
         self.propose_waiting(out);
     }
 
-    /// Time passed. Instances in flight without progress (no new proposal, no rising threshold)
-    /// for a timeout may be stuck where no executor can tell: when every instance at the top of
-    /// a full window was lost there is no later instance to reveal the gap, and after the load
-    /// stops a lagging executor sees nothing at all. So the proposer repeats, with exponential
-    /// backoff: every proposal above the threshold when the window is full, otherwise its last
-    /// proposal, which shows a lagging executor what it misses (it then nacks the gap).
-    pub fn on_tick(&mut self, now_us: u64, out: &mut Outbox) {
-        let in_flight = self.next_sequence > self.stable();
-        if !in_flight || !self.is_active() || std::mem::take(&mut self.progressed) {
-            self.progress_us = now_us;
-            self.backoff_us = self.repair_timeout_us;
-            return;
-        }
-        let stalled = now_us.saturating_sub(self.progress_us) >= self.repair_timeout_us;
-        if !stalled || now_us.saturating_sub(self.repeated_us) < self.backoff_us {
-            return;
-        }
-        self.repeated_us = now_us;
-        self.backoff_us = (self.backoff_us * 2).min(self.repair_timeout_us * 50);
-        let first = if self.waiting.is_empty() { self.next_sequence - 1 } else { self.stable() };
-        self.repeat(first..self.next_sequence, out);
-    }
-
     /// An executor in a view this replica leads waits for `sequence`: repeat a burst of proposals
     /// from it. A lagging executor
     /// usually misses a run of instances, and should not need a nack (and a timeout) for each.
@@ -340,8 +317,27 @@ impl Replica for Proposer {
         true
     }
 
+    /// Time passed. Instances in flight without progress (no new proposal, no rising threshold)
+    /// for a timeout may be stuck where no executor can tell: when every instance at the top of
+    /// a full window was lost there is no later instance to reveal the gap, and after the load
+    /// stops a lagging executor sees nothing at all. So the proposer repeats, with exponential
+    /// backoff: every proposal above the threshold when the window is full, otherwise its last
+    /// proposal, which shows a lagging executor what it misses (it then nacks the gap).
     fn on_tick(&mut self, now_us: u64, out: &mut Outbox) {
-        Proposer::on_tick(self, now_us, out);
+        let in_flight = self.next_sequence > self.stable();
+        if !in_flight || !self.is_active() || std::mem::take(&mut self.progressed) {
+            self.progress_us = now_us;
+            self.backoff_us = self.repair_timeout_us;
+            return;
+        }
+        let stalled = now_us.saturating_sub(self.progress_us) >= self.repair_timeout_us;
+        if !stalled || now_us.saturating_sub(self.repeated_us) < self.backoff_us {
+            return;
+        }
+        self.repeated_us = now_us;
+        self.backoff_us = (self.backoff_us * 2).min(self.repair_timeout_us * 50);
+        let first = if self.waiting.is_empty() { self.next_sequence - 1 } else { self.stable() };
+        self.repeat(first..self.next_sequence, out);
     }
 
     /// A restarted proposer never leads the view it led before (see [`Proposer::restarted`]).

@@ -160,19 +160,6 @@ impl RequestSource {
         }
     }
 
-    /// Time passed: send a partial batch that waited long enough, resend requests unanswered
-    /// for half a view timeout, report progress.
-    pub fn on_tick(&mut self, now_us: u64, out: &mut Outbox) {
-        if !self.batch.is_empty() && now_us.saturating_sub(self.batch_started_us) >= self.batch_timeout_us {
-            self.flush(now_us, out);
-        }
-        self.resend(now_us, self.resend_us, out);
-        if now_us.saturating_sub(self.reported_us) >= self.report_us {
-            self.reported_us = now_us;
-            out.targets.push(Target { source: self.id, number: self.highest_number() });
-        }
-    }
-
     /// When the host should tick next, if a partial batch is waiting.
     pub fn next_deadline_us(&self) -> Option<u64> {
         (!self.batch.is_empty()).then(|| self.batch_started_us + self.batch_timeout_us)
@@ -238,8 +225,17 @@ impl Replica for RequestSource {
         true
     }
 
+    /// Time passed: send a partial batch that waited long enough, resend requests unanswered
+    /// for half a view timeout, report progress.
     fn on_tick(&mut self, now_us: u64, out: &mut Outbox) {
-        RequestSource::on_tick(self, now_us, out);
+        if !self.batch.is_empty() && now_us.saturating_sub(self.batch_started_us) >= self.batch_timeout_us {
+            self.flush(now_us, out);
+        }
+        self.resend(now_us, self.resend_us, out);
+        if now_us.saturating_sub(self.reported_us) >= self.report_us {
+            self.reported_us = now_us;
+            out.targets.push(Target { source: self.id, number: self.highest_number() });
+        }
     }
 
     /// Storage counts the source's starts; this start numbers its requests above every earlier
