@@ -188,12 +188,13 @@ pub fn write(settings: &Settings, runs: &[Run]) -> Result<(), String> {
     Ok(())
 }
 
-/// Throughput (x) against median latency (y, log scale), one line per system through its
+/// Throughput (x) against median latency (y), both on log scales, one line per system through its
 /// client counts, each point labelled with its client count.
 fn plot(path: &Path, settings: &Settings, rows: &[Row], machine: &Machine) -> Result<(), String> {
     let e = |e: &dyn std::fmt::Display| e.to_string();
     let finite = rows.iter().filter(|r| r.ops_per_s.is_finite() && r.p50_us > 0.0);
-    let x_max = finite.clone().map(|r| r.ops_per_s / 1000.0).fold(1.0, f64::max) * 1.12;
+    let x_min = finite.clone().map(|r| r.ops_per_s / 1000.0).fold(f64::INFINITY, f64::min).min(1e9) / 1.5;
+    let x_max = finite.clone().map(|r| r.ops_per_s / 1000.0).fold(0.01, f64::max) * 1.5;
     let y_min = finite.clone().map(|r| r.p50_us).fold(f64::INFINITY, f64::min).min(1e9) / 1.6;
     let y_max = finite.map(|r| r.p50_us).fold(1.0, f64::max) * 1.6;
     let root = SVGBackend::new(path, (960, 640)).into_drawing_area();
@@ -204,18 +205,20 @@ fn plot(path: &Path, settings: &Settings, rows: &[Row], machine: &Machine) -> Re
         .margin(14)
         .x_label_area_size(44)
         .y_label_area_size(70)
-        .build_cartesian_2d(0.0..x_max, (y_min.max(1.0)..y_max).log_scale())
+        .build_cartesian_2d((x_min.max(0.001)..x_max).log_scale(), (y_min.max(1.0)..y_max).log_scale())
         .map_err(|x| e(&x))?;
     chart
         .configure_mesh()
-        .x_desc("throughput (k ops/s)")
+        .x_desc("throughput (k ops/s, log scale)")
         .y_desc("median latency (us, log scale)")
+        .x_label_formatter(&|x| if *x >= 10.0 { format!("{x:.0}") } else { format!("{x:.1}") })
         .y_label_formatter(&|y| format!("{y:.0}"))
+        .label_style(("sans-serif", 14))
         .axis_desc_style(("sans-serif", 16))
         .draw()
         .map_err(|x| e(&x))?;
     let colors = [RGBColor(200, 60, 40), RGBColor(40, 110, 200), RGBColor(30, 150, 70), RGBColor(140, 70, 170)];
-    for (system, color) in System::ALL.iter().zip(colors) {
+    for (i, (system, color)) in System::ALL.iter().zip(colors).enumerate() {
         let points: Vec<(f64, f64, usize)> = rows
             .iter()
             .filter(|r| r.system == system.label() && r.ops_per_s.is_finite() && r.p50_us > 0.0)
@@ -228,27 +231,31 @@ fn plot(path: &Path, settings: &Settings, rows: &[Row], machine: &Machine) -> Re
             .label(system.label())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
         chart.draw_series(points.iter().map(|p| Circle::new((p.0, p.1), 4, color.filled()))).map_err(|x| e(&x))?;
-        let label_style = ("sans-serif", 13).into_font().color(&color);
+        // Labels above the points, but below them for the third line, whose points lie close to
+        // the fourth's.
+        let below = if i == 2 { VPos::Top } else { VPos::Bottom };
+        let label_style = ("sans-serif", 13).into_font().color(&color).pos(Pos::new(HPos::Left, below));
         chart
-            .draw_series(points.iter().map(|p| {
-                Text::new(format!("{}c", p.2), (p.0, p.1), label_style.clone().pos(Pos::new(HPos::Left, VPos::Bottom)))
-            }))
+            .draw_series(points.iter().map(|p| Text::new(format!(" {}", p.2), (p.0, p.1), label_style.clone())))
             .map_err(|x| e(&x))?;
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
+        .position(SeriesLabelPosition::LowerRight)
         .label_font(("sans-serif", 15))
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK)
         .draw()
         .map_err(|x| e(&x))?;
     let caption = format!(
-        "Points: clients (1 outstanding write each). Medians of {} rounds x {:.0} s. openraft {} in memory \
-         (no disk, no network); tara embedded, clients outside the dataflow.",
+        "Point labels: closed-loop clients, 1 write outstanding each; medians of {} rounds x {} s. \
+         openraft {} in memory (no disk, no network).",
         settings.rounds, settings.seconds, settings.openraft_version
     );
-    let machine_line = format!("{} cores, {}, {}", machine.nproc, machine.cpu, machine.date);
+    let machine_line = format!(
+        "tara embedded (f = 1, 3 timely workers), clients outside the dataflow. Machine: {} cores, {}; {}.",
+        machine.nproc, machine.cpu, machine.date
+    );
     let style = ("sans-serif", 13).into_font().color(&BLACK);
     caption_area.draw(&Text::new(caption, (16, 4), style.clone())).map_err(|x| e(&x))?;
     caption_area.draw(&Text::new(machine_line, (16, 22), style)).map_err(|x| e(&x))?;
