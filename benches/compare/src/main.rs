@@ -166,6 +166,7 @@ impl Settings {
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| format!("COMPARE_CLIENTS={list:?}: expected positive numbers separated by commas"))?;
         let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let repo = repo.canonicalize().unwrap_or(repo);
         let out = std::env::var_os("COMPARE_OUT").map_or_else(|| repo.join("papers"), PathBuf::from);
         Ok(Settings {
             clients,
