@@ -96,7 +96,7 @@ pub fn tara<'s, A: Application + 'static>(
     replies.clone().connect_loop(reply_loop);
     let executed =
         wires.built.remove(&Kind::Executed).expect("executors execute").flat_map(|routed| match routed.tuple {
-            Tuple::Executed(executed) => Some(executed),
+            Tuple::Executed(executed) => Some(*executed),
             _ => None,
         });
     wires.close_loops();

@@ -121,7 +121,7 @@ impl std::fmt::Display for ReplicaFailure {
 pub struct Control {
     stop: AtomicBool,
     origin: Instant,
-    stats: BTreeMap<(Stage, u32), ReplicaStats>,
+    stats: BTreeMap<(Stage, u32), Arc<ReplicaStats>>,
     failures: Mutex<Vec<ReplicaFailure>>,
     /// Every failure is also sent here, for whoever waits for them ([`Control::failure_events`]).
     events: (crossbeam_channel::Sender<ReplicaFailure>, crossbeam_channel::Receiver<ReplicaFailure>),
@@ -133,7 +133,7 @@ impl Control {
         let mut stats = BTreeMap::new();
         for stage in Stage::ALL {
             for replica in 0..placement.stage(stage).len() as u32 {
-                stats.insert((stage, replica), ReplicaStats::default());
+                stats.insert((stage, replica), Arc::default());
             }
         }
         let (stop, origin, failures, events) =
@@ -204,13 +204,14 @@ impl Control {
     }
 
     /// The counters of one replica.
-    pub fn stats(&self, stage: Stage, replica: u32) -> Option<&ReplicaStats> {
+    /// (shared: a host keeps a handle and reads it at every activation).
+    pub fn stats(&self, stage: Stage, replica: u32) -> Option<&Arc<ReplicaStats>> {
         self.stats.get(&(stage, replica))
     }
 
     /// The counters of every replica of a stage.
     pub fn stage_stats(&self, stage: Stage) -> impl Iterator<Item = (u32, &ReplicaStats)> {
-        self.stats.range((stage, 0)..=(stage, u32::MAX)).map(|((_, r), s)| (*r, s))
+        self.stats.range((stage, 0)..=(stage, u32::MAX)).map(|((_, r), s)| (*r, &**s))
     }
 }
 

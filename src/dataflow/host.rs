@@ -11,16 +11,15 @@
 use std::sync::Arc;
 
 use timely::communication::Pull;
-use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::Message;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::{InputHandleCore, OutputBuilder};
 use timely::dataflow::{Scope, Stream};
 
-use super::control::{Control, ReplicaFailure};
+use super::control::{Control, ReplicaFailure, ReplicaStats};
 use super::deployment::Deployment;
-use super::pulse::{Pulse, give};
+use super::pulse::{Out, Pulse};
 use super::routed::{ALL_REPLICAS, Addresses, Routed, by_worker};
 use crate::protocol::topology::{self, Kind, Tuple};
 use crate::protocol::{Outbox, Replica, Reply, Stage, Submit};
@@ -68,11 +67,10 @@ struct In {
     request_path: bool,
 }
 
-type Out = OutputBuilder<u64, CapacityContainerBuilder<Vec<Routed<Tuple>>>>;
-
-/// One hosted replica: its state (`None` while crashed), its gate, its outbox.
+/// One hosted replica: its state (`None` while crashed), its gate, its outbox, its counters.
 struct Slot<S> {
     id: u32,
+    stats: Arc<ReplicaStats>,
     replica: Option<S>,
     persist: Option<Persist>,
     out: Outbox,
@@ -90,14 +88,17 @@ struct Replicas<S, M> {
 
 impl<S: Replica, M: FnMut(u32) -> S> Replicas<S, M> {
     fn new(stage: Stage, ids: &[u32], make: M, deployment: &Deployment, wake: Arc<dyn Fn() + Send + Sync>) -> Self {
-        let slot = |id: &u32| Slot { id: *id, replica: None, persist: None, out: Outbox::default(), generation: None };
+        let slot = |id: &u32| {
+            let stats = deployment.control.stats(stage, *id).cloned().unwrap_or_default();
+            Slot { id: *id, stats, replica: None, persist: None, out: Outbox::default(), generation: None }
+        };
         Replicas { stage, slots: ids.iter().map(slot).collect(), make, deployment: deployment.clone(), wake }
     }
 
     /// Applies injected crashes and restarts; a restart resumes from durable state.
     fn sync(&mut self, control: &Control) {
         for index in 0..self.slots.len() {
-            let Some(stats) = control.stats(self.stage, self.slots[index].id) else { continue };
+            let stats = self.slots[index].stats.clone();
             if stats.is_down() {
                 self.stop(index);
             } else if self.slots[index].generation != Some(stats.generation()) {
@@ -136,12 +137,11 @@ impl<S: Replica, M: FnMut(u32) -> S> Replicas<S, M> {
 
     /// Hands `tuple` to the addressed live replica, or to every live local one (cloned only
     /// when several take it).
-    fn deliver(&mut self, control: &Control, replica: u32, tuple: Tuple, now_us: u64, request_path: bool) {
-        let stage = self.stage;
+    fn deliver(&mut self, replica: u32, tuple: Tuple, now_us: u64, request_path: bool) {
         let wants = |slot: &Slot<S>| {
             (replica == ALL_REPLICAS || slot.id == replica)
                 && slot.replica.is_some()
-                && !(request_path && control.stats(stage, slot.id).is_some_and(|s| s.is_deaf()))
+                && !(request_path && slot.stats.is_deaf())
         };
         let mut left = self.slots.iter().filter(|s| wants(s)).count();
         let mut tuple = Some(tuple);
@@ -164,11 +164,9 @@ impl<S: Replica, M: FnMut(u32) -> S> Replicas<S, M> {
                 control.fail(ReplicaFailure { stage: self.stage, replica: slot.id, at_start: false, error });
                 continue;
             }
-            if let Some(stats) = control.stats(self.stage, slot.id) {
-                stats.publish(&replica.counters());
-                if stopping {
-                    super::control::ReplicaStats::set(&stats.state_digest, replica.state_digest());
-                }
+            slot.stats.publish(&replica.counters());
+            if stopping {
+                ReplicaStats::set(&slot.stats.state_digest, replica.state_digest());
             }
         }
     }
@@ -182,7 +180,7 @@ impl<S: Replica, M: FnMut(u32) -> S> Replicas<S, M> {
 /// sends, addressed by the topology.
 struct Outputs {
     kinds: Vec<Kind>,
-    ports: Vec<Out>,
+    ports: Vec<Out<Routed<Tuple>>>,
     buffers: Vec<Vec<Routed<Tuple>>>,
     addresses: Addresses,
 }
@@ -213,9 +211,14 @@ impl Outputs {
         self.addresses.address(tuple, |routed| buffer.push(routed));
     }
 
+    /// Sends each buffer as one container (no copy per tuple).
     fn give(&mut self, pulse: &Pulse) {
         for (index, (port, buffer)) in self.ports.iter_mut().zip(self.buffers.iter_mut()).enumerate() {
-            give(port, pulse.send_cap(index), buffer.drain(..));
+            if let (false, Some(cap)) = (buffer.is_empty(), pulse.send_cap(index)) {
+                port.activate().session(&cap).give_container(buffer);
+            }
+            // What timely did not take (nothing, normally) must not go out twice.
+            buffer.clear();
         }
     }
 }
@@ -255,7 +258,7 @@ impl<S: Replica, M: FnMut(u32) -> S> Host<S, M> {
             let request_path = input.request_path;
             input.port.drain(&mut |replica, tuple| {
                 if alive {
-                    replicas.deliver(control, replica, tuple, now_us, request_path);
+                    replicas.deliver(replica, tuple, now_us, request_path);
                 }
             });
         }

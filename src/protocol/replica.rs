@@ -119,7 +119,7 @@ impl Outbox {
         self.proposals.drain(..).for_each(|x| f(Tuple::Propose(x)));
         self.commits.drain(..).for_each(|x| f(Tuple::Commit(x)));
         self.replies.drain(..).for_each(|x| f(Tuple::Reply(x)));
-        self.executed.drain(..).for_each(|x| f(Tuple::Executed(x)));
+        self.executed.drain(..).for_each(|x| f(Tuple::Executed(Box::new(x))));
         self.checkpoints.drain(..).for_each(|x| f(Tuple::Checkpoint(x)));
         self.stable.drain(..).for_each(|x| f(Tuple::Stable(x)));
         self.fetches.drain(..).for_each(|x| f(Tuple::Fetch(x)));

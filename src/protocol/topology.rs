@@ -284,8 +284,8 @@ pub enum Tuple {
     Commit(Commit),
     /// A reply.
     Reply(Reply),
-    /// An executed command.
-    Executed(Executed),
+    /// An executed command (boxed: it is the largest tuple, and rare on the request path).
+    Executed(Box<Executed>),
     /// A checkpoint announcement.
     Checkpoint(Checkpoint),
     /// A stability announcement.

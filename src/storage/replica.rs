@@ -88,20 +88,20 @@ impl ReplicaStore {
         id: u32,
         durable_records: bool,
     ) -> Result<Opened, StorageError> {
-        let volatile = || Opened {
-            store: ReplicaStore { stage, files: Files::Volatile },
-            recovered: Recovered::Fresh,
-            notes: Vec::new(),
-        };
-        let Some(dir) = replica_dir(root, stage, id) else { return Ok(volatile()) };
+        let Some(dir) = replica_dir(root, stage, id) else { return Ok(Self::volatile(stage)) };
         if stage == Stage::Committer && !durable_records {
-            return Ok(volatile());
+            return Ok(Self::volatile(stage));
         }
         let fresh = !disk.exists(&dir).map_err(|e| StorageError::io(&dir, Problem::Unreadable, &e))?;
         if fresh {
             create(disk, &dir, stage)?;
         }
         Self::read_back(disk, &dir, stage, fresh).map_err(|e| e.advise(advice(stage)))
+    }
+
+    /// A store that keeps nothing: every write is acknowledged at once and lost with the replica.
+    pub fn volatile(stage: Stage) -> Opened {
+        Opened { store: ReplicaStore { stage, files: Files::Volatile }, recovered: Recovered::Fresh, notes: Vec::new() }
     }
 
     fn read_back(disk: &Arc<dyn Disk>, dir: &Path, stage: Stage, fresh: bool) -> Result<Opened, StorageError> {

@@ -39,9 +39,13 @@ impl Storage {
         }
     }
 
-    /// Opens the durable state of replica `id` of `stage` (at its start and every restart).
+    /// Opens the durable state of replica `id` of `stage` (at its start and every restart). In
+    /// memory, executors keep no checkpoint files: their newest checkpoints are in memory
+    /// anyway, and a restarted executor catches up from a peer (copying every checkpoint into
+    /// the memory disk would cost the request path a copy of the whole state per checkpoint).
     pub fn open(&self, stage: Stage, id: u32, durable_records: bool) -> Result<Opened, StorageError> {
         let (disk, root): (Arc<dyn Disk>, &Path) = match self {
+            Storage::Memory(_) if stage == Stage::Executor => return Ok(ReplicaStore::volatile(stage)),
             Storage::Memory(memory) => (Arc::new(memory.clone()), Path::new("/memory")),
             Storage::Directory { root, disk } => (disk.clone(), root),
         };

@@ -197,7 +197,7 @@ impl World {
 
     fn observe(&mut self, tuple: Tuple) -> Check {
         match tuple {
-            Tuple::Executed(executed) => self.check_executed(executed),
+            Tuple::Executed(executed) => self.check_executed(*executed),
             other => Err(("routing", format!("{other:?} left the dataflow"))),
         }
     }
