@@ -45,6 +45,12 @@ pub struct Description {
     pub retry_timeout_ms: u64,
     /// Controllers change the view after this long without progress while work is outstanding.
     pub view_timeout_ms: u64,
+    /// Independent ordering groups (Section IV); each has its own sources, proposers,
+    /// committers and controllers, and a client's commands go to partition `client mod P`.
+    pub partitions: usize,
+    /// The throttled proposer of the paper's Figure 7: at least this long between two proposals
+    /// of one proposer, in microseconds (0: no throttle).
+    pub proposer_delay_us: u64,
     /// Committers sync their record log before sending commits (the protection against the
     /// "amnesia" case of Section III-E). Switching it off is faster and unsafe if a committer
     /// process can lose its memory.
@@ -146,6 +152,8 @@ impl Default for Description {
             epoch_ms: 5,
             retry_timeout_ms: 1000,
             view_timeout_ms: params.view_timeout_us / 1000,
+            partitions: params.partitions,
+            proposer_delay_us: params.proposer_delay_us,
             durable_records: true,
             payload_bytes: 64,
             pool_znodes: 1000,
@@ -197,6 +205,8 @@ impl Description {
             checkpoint_interval: self.checkpoint_interval,
             client_window: self.client_window,
             view_timeout_us: self.view_timeout_ms.saturating_mul(1000),
+            partitions: self.partitions,
+            proposer_delay_us: self.proposer_delay_us,
         };
         params.validate().map_err(|e| ConfigError(e.to_string()))?;
         Ok(params)

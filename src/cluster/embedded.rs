@@ -47,8 +47,10 @@ impl Transport for EmbeddedTransport {
         self.0.mailboxes.unregister(client);
     }
 
+    /// A route is one of the f+1 sources of the client's partition.
     fn submit(&mut self, route: u32, command: Command) -> Result<(), ClientError> {
-        self.0.ingress.submit(route, command).map_err(|_| ClientError::Stopped)
+        let source = crate::protocol::topology::source_of(command.client, route, &self.0.params);
+        self.0.ingress.submit(source, command).map_err(|_| ClientError::Stopped)
     }
 
     fn stopped(&self) -> bool {
@@ -131,7 +133,7 @@ impl Cluster {
         }
         deployment.validate().map_err(ConfigError)?;
         let shared = Arc::new(Shared {
-            ingress: Ingress::new(params.sources()),
+            ingress: Ingress::new(Stage::Source.replicas(&params)),
             mailboxes: Mailboxes::new(),
             control: deployment.control.clone(),
             params,

@@ -170,9 +170,10 @@ where
 
     let control = plan.deployment.control.clone();
     control_out(control.clone());
-    let ingress = Ingress::new(plan.deployment.params.sources());
+    let ingress = Ingress::new(Stage::Source.replicas(&plan.deployment.params));
     let mailboxes = Mailboxes::new();
-    let config = FrontEndConfig { sources, replicas, max_frame_bytes: plan.description.max_frame_bytes };
+    let params = plan.deployment.params.clone();
+    let config = FrontEndConfig { sources, params, replicas, max_frame_bytes: plan.description.max_frame_bytes };
     let front_end = frontend::spawn(client_listener, ingress.clone(), mailboxes.clone(), control.clone(), config)
         .map_err(|e| RunError::Runtime(format!("cannot start the client front end on {}: {e}", me.clients)))?;
     tracing::info!("process {}: serving clients on {}", plan.index, front_end.addr);

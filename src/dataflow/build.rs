@@ -12,7 +12,7 @@ use timely::dataflow::{Scope, Stream};
 use super::deployment::{Deployment, Submit};
 use super::host::{Input, Tuples};
 use super::routed::{Routed, by_worker};
-use super::{committer, controller, executor, gc, proposer, source};
+use super::{committer, controller, executor, gc, merge, proposer, source};
 use crate::app::Application;
 use crate::protocol::topology::{self, Kind, Tuple};
 use crate::protocol::{Executed, Reply, Stage};
@@ -79,6 +79,8 @@ pub fn tara<'s, A: Application + 'static>(
             .map(|route| match route.kind {
                 Kind::Command => Input::Commands(submissions.clone()),
                 Kind::Reply => Input::Replies(replies_back.clone()),
+                // Section IV: commits pass the Merge on their way into the executors.
+                Kind::Commit => Input::Routed(Kind::Commit, merge::operator(wires.get(Kind::Commit), deployment)),
                 kind => Input::Routed(kind, wires.get(kind)),
             })
             .collect();

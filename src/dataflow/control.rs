@@ -45,6 +45,8 @@ pub struct ReplicaStats {
     pub dropped: AtomicU64,
     /// Executors: the newest checkpoint made durable (its sequence number).
     pub stored: AtomicU64,
+    /// Proposers: no-ops that filled slots the merge waited for. Executors: fill requests sent.
+    pub filled: AtomicU64,
     /// Fault injection: the replica is crashed (drops every input, emits nothing).
     down: AtomicBool,
     /// Fault injection: bumped by every restart; a replica rebuilds from durable state when it
@@ -75,7 +77,7 @@ impl ReplicaStats {
     pub fn publish(&self, c: &Counters) {
         // Each counter has the name of the field it publishes.
         macro_rules! publish { ($($field:ident),*) => { $(self.$field.store(c.$field, Ordering::Relaxed);)* } }
-        publish!(next, view, count, history, in_flight_max, stable, transfers, repairs, stalls, dropped, stored);
+        publish!(next, view, count, history, in_flight_max, stable, transfers, repairs, stalls, dropped, stored, filled);
         self.set_held(c.held);
     }
 

@@ -15,6 +15,7 @@ pub mod executor;
 pub mod gc;
 pub mod host;
 pub mod ingress;
+pub mod merge;
 pub mod placement;
 pub mod proposer;
 pub mod pulse;

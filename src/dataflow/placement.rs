@@ -67,7 +67,8 @@ impl Placement {
             placement = placement.with_stage(params, *stage, workers.clone())?;
         }
         for stage in Stage::ALL {
-            let replicas = stage.replicas(params);
+            // Distinct workers within one partition: partitions may share workers.
+            let replicas = stage.per_partition(params);
             if replicas > total && !explicit.iter().any(|(s, _)| *s == stage) {
                 return Err(PlacementError(format!(
                     "`workers`: {} need {replicas} distinct workers (f = {}), but the cluster has {total}; \

@@ -32,16 +32,34 @@ pub fn by_worker<T: ExchangeData>() -> Exchange<Routed<T>, impl FnMut(&Routed<T>
 pub struct Addresses {
     params: Params,
     placement: Placement,
-    /// Per kind, the workers a multicast goes to: every worker hosting a receiving stage.
-    every: Vec<Vec<u32>>,
+    /// Per kind, then per partition of the tuple (index 0: no partition, `i + 1`: partition
+    /// `i`), the workers a multicast goes to: every worker hosting one of its receivers.
+    every: Vec<Vec<Vec<u32>>>,
     me: u32,
 }
 
 impl Addresses {
     /// The addresses of every kind, for the operator on worker `me`.
     pub fn new(params: &Params, placement: &Placement, me: usize) -> Addresses {
-        let every = ROUTES.iter().map(|route| placement.workers_hosting(route.to)).collect();
+        let every = ROUTES
+            .iter()
+            .map(|route| {
+                let partitions = (0..params.partitions as u32).map(Some);
+                std::iter::once(None).chain(partitions).map(|p| Self::hosting(params, placement, route.to, p)).collect()
+            })
+            .collect();
         Addresses { params: params.clone(), placement: placement.clone(), every, me: me as u32 }
+    }
+
+    /// The workers hosting the replicas of `stages` that a tuple of `partition` goes to.
+    fn hosting(params: &Params, placement: &Placement, stages: &[Stage], partition: Option<u32>) -> Vec<u32> {
+        let mut workers: Vec<u32> = stages
+            .iter()
+            .flat_map(|stage| topology::receivers(*stage, partition, params).map(|r| placement.worker_of(*stage, r)))
+            .collect();
+        workers.sort_unstable();
+        workers.dedup();
+        workers
     }
 
     /// Addresses `tuple` to its receivers, one copy per destination worker.
@@ -50,7 +68,8 @@ impl Addresses {
         let route = topology::route(kind);
         match route.to_whom {
             To::Every => {
-                let workers = &self.every[kind as usize];
+                let partition = tuple.partition(&self.params).map_or(0, |p| p as usize + 1);
+                let workers = &self.every[kind as usize][partition];
                 for worker in workers.iter().skip(1) {
                     send(Routed { worker: *worker, replica: ALL_REPLICAS, tuple: tuple.clone() });
                 }

@@ -17,15 +17,19 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::wire::{ClientFrame, FrameReader, ReplicaStatus, ServerFrame, encode};
 use crate::dataflow::{Control, Ingress, Mailboxes, ReplicaStats, Stage};
-use crate::protocol::{Command, Reply};
+use crate::protocol::topology;
+use crate::protocol::{Command, Params, Reply};
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
 
 /// What a front end serves.
 pub struct FrontEndConfig {
-    /// The request sources this process hosts; a client's commands go to one of them.
+    /// The request sources this process hosts; a client's commands go to one of them, in the
+    /// client's partition.
     pub sources: Vec<u32>,
+    /// The deployment's parameters (which partition each client and source belongs to).
+    pub params: Params,
     /// The replicas this process hosts, for status requests.
     pub replicas: Vec<(Stage, u32)>,
     /// The largest frame accepted.
@@ -213,7 +217,19 @@ impl Server {
             self.mailboxes.register_with_notify(client, self.replies_tx.clone(), self.notify.clone());
         }
         self.awaiting.insert((client, command.timestamp), token);
-        let source = self.config.sources[(client % self.config.sources.len() as u64) as usize];
+        let partition = topology::partition_of_client(client, &self.config.params);
+        let ours: Vec<u32> = (self.config.sources.iter().copied())
+            .filter(|s| topology::locate(Stage::Source, *s, &self.config.params).0 == partition)
+            .collect();
+        if ours.is_empty() {
+            let message = format!(
+                "this process hosts no request source of partition {partition}, which orders client {client}'s commands; \
+                 send them to a front end of a process that hosts one (`tara graph` shows the placement)"
+            );
+            self.queue(token, &ServerFrame::Error(message));
+            return;
+        }
+        let source = ours[(client / self.config.params.partitions as u64 % ours.len() as u64) as usize];
         if let Err(e) = self.ingress.submit(source, command) {
             self.queue(token, &ServerFrame::Error(e.to_string()));
         }

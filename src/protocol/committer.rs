@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::params::Params;
 use super::quorum::Announced;
 use super::replica::{Counters, Outbox, Recovered, Replica};
-use super::topology::{Stage, Tuple, leader_of};
+use super::topology::{Partition, Stage, Tuple, leader_of};
 use super::tuple::{Accepted, Commit, Propose, Record, Stable, View};
 use super::window::Window;
 
@@ -37,6 +37,8 @@ pub enum LogEntry {
 #[derive(Debug)]
 pub struct Committer {
     id: u32,
+    partition: Partition,
+    controllers: usize,
     proposers: u64,
     view: u64,
     views: Announced,
@@ -62,6 +64,8 @@ impl Committer {
     pub fn new(id: u32, params: &Params) -> Committer {
         Committer {
             id,
+            partition: Partition::of(Stage::Committer, id, params),
+            controllers: params.controllers(),
             proposers: params.proposers() as u64,
             view: 0,
             views: Announced::new(params.controllers(), params.quorum(), 0),
@@ -147,6 +151,9 @@ impl Committer {
     /// A retransmitted proposal is answered again. A second, different proposal for the same
     /// sequence number in the same view cannot come from a correct proposer and is ignored.
     pub fn on_propose(&mut self, propose: Propose, out: &mut Outbox) {
+        if self.partition.own(propose.proposer, self.proposers as usize).is_none() {
+            return;
+        }
         if propose.view > self.view {
             // Its proposer entered the view after f+1 controllers announced it: this committer
             // missed the announcements. It enters the view as on an announcement (promise and
@@ -175,9 +182,10 @@ impl Committer {
     }
 
     /// A stability announcement: a rising threshold discards the records below it, and is
-    /// logged, so that a restarted committer replays its records into the right window.
+    /// logged, so that a restarted committer replays its records into the right window. The
+    /// threshold is in execution numbering; the records are in this partition's (Section IV).
     pub fn on_stable(&mut self, stable: Stable, out: &mut Outbox) {
-        if let Some(threshold) = self.stable.report(stable.source, stable.sequence)
+        if let Some(threshold) = self.stable.report(stable.source, stable.sequence).map(|s| self.partition.stable(s))
             && threshold > self.records.base()
         {
             self.records.advance(threshold);
@@ -188,7 +196,8 @@ impl Committer {
     /// A view announcement (Section III-E): on entering a higher view the committer promises it
     /// (logged) and sends its records to the new proposer.
     pub fn on_view(&mut self, view: View, now_us: u64, out: &mut Outbox) {
-        let Some(adopted) = self.views.report(view.controller, view.view) else { return };
+        let Some(controller) = self.partition.own(view.controller, self.controllers) else { return };
+        let Some(adopted) = self.views.report(controller, view.view) else { return };
         if adopted > self.view {
             self.enter(adopted, now_us, out);
         }
@@ -213,7 +222,7 @@ impl Committer {
         out.records.push(Record { committer: self.id, view: self.view, stable: self.records.base(), records });
     }
 
-    /// The proposer of this committer's current view.
+    /// The proposer of this committer's current view, by its index within the partition.
     pub fn proposer_of_view(&self) -> u32 {
         leader_of(self.view, self.proposers as usize)
     }

@@ -3,7 +3,7 @@
 use super::params::Params;
 use super::quorum::Announced;
 use super::replica::{Counters, Outbox, Recovered, Replica};
-use super::topology::{Stage, Tuple};
+use super::topology::{Partition, Stage, Tuple};
 use super::tuple::{Actual, Target, View};
 
 /// Controller replica `x` (2f+1 of them).
@@ -19,6 +19,11 @@ use super::tuple::{Actual, Target, View};
 #[derive(Debug)]
 pub struct Controller {
     id: u32,
+    /// Controllers judge their own partition only: its sources' targets against what executors
+    /// report of those sources (Section IV).
+    partition: Partition,
+    sources: usize,
+    controllers: usize,
     quorum: usize,
     view_timeout_us: u64,
     report_us: u64,
@@ -30,6 +35,11 @@ pub struct Controller {
     actual: Vec<Vec<u64>>,
     /// Per executor: when its progress last increased.
     progress_us: Vec<u64>,
+    /// Per executor: this partition's committed slots, and the slots the merge waits for.
+    frontier: Vec<u64>,
+    wanted: Vec<u64>,
+    /// Since when f+1 executors have waited for slots of this partition that nobody fills.
+    unfilled_since: Option<u64>,
     views: Announced,
     /// The highest view this controller announced.
     announced: u64,
@@ -50,6 +60,9 @@ impl Controller {
     pub fn new(id: u32, params: &Params) -> Controller {
         Controller {
             id,
+            partition: Partition::of(Stage::Controller, id, params),
+            sources: params.sources(),
+            controllers: params.controllers(),
             quorum: params.quorum(),
             view_timeout_us: params.view_timeout_us,
             report_us: params.report_interval_us(),
@@ -57,6 +70,9 @@ impl Controller {
             outstanding_since: vec![None; params.sources()],
             actual: vec![vec![0; params.sources()]; params.executors()],
             progress_us: vec![0; params.executors()],
+            frontier: vec![0; params.executors()],
+            wanted: vec![0; params.executors()],
+            unfilled_since: None,
             views: Announced::new(params.controllers(), params.quorum(), 0),
             announced: 0,
             view_since_us: 0,
@@ -95,29 +111,40 @@ impl Controller {
     /// A source's progress report. A report from a new incarnation of a source may be lower;
     /// the latest report counts.
     pub fn on_target(&mut self, target: Target, now_us: u64) {
-        if let Some(slot) = self.targets.get_mut(target.source as usize) {
+        let Some(source) = self.partition.own(target.source, self.sources) else { return };
+        if let Some(slot) = self.targets.get_mut(source as usize) {
             *slot = Some((target.number, now_us));
         }
     }
 
-    /// An executor's progress report.
+    /// An executor's progress report; only this partition's sources count.
     pub fn on_actual(&mut self, actual: Actual, now_us: u64) {
         let Some(known) = self.actual.get_mut(actual.executor as usize) else { return };
+        let first = self.partition.index as usize * self.sources;
+        let ours = actual.agreed.iter().skip(first).take(self.sources);
         let mut progressed = false;
-        for (known, reported) in known.iter_mut().zip(actual.agreed.iter()) {
+        for (known, reported) in known.iter_mut().zip(ours) {
             if reported > known {
                 *known = *reported;
                 progressed = true;
             }
         }
+        let partition = self.partition.index as usize;
+        let executor = actual.executor as usize;
+        if let Some(&frontier) = actual.frontier.get(partition) {
+            progressed |= frontier > self.frontier[executor];
+            self.frontier[executor] = self.frontier[executor].max(frontier);
+        }
+        self.wanted[executor] = actual.wanted.get(partition).copied().unwrap_or(0);
         if progressed {
-            self.progress_us[actual.executor as usize] = now_us;
+            self.progress_us[executor] = now_us;
         }
     }
 
     /// A controller's view announcement (its own included).
     pub fn on_view(&mut self, view: View, now_us: u64) {
-        if self.views.report(view.controller, view.view).is_some() {
+        let Some(controller) = self.partition.own(view.controller, self.controllers) else { return };
+        if self.views.report(controller, view.view).is_some() {
             self.view_since_us = now_us;
         }
     }
@@ -143,6 +170,9 @@ impl Controller {
             let since = &mut self.outstanding_since[source];
             *since = if outstanding { Some(since.unwrap_or(now_us)) } else { None };
         }
+        // Section IV: the merge waits for this partition (at f+1 executors) and nobody fills.
+        let waiting = self.wanted.iter().zip(&self.frontier).filter(|(wanted, frontier)| wanted > frontier).count();
+        self.unfilled_since = if waiting >= self.quorum { Some(self.unfilled_since.unwrap_or(now_us)) } else { None };
     }
 }
 
@@ -171,8 +201,12 @@ impl Replica for Controller {
         self.track_outstanding(now_us);
         let timeout = self.view_timeout_us;
         let started = *self.started_us.get_or_insert(now_us);
-        let stalled_source =
-            self.outstanding_since.iter().flatten().any(|since| now_us.saturating_sub(*since) >= timeout);
+        let stalled_source = self
+            .outstanding_since
+            .iter()
+            .chain(std::iter::once(&self.unfilled_since))
+            .flatten()
+            .any(|since| now_us.saturating_sub(*since) >= timeout);
         let quiet = self.progress_us.iter().filter(|p| now_us.saturating_sub(**p) >= timeout).count();
         let settled = now_us.saturating_sub(self.view_since_us.max(started)) >= timeout;
         if stalled_source && quiet >= self.quorum && settled && self.announced <= self.view() {
@@ -212,7 +246,7 @@ mod tests {
     }
 
     fn actual(executor: u32, agreed: u64) -> Actual {
-        Actual { executor, agreed: vec![agreed, 0] }
+        Actual { executor, agreed: vec![agreed, 0], frontier: vec![0], wanted: vec![0] }
     }
 
     /// Section III-E: outstanding work and f+1 executors without progress for the timeout

@@ -11,6 +11,7 @@ use super::mutation::{self, Mutation};
 use super::params::Params;
 use super::quorum::Announced;
 use super::replica::{Counters, Outbox, Recovered, Replica};
+use super::merge;
 use super::topology::{Stage, Tuple};
 use super::tuple::{
     Actual, Checkpoint, Command, Commit, Executed, Fetch, Nack, Outcome, Reply, Request, Stable, Transfer, View,
@@ -79,8 +80,12 @@ struct Fetching {
 
 /// Executor replica `e` (2f+1 of them), holding one instance of the application.
 ///
-/// A sequence number commits once f+1 distinct committers sent a commit for it in the view the
-/// executor is in (Section III-C). Committed requests execute strictly in sequence order, with
+/// Sequence numbers are execution slots: with P partitions, the merge in front of the executor
+/// renumbered partition `i`'s slot `s_i` to `s_i * P + i` ([`merge`], Section IV). An execution
+/// slot commits once f+1 distinct committers of its partition sent a commit for it in the view
+/// the executor is in for that partition (Section III-C). When the next slot to execute belongs
+/// to a partition that has not proposed it while others are ahead, the executor asks that
+/// partition to fill its slots with no-ops ([`Nack::fill`]). Committed requests execute strictly in sequence order, with
 /// duplicate detection per client. Before executing `s` with `s mod CP == 0` the executor takes a
 /// checkpoint and announces it (Section III-D). An executor that falls behind the stability
 /// threshold and stops making progress fetches a peer's checkpoint and continues from there.
@@ -92,8 +97,16 @@ pub struct Executor<A: Application> {
     repair_timeout_us: u64,
     announce_us: u64,
     emit_executed: bool,
-    view: u64,
-    views: Announced,
+    partitions: usize,
+    controllers: usize,
+    /// Per partition: the view the executor is in, and the controllers' announcements.
+    view: Vec<u64>,
+    views: Vec<Announced>,
+    /// One above the highest committed slot held.
+    committed_top: u64,
+    /// Per partition: the highest slot it was asked to fill, and when.
+    fill_asked: Vec<(u64, u64)>,
+    fills_sent: u64,
     stable: Announced,
     /// Per request source: the highest request number executed (the paper's vector q⃗).
     agreed: Vec<u64>,
@@ -133,12 +146,18 @@ impl<A: Application> Executor<A> {
             repair_timeout_us: 20_000,
             announce_us: 100_000,
             emit_executed: false,
-            view: 0,
-            views: Announced::new(params.controllers(), params.quorum(), 0),
+            partitions: params.partitions,
+            controllers: params.controllers(),
+            view: vec![0; params.partitions],
+            views: vec![Announced::new(params.controllers(), params.quorum(), 0); params.partitions],
+            committed_top: 0,
+            fill_asked: vec![(0, 0); params.partitions],
+            fills_sent: 0,
             stable: Announced::new(params.gc_sources(), params.quorum(), 0),
-            agreed: vec![0; params.sources()],
+            agreed: vec![0; Stage::Source.replicas(params)],
             next: 0,
-            slots: Window::new(0, 2 * params.window),
+            // Each partition may run `window` slots ahead of the threshold in its own numbering.
+            slots: Window::new(0, 2 * params.window * params.partitions as u64),
             app,
             clients: ClientTable::new(params.client_window),
             checkpoints: VecDeque::new(),
@@ -242,15 +261,18 @@ impl<A: Application> Executor<A> {
         &self.app
     }
 
-    /// A commit: counted if it is for the current view; executes whatever became ready.
+    /// A commit (in execution numbering, from the merge): counted if it is for the executor's
+    /// view of its partition; executes whatever became ready.
     pub fn on_commit(&mut self, commit: Commit, out: &mut Outbox) {
+        let (partition, _) = merge::slot_of(commit.sequence, self.partitions);
+        let view = &mut self.view[partition as usize];
         // A committer is in a view only once f+1 controllers announced it: a commit of a
         // higher view proves that view, even if this executor missed the announcements.
-        self.view = self.view.max(commit.view);
-        if commit.view != self.view || commit.committer >= 64 || commit.sequence < self.next {
+        *view = (*view).max(commit.view);
+        if commit.view != *view || commit.committer >= 64 || commit.sequence < self.next {
             return;
         }
-        let view = self.view;
+        let view = *view;
         let Some(slot) =
             self.slots.get_or_insert_with(commit.sequence, || Slot { view, votes: 0, request: commit.request.clone() })
         else {
@@ -263,19 +285,35 @@ impl<A: Application> Executor<A> {
             return;
         }
         slot.votes |= 1 << commit.committer;
+        if self.is_committed(commit.sequence) {
+            self.committed_top = self.committed_top.max(commit.sequence + 1);
+        }
         self.execute_ready(out);
     }
 
-    /// A view announcement: commits count only for the view the executor is in (Section III-E).
+    /// A view announcement of one partition's controller: commits of that partition count
+    /// only for the view the executor is in (Section III-E).
     pub fn on_view(&mut self, view: View) {
-        if let Some(adopted) = self.views.report(view.controller, view.view) {
-            self.view = self.view.max(adopted);
+        let partition = merge::partition_of(view.controller, self.controllers) as usize;
+        let Some(views) = self.views.get_mut(partition) else { return };
+        if let Some(adopted) = views.report(view.controller % self.controllers as u32, view.view) {
+            self.view[partition] = self.view[partition].max(adopted);
         }
     }
 
-    /// This replica's current view.
+    /// This replica's view of partition 0 (the only one without partitions).
     pub fn view(&self) -> u64 {
-        self.view
+        self.view[0]
+    }
+
+    /// This replica's view of each partition.
+    pub fn views(&self) -> &[u64] {
+        &self.view
+    }
+
+    /// Requests to idle partitions to fill the slots the merge waits for.
+    pub fn fills_sent(&self) -> u64 {
+        self.fills_sent
     }
 
     /// A stability announcement from a garbage-collection source.
@@ -486,6 +524,65 @@ impl<A: Application> Executor<A> {
         }
     }
 
+    /// The progress report: per source the highest request committed in its partition's
+    /// contiguous prefix (executed, or committed and waiting in the merge), per partition its
+    /// committed prefix and what the merge waits for (Section IV).
+    fn actual(&self) -> Actual {
+        let mut agreed = self.agreed.clone();
+        let mut frontier = vec![0; self.partitions];
+        for (partition, frontier) in frontier.iter_mut().enumerate() {
+            let partition = partition as u32;
+            let mut slot = merge::partition_stable(self.next, partition, self.partitions);
+            loop {
+                let exec = merge::exec_sequence(partition, slot, self.partitions);
+                let Some(request) = self.committed(exec) else { break };
+                if let Some(agreed) = agreed.get_mut(request.source as usize) {
+                    *agreed = (*agreed).max(request.number);
+                }
+                slot += 1;
+            }
+            *frontier = slot;
+        }
+        let wanted = (0..self.partitions as u32).map(|p| self.wanted(p)).collect();
+        Actual { executor: self.id, agreed, frontier, wanted }
+    }
+
+    fn committed(&self, exec: u64) -> Option<&Request> {
+        self.is_committed(exec).then(|| self.slots.get(exec).map(|slot| &slot.request)).flatten()
+    }
+
+    /// How many slots of `partition` the merge waits for: all of its slots below the highest
+    /// committed one, and one more, so that a steady stream in another partition finds the next
+    /// slot filled before it needs it. 0 while the merge is not held up.
+    fn wanted(&self, partition: u32) -> u64 {
+        let blocked = self.partitions > 1 && self.committed_top > self.next && !self.is_committed(self.next);
+        if !blocked {
+            return 0;
+        }
+        merge::partition_stable(self.committed_top, partition, self.partitions) + 1
+    }
+
+    /// Section IV: the merge waits on partitions that did not propose their slots. Each is asked
+    /// once per new height (again after the repair timeout, in case the ask was lost), and its
+    /// proposer fills them with no-ops if it has nothing to propose.
+    fn ask_fill(&mut self, now_us: u64, out: &mut Outbox) {
+        for partition in 0..self.partitions as u32 {
+            let wanted = self.wanted(partition);
+            let Some(through) = wanted.checked_sub(1) else { continue };
+            if self.is_committed(merge::exec_sequence(partition, through, self.partitions)) {
+                continue;
+            }
+            let (asked, asked_us) = self.fill_asked[partition as usize];
+            if through <= asked && now_us.saturating_sub(asked_us) < self.repair_timeout_us {
+                continue;
+            }
+            self.fill_asked[partition as usize] = (through, now_us);
+            self.fills_sent += 1;
+            let view = self.view[partition as usize];
+            out.nacks.push(Nack { executor: self.id, partition, view, sequence: through, fill: true });
+        }
+    }
+
     fn chain(&mut self, sequence: u64, command: &Command, result: &[u8]) {
         let position = sequence.rotate_left(40) ^ command.client.rotate_left(20) ^ command.timestamp;
         self.history = digest_extend(digest_extend(self.history ^ position, &command.op), result);
@@ -521,8 +618,9 @@ impl<A: Application> Replica for Executor<A> {
         self.announce(now_us, out);
         if now_us.saturating_sub(self.reported_us) >= self.report_us {
             self.reported_us = now_us;
-            out.actuals.push(Actual { executor: self.id, agreed: self.agreed.clone() });
+            out.actuals.push(self.actual());
         }
+        self.ask_fill(now_us, out);
         let idle = self.slots.occupied() == 0;
         if self.next != self.stalled_at || (self.was_idle && !idle) {
             self.stalled_at = self.next;
@@ -546,7 +644,9 @@ impl<A: Application> Replica for Executor<A> {
             // (it would have executed): an instance is stuck.
             self.nacked_us = now_us;
             self.nacks_sent += 1;
-            out.nacks.push(Nack { executor: self.id, view: self.view, sequence: self.next });
+            let (partition, sequence) = merge::slot_of(self.next, self.partitions);
+            let view = self.view[partition as usize];
+            out.nacks.push(Nack { executor: self.id, partition, view, sequence, fill: false });
         }
     }
 
@@ -567,8 +667,9 @@ impl<A: Application> Replica for Executor<A> {
     fn counters(&self) -> Counters {
         Counters {
             next: self.next,
-            view: self.view,
+            view: self.view.iter().copied().max().unwrap_or(0),
             count: self.executed,
+            filled: self.fills_sent,
             history: self.history,
             held: self.held() as u64,
             stable: self.stable(),
@@ -748,7 +849,7 @@ mod tests {
         e.on_tick(1_001_000, &mut out);
         assert!(out.nacks.is_empty(), "new work after a long idle time starts a new timeout");
         e.on_tick(1_030_000, &mut out);
-        assert_eq!(out.nacks, vec![Nack { executor: 0, view: 0, sequence: 0 }]);
+        assert_eq!(out.nacks, vec![Nack { executor: 0, partition: 0, view: 0, sequence: 0, fill: false }]);
         e.on_tick(1_031_000, &mut out);
         assert_eq!(out.nacks.len(), 1, "at most one nack per timeout");
     }

@@ -13,6 +13,7 @@ pub mod controller;
 pub mod executor;
 pub mod frame;
 pub mod gc;
+pub mod merge;
 pub mod mutation;
 pub mod params;
 pub mod proposer;

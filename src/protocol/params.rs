@@ -10,6 +10,12 @@ pub const WINDOW_MAX: u64 = 1 << 20;
 pub const BATCH_SIZE_MAX: usize = 1 << 16;
 /// Upper bound of the number of commands one client may have outstanding.
 pub const CLIENT_WINDOW_MAX: u64 = 1 << 16;
+/// Upper bound of the number of partitions: every partition adds f+1 sources and proposers and
+/// 2f+1 committers and controllers, and executors hold a window of `window` slots per partition.
+pub const PARTITIONS_MAX: usize = 64;
+/// Upper bound of the proposer throttle (one second between proposals is already a stalled
+/// service; the throttle exists to reproduce the paper's resource-constrained proposer).
+pub const PROPOSER_DELAY_MAX_US: u64 = 1_000_000;
 
 /// Protocol parameters of one TARA deployment.
 ///
@@ -34,6 +40,12 @@ pub struct Params {
     /// Controllers start a new view when executors make no progress for this long while work is
     /// outstanding (Section III-E). Progress reports go out four times per timeout.
     pub view_timeout_us: u64,
+    /// Independent ordering groups (Section IV): each has its own sources, proposers,
+    /// committers and controllers; executors and garbage-collection sources are shared.
+    pub partitions: usize,
+    /// A proposer waits at least this long between two proposals (the resource-constrained
+    /// proposer of the paper's Figure 7); 0 means no throttle.
+    pub proposer_delay_us: u64,
 }
 
 impl Default for Params {
@@ -46,6 +58,8 @@ impl Default for Params {
             checkpoint_interval: 128,
             client_window: 64,
             view_timeout_us: 500_000,
+            partitions: 1,
+            proposer_delay_us: 0,
         }
     }
 }
@@ -72,15 +86,15 @@ fn error(field: &'static str, message: String) -> Result<(), ParamError> {
 }
 
 impl Params {
-    /// Request sources (f+1).
+    /// Request sources (f+1) per partition.
     pub fn sources(&self) -> usize {
         self.f + 1
     }
-    /// Proposers (f+1); the active one in view v is v mod (f+1).
+    /// Proposers (f+1) per partition; the active one in view v is v mod (f+1).
     pub fn proposers(&self) -> usize {
         self.f + 1
     }
-    /// Committers (2f+1).
+    /// Committers (2f+1) per partition.
     pub fn committers(&self) -> usize {
         2 * self.f + 1
     }
@@ -92,7 +106,7 @@ impl Params {
     pub fn gc_sources(&self) -> usize {
         2 * self.f + 1
     }
-    /// Controllers (2f+1).
+    /// Controllers (2f+1) per partition.
     pub fn controllers(&self) -> usize {
         2 * self.f + 1
     }
@@ -143,6 +157,27 @@ impl Params {
                 format!("must be at least 1 ms, got {} us; a few hundred ms suits most clusters", self.view_timeout_us),
             );
         }
+        if self.partitions == 0 || self.partitions > PARTITIONS_MAX {
+            return error(
+                "partitions",
+                format!("must be between 1 and {PARTITIONS_MAX}, got {}; 1 orders everything in one group", self.partitions),
+            );
+        }
+        if self.window * self.partitions as u64 > WINDOW_MAX {
+            return error(
+                "partitions",
+                format!(
+                    "executors hold window x partitions = {} slots, more than {WINDOW_MAX}; lower the window",
+                    self.window * self.partitions as u64
+                ),
+            );
+        }
+        if self.proposer_delay_us > PROPOSER_DELAY_MAX_US {
+            return error(
+                "proposer_delay_us",
+                format!("must be at most {PROPOSER_DELAY_MAX_US} us, got {}; 0 turns the throttle off", self.proposer_delay_us),
+            );
+        }
         if self.client_window == 0 || self.client_window > CLIENT_WINDOW_MAX {
             return error(
                 "client_window",
@@ -173,6 +208,9 @@ mod tests {
             (Params { checkpoint_interval: 0, ..Params::default() }, "checkpoint_interval"),
             (Params { client_window: 0, ..Params::default() }, "client_window"),
             (Params { view_timeout_us: 10, ..Params::default() }, "view_timeout_ms"),
+            (Params { partitions: 0, ..Params::default() }, "partitions"),
+            (Params { partitions: PARTITIONS_MAX + 1, ..Params::default() }, "partitions"),
+            (Params { proposer_delay_us: PROPOSER_DELAY_MAX_US + 1, ..Params::default() }, "proposer_delay_us"),
         ];
         for (params, field) in cases {
             let err = params.validate().unwrap_err();

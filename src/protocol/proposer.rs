@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 use super::params::Params;
 use super::quorum::Announced;
 use super::replica::{Counters, Outbox, Recovered, Replica};
-use super::topology::{Stage, Tuple, leader_of};
+use super::topology::{Partition, Stage, Tuple, leader_of};
 use super::tuple::{Nack, Propose, Record, Request, Stable, View};
 use super::window::Window;
 
@@ -28,6 +28,15 @@ const NACK_BURST: u64 = 16;
 #[derive(Debug)]
 pub struct Proposer {
     id: u32,
+    /// This replica's partition, and its index within it.
+    partition: Partition,
+    local: u32,
+    controllers: usize,
+    committers: usize,
+    /// Minimum time between two proposals (the throttle of the paper's Figure 7), and when the
+    /// last one went out.
+    delay_us: u64,
+    proposed_us: Option<u64>,
     proposers: u64,
     quorum: usize,
     window: u64,
@@ -53,6 +62,10 @@ pub struct Proposer {
     backoff_us: u64,
     /// Progress since the last tick.
     progressed: bool,
+    /// No-ops proposed to fill slots the merge waited for.
+    filled: u64,
+    /// The time of the latest tuple or tick (for the throttle).
+    now_us: u64,
     /// The highest view this replica ever led (durable: host duty, see [`Proposer::led`]). A
     /// restarted proposer has forgotten the sequence numbers it assigned, so it never leads that
     /// view again, only a higher one, through the committers' records.
@@ -66,8 +79,17 @@ pub struct Proposer {
 impl Proposer {
     /// Proposer replica `id` of a deployment with `params`.
     pub fn new(id: u32, params: &Params) -> Proposer {
+        let (_, local) = super::topology::locate(Stage::Proposer, id, params);
         Proposer {
             id,
+            partition: Partition::of(Stage::Proposer, id, params),
+            local,
+            controllers: params.controllers(),
+            committers: params.committers(),
+            delay_us: params.proposer_delay_us,
+            proposed_us: None,
+            filled: 0,
+            now_us: 0,
             proposers: params.proposers() as u64,
             quorum: params.quorum(),
             window: params.window,
@@ -88,9 +110,9 @@ impl Proposer {
             repeated_us: 0,
             backoff_us: 20_000,
             progressed: false,
-            led: (id == 0).then_some(0),
+            led: (local == 0).then_some(0),
             led_written: None,
-            leading: id == 0,
+            leading: local == 0,
         }
     }
 
@@ -131,7 +153,12 @@ impl Proposer {
 
     /// The stability threshold this replica adopted.
     pub fn stable(&self) -> u64 {
-        self.stable.adopted()
+        self.partition.stable(self.stable.adopted())
+    }
+
+    /// No-ops proposed because the merge waited on this partition's slots (Section IV).
+    pub fn filled(&self) -> u64 {
+        self.filled
     }
 
     /// Proposed instances not yet below the stability threshold.
@@ -190,6 +217,8 @@ impl Proposer {
     /// A stability announcement: a rising threshold moves the window and frees room.
     pub fn on_stable(&mut self, stable: Stable, out: &mut Outbox) {
         if let Some(threshold) = self.stable.report(stable.source, stable.sequence) {
+            // The threshold is in execution numbering; this proposer's slots in its partition's.
+            let threshold = self.partition.stable(threshold);
             self.sent.advance(threshold);
             self.progressed = true;
             self.propose_waiting(out);
@@ -199,14 +228,15 @@ impl Proposer {
     /// A view announcement (Section III-E). Entering a higher view, the proposer of that view
     /// starts collecting records; every other proposer falls silent and forgets its queue.
     pub fn on_view(&mut self, view: View) {
-        let Some(adopted) = self.views.report(view.controller, view.view) else { return };
+        let Some(controller) = self.partition.own(view.controller, self.controllers) else { return };
+        let Some(adopted) = self.views.report(controller, view.view) else { return };
         if adopted <= self.view {
             return;
         }
         self.view = adopted;
         self.waiting.clear();
         self.sent = Window::new(self.stable(), self.sent_capacity());
-        let ours = leader_of(adopted, self.proposers as usize) == self.id;
+        let ours = leader_of(adopted, self.proposers as usize) == self.local;
         self.leading = ours && self.led.is_none_or(|led| adopted > led);
         if self.leading {
             self.led = Some(adopted);
@@ -221,7 +251,7 @@ impl Proposer {
     /// A committer's records for the view this proposer takes over. With records from f+1
     /// distinct committers it re-proposes and becomes active.
     pub fn on_record(&mut self, record: Record, out: &mut Outbox) {
-        if record.view != self.view {
+        if record.view != self.view || self.partition.own(record.committer, self.committers).is_none() {
             return;
         }
         let Some(records) = self.recovering.as_mut() else { return };
@@ -258,9 +288,36 @@ impl Proposer {
     /// from it. A lagging executor
     /// usually misses a run of instances, and should not need a nack (and a timeout) for each.
     pub fn on_nack(&mut self, nack: Nack, out: &mut Outbox) {
-        if leader_of(nack.view, self.proposers as usize) == self.id && self.is_active() {
+        let ours = nack.partition == self.partition.index && leader_of(nack.view, self.proposers as usize) == self.local;
+        if !ours || !self.is_active() {
+            return;
+        }
+        if nack.fill {
+            self.fill(nack.sequence, out);
+        } else {
             self.repeat(nack.sequence..self.next_sequence.min(nack.sequence + NACK_BURST), out);
         }
+    }
+
+    /// Section IV: the merge waits on this partition's slots up to `through`. With no request
+    /// waiting, every unproposed slot up to it (as far as the window allows) gets a no-op, agreed
+    /// like any proposal, so every executor merges the same thing. Waiting requests fill the
+    /// slots themselves; the throttle does not hold no-ops back (they cost the proposer nothing).
+    fn fill(&mut self, through: u64, out: &mut Outbox) {
+        if !self.waiting.is_empty() {
+            return;
+        }
+        while self.next_sequence <= through && self.next_sequence < self.stable() + self.window {
+            let propose = Propose { proposer: self.id, sequence: self.next_sequence, view: self.view, request: Request::noop() };
+            self.send(propose, out);
+            self.next_sequence += 1;
+            self.filled += 1;
+        }
+    }
+
+    /// The throttle (Figure 7's resource-constrained proposer): a proposal may go out now.
+    fn may_propose(&self) -> bool {
+        self.delay_us == 0 || self.proposed_us.is_none_or(|at| self.now_us.saturating_sub(at) >= self.delay_us)
     }
 
     fn repeat(&mut self, sequences: std::ops::Range<u64>, out: &mut Outbox) {
@@ -273,11 +330,14 @@ impl Proposer {
     }
 
     fn propose_waiting(&mut self, out: &mut Outbox) {
-        while self.is_active() && self.next_sequence < self.stable() + self.window {
+        while self.is_active() && self.next_sequence < self.stable() + self.window && self.may_propose() {
             let Some(request) = self.waiting.pop_front() else { break };
             let propose = Propose { proposer: self.id, sequence: self.next_sequence, view: self.view, request };
             self.send(propose, out);
             self.next_sequence += 1;
+            if self.delay_us > 0 {
+                self.proposed_us = Some(self.now_us);
+            }
         }
     }
 
@@ -305,7 +365,8 @@ impl Replica for Proposer {
         self.id
     }
 
-    fn on_tuple(&mut self, tuple: Tuple, _now_us: u64, out: &mut Outbox) -> bool {
+    fn on_tuple(&mut self, tuple: Tuple, now_us: u64, out: &mut Outbox) -> bool {
+        self.now_us = now_us;
         match tuple {
             Tuple::Request { request, .. } => self.on_request(request, out),
             Tuple::Stable(stable) => self.on_stable(stable, out),
@@ -324,6 +385,10 @@ impl Replica for Proposer {
     /// backoff: every proposal above the threshold when the window is full, otherwise its last
     /// proposal, which shows a lagging executor what it misses (it then nacks the gap).
     fn on_tick(&mut self, now_us: u64, out: &mut Outbox) {
+        self.now_us = now_us;
+        if self.delay_us > 0 {
+            self.propose_waiting(out);
+        }
         let in_flight = self.next_sequence > self.stable();
         if !in_flight || !self.is_active() || std::mem::take(&mut self.progressed) {
             self.progress_us = now_us;
@@ -338,6 +403,12 @@ impl Replica for Proposer {
         self.backoff_us = (self.backoff_us * 2).min(self.repair_timeout_us * 50);
         let first = if self.waiting.is_empty() { self.next_sequence - 1 } else { self.stable() };
         self.repeat(first..self.next_sequence, out);
+    }
+
+    /// The throttle holds a waiting request until its delay has passed.
+    fn deadline_us(&self) -> Option<u64> {
+        let throttled = self.delay_us > 0 && !self.waiting.is_empty() && self.is_active();
+        throttled.then(|| self.proposed_us.unwrap_or(0) + self.delay_us)
     }
 
     /// A restarted proposer never leads the view it led before (see [`Proposer::restarted`]).
@@ -363,6 +434,7 @@ impl Replica for Proposer {
             dropped: self.dropped,
             stable: self.stable(),
             repairs: self.repeated,
+            filled: self.filled,
             ..Counters::default()
         }
     }
@@ -448,13 +520,13 @@ mod tests {
         p.on_request(request(2), &mut out);
         let second = out.proposals[1].clone();
         out.proposals.clear();
-        p.on_nack(Nack { executor: 2, view: 0, sequence: 1 }, &mut out);
+        p.on_nack(Nack { executor: 2, partition: 0, view: 0, sequence: 1, fill: false }, &mut out);
         assert_eq!(out.proposals, vec![second]);
-        p.on_nack(Nack { executor: 2, view: 0, sequence: 0 }, &mut out);
+        p.on_nack(Nack { executor: 2, partition: 0, view: 0, sequence: 0, fill: false }, &mut out);
         assert_eq!(out.proposals.iter().map(|x| x.sequence).collect::<Vec<_>>(), vec![1, 0, 1], "a burst from 0");
-        p.on_nack(Nack { executor: 2, view: 0, sequence: 3 }, &mut out);
+        p.on_nack(Nack { executor: 2, partition: 0, view: 0, sequence: 3, fill: false }, &mut out);
         assert_eq!(out.proposals.len(), 3, "nothing was proposed at 3");
-        p.on_nack(Nack { executor: 2, view: 1, sequence: 1 }, &mut out);
+        p.on_nack(Nack { executor: 2, partition: 0, view: 1, sequence: 1, fill: false }, &mut out);
         assert_eq!(out.proposals.len(), 3, "addressed to another proposer");
     }
 

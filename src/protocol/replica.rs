@@ -162,6 +162,9 @@ pub struct Counters {
     pub dropped: u64,
     /// Executors: the newest checkpoint announced (its sequence number).
     pub stored: u64,
+    /// Proposers: no-ops proposed because the merge waited on their partition (Section IV).
+    /// Executors: fill requests sent to idle partitions.
+    pub filled: u64,
 }
 
 /// What storage read back for a replica at its (re)start.

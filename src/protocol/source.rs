@@ -8,7 +8,7 @@ use super::mutation::{self, Mutation};
 use super::params::Params;
 use super::quorum::Announced;
 use super::replica::{Counters, Outbox, Recovered, Replica};
-use super::topology::{Stage, Tuple, leader_of};
+use super::topology::{Partition, Stage, Tuple, leader_of};
 use super::tuple::{Command, Reply, Request, Target, View};
 
 /// Request numbers carry the source's incarnation in their high bits, so that a restarted
@@ -39,6 +39,8 @@ struct Unanswered {
 #[derive(Debug)]
 pub struct RequestSource {
     id: u32,
+    partition: Partition,
+    controllers: usize,
     proposers: u64,
     batch_size: usize,
     batch_timeout_us: u64,
@@ -64,6 +66,8 @@ impl RequestSource {
     pub fn new(id: u32, params: &Params) -> RequestSource {
         RequestSource {
             id,
+            partition: Partition::of(Stage::Source, id, params),
+            controllers: params.controllers(),
             proposers: params.proposers() as u64,
             batch_size: params.batch_size,
             batch_timeout_us: params.batch_timeout_us,
@@ -118,7 +122,8 @@ impl RequestSource {
         if self.counter == 0 { 0 } else { (self.incarnation << INCARNATION_SHIFT) | self.counter }
     }
 
-    /// The proposer that requests go to: p = v mod (f+1) (Section III-C).
+    /// The proposer that requests go to: p = v mod (f+1) (Section III-C), by its index within
+    /// this source's partition.
     pub fn active_proposer(&self) -> u32 {
         leader_of(self.view, self.proposers as usize)
     }
@@ -153,7 +158,8 @@ impl RequestSource {
 
     /// A view announcement: on a new view, send every unanswered request to its proposer.
     pub fn on_view(&mut self, view: View, now_us: u64, out: &mut Outbox) {
-        let Some(adopted) = self.views.report(view.controller, view.view) else { return };
+        let Some(controller) = self.partition.own(view.controller, self.controllers) else { return };
+        let Some(adopted) = self.views.report(controller, view.view) else { return };
         if adopted > self.view {
             self.view = adopted;
             self.resend(now_us, 0, out);

@@ -83,8 +83,22 @@ impl Stage {
         }
     }
 
-    /// Replicas of this stage under `params` (Section III-A).
+    /// Replicas of this stage under `params`, in all partitions (Sections III-A and IV).
     pub fn replicas(self, params: &Params) -> usize {
+        let partitions = if self.is_partitioned() { params.partitions } else { 1 };
+        self.per_partition(params) * partitions
+    }
+
+    /// True for the stages that each partition has its own replicas of (Section IV): sources,
+    /// proposers, committers and controllers. Executors and garbage-collection sources are
+    /// shared by all partitions.
+    pub fn is_partitioned(self) -> bool {
+        matches!(self, Stage::Source | Stage::Proposer | Stage::Committer | Stage::Controller)
+    }
+
+    /// Replicas of this stage in one partition (all of them for a shared stage). Replica `r` of
+    /// partition `i` has the global index `i * per_partition + r`.
+    pub fn per_partition(self, params: &Params) -> usize {
         match self {
             Stage::Source => params.sources(),
             Stage::Proposer => params.proposers(),
@@ -101,10 +115,73 @@ impl Stage {
     }
 }
 
-/// The proposer that leads `view` (Section III-C: "proposer p = v mod (f+1)").
+/// The proposer that leads `view` (Section III-C: "proposer p = v mod (f+1)"), by its index
+/// within its partition.
 pub fn leader_of(view: u64, proposers: usize) -> u32 {
     assert!(proposers > 0, "a deployment has proposers");
     (view % proposers as u64) as u32
+}
+
+/// The partition of replica `replica` of `stage` (0 for a shared stage), and its index within
+/// the partition.
+pub fn locate(stage: Stage, replica: u32, params: &Params) -> (u32, u32) {
+    if !stage.is_partitioned() {
+        return (0, replica);
+    }
+    let n = stage.per_partition(params) as u32;
+    (replica / n, replica % n)
+}
+
+/// The partition of one replica of a partitioned stage, to tell tuples of its own partition
+/// from others (routing delivers only those, but a replica does not rely on it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Partition {
+    /// The partition's index.
+    pub index: u32,
+    /// Partitions in the deployment.
+    pub count: u32,
+}
+
+impl Partition {
+    /// The partition of replica `replica` of `stage`.
+    pub fn of(stage: Stage, replica: u32, params: &Params) -> Partition {
+        Partition { index: locate(stage, replica, params).0, count: params.partitions as u32 }
+    }
+
+    /// The index within this partition of the sender `replica`, of a stage with `per_partition`
+    /// replicas per partition; `None` if it belongs to another partition.
+    pub fn own(&self, replica: u32, per_partition: usize) -> Option<u32> {
+        let n = per_partition as u32;
+        (replica / n == self.index).then_some(replica % n)
+    }
+
+    /// This partition's stability threshold for the shared threshold `stable`, which is in
+    /// execution numbering (Section III-D with Section IV).
+    pub fn stable(&self, stable: u64) -> u64 {
+        super::merge::partition_stable(stable, self.index, self.count as usize)
+    }
+}
+
+/// The global index of replica `local` of `stage` in `partition`.
+pub fn global(stage: Stage, partition: u32, local: u32, params: &Params) -> u32 {
+    if !stage.is_partitioned() {
+        return local;
+    }
+    partition * stage.per_partition(params) as u32 + local
+}
+
+/// The partition that orders client `client`'s commands. One client's commands all go to one
+/// partition, so they stay in the order that partition gives them (Section IV leaves the
+/// assignment open; by client is what keeps a client's own order without extra rules).
+pub fn partition_of_client(client: u64, params: &Params) -> u32 {
+    (client % params.partitions as u64) as u32
+}
+
+/// The request source that takes client `client`'s command on route `route` (a client moves to
+/// the next route when it retransmits): one of the f+1 sources of the client's partition.
+pub fn source_of(client: u64, route: u32, params: &Params) -> u32 {
+    let local = route % params.sources() as u32;
+    global(Stage::Source, partition_of_client(client, params), local, params)
 }
 
 /// The kinds of tuple, one per row of [`ROUTES`].
@@ -261,8 +338,23 @@ pub fn outputs(stage: Stage) -> impl Iterator<Item = &'static Route> {
 pub fn destination(route: &Route, tuple: &Tuple, params: &Params) -> Option<u32> {
     match route.to_whom {
         To::Named => tuple.replica(),
-        To::Leader => tuple.view().map(|view| leader_of(view, params.proposers())),
+        To::Leader => {
+            let (view, partition) = (tuple.view()?, tuple.partition(params)?);
+            Some(global(Stage::Proposer, partition, leader_of(view, params.proposers()), params))
+        }
         To::Every | To::Out => None,
+    }
+}
+
+/// The replicas of `stage` that a multicast of a tuple of `partition` ([`Tuple::partition`])
+/// goes to: those of that partition when the stage is partitioned, otherwise every replica.
+pub fn receivers(stage: Stage, partition: Option<u32>, params: &Params) -> std::ops::Range<u32> {
+    match partition.filter(|_| stage.is_partitioned()) {
+        Some(partition) => {
+            let first = global(stage, partition, 0, params);
+            first..first + stage.per_partition(params) as u32
+        }
+        None => 0..stage.replicas(params) as u32,
     }
 }
 
@@ -339,6 +431,22 @@ impl Tuple {
         }
     }
 
+    /// The partition a tuple belongs to: that of the partitioned replica that sent it (or, for
+    /// a nack, the one it names). `None` for tuples of the shared stages and for commands.
+    pub fn partition(&self, params: &Params) -> Option<u32> {
+        let (stage, replica) = match self {
+            Tuple::Request { request, .. } => (Stage::Source, request.source),
+            Tuple::Propose(propose) => (Stage::Proposer, propose.proposer),
+            Tuple::Commit(commit) => (Stage::Committer, commit.committer),
+            Tuple::Record(record) => (Stage::Committer, record.committer),
+            Tuple::View(view) => (Stage::Controller, view.controller),
+            Tuple::Target(target) => (Stage::Source, target.source),
+            Tuple::Nack(nack) => return Some(nack.partition),
+            _ => return None,
+        };
+        Some(locate(stage, replica, params).0)
+    }
+
     /// The view whose leader a [`To::Leader`] tuple is for.
     pub fn view(&self) -> Option<u64> {
         match self {
@@ -388,7 +496,7 @@ mod tests {
     #[test]
     fn leader_routes_follow_the_view() {
         let params = Params { f: 2, ..Params::default() };
-        let nack = Tuple::Nack(Nack { executor: 0, view: 7, sequence: 3 });
+        let nack = Tuple::Nack(Nack { executor: 0, partition: 0, view: 7, sequence: 3, fill: false });
         assert_eq!(destination(route(Kind::Nack), &nack, &params), Some(1));
         let fetch = Tuple::Fetch(Fetch { executor: 0, to: 2, sequence: 3 });
         assert_eq!(destination(route(Kind::Fetch), &fetch, &params), Some(2));

@@ -203,14 +203,22 @@ pub struct Transfer {
 /// although later instances are under way, and asks the proposer of its view to send its proposal
 /// again (the paper leaves retransmission to the replicas where the framework may lose tuples,
 /// Section III-B). Committers answer the repeated proposal with their commit again.
+///
+/// With partitions (Section IV), a nack also asks an idle partition to fill its slots: the merge
+/// waits on a slot that partition never proposed, and its proposer fills every slot up to
+/// `sequence` with no-ops when no request waits (`fill`).
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Nack {
     /// The executor that is stuck.
     pub executor: u32,
-    /// The executor's view: the nack goes to that view's proposer.
+    /// The partition whose slot it waits for.
+    pub partition: u32,
+    /// The executor's view of that partition: the nack goes to that view's proposer.
     pub view: u64,
-    /// The sequence number it waits for.
+    /// The slot it waits for, in the partition's numbering.
     pub sequence: u64,
+    /// Fill unproposed slots up to `sequence` with no-ops, rather than repeat proposals.
+    pub fill: bool,
 }
 
 /// `<TARGET, r, q>`: request source `r` has assigned request numbers up to `q` (Section III-E).
@@ -223,13 +231,23 @@ pub struct Target {
 }
 
 /// `<ACTUAL, e, q⃗>`: for each request source, the highest request number that executor `e`
-/// executed (Section III-E).
+/// holds as committed (Section III-E).
+///
+/// With partitions (Section IV) an executor counts a request once its partition committed it
+/// and every earlier slot of that partition, whether or not the merge has executed it yet: a
+/// partition that waits in the merge for another must not look stuck to its own controllers.
+/// `frontier` and `wanted` let a partition's controllers notice the opposite case: the merge
+/// waits for an idle partition whose proposer does not fill its slots.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Actual {
     /// The executor.
     pub executor: u32,
-    /// Per request source (by index), the highest executed request number.
+    /// Per request source (by global index), the highest committed request number.
     pub agreed: Vec<u64>,
+    /// Per partition: how many of its slots, from its slot 0 on, are committed.
+    pub frontier: Vec<u64>,
+    /// Per partition: how many of its slots the merge waits for (0 when it waits for none).
+    pub wanted: Vec<u64>,
 }
 
 /// `<VIEW, x, v>`: controller `x` announces view `v` (Section III-E). Replicas adopt the
