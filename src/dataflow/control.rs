@@ -77,7 +77,20 @@ impl ReplicaStats {
     pub fn publish(&self, c: &Counters) {
         // Each counter has the name of the field it publishes.
         macro_rules! publish { ($($field:ident),*) => { $(self.$field.store(c.$field, Ordering::Relaxed);)* } }
-        publish!(next, view, count, history, in_flight_max, stable, transfers, repairs, stalls, dropped, stored, filled);
+        publish!(
+            next,
+            view,
+            count,
+            history,
+            in_flight_max,
+            stable,
+            transfers,
+            repairs,
+            stalls,
+            dropped,
+            stored,
+            filled
+        );
         self.set_held(c.held);
     }
 

@@ -7,11 +7,11 @@ use serde::{Deserialize, Serialize};
 
 use super::client_table::{ClientTable, Verdict};
 use super::frame;
+use super::merge;
 use super::mutation::{self, Mutation};
 use super::params::Params;
 use super::quorum::Announced;
 use super::replica::{Counters, Outbox, Recovered, Replica};
-use super::merge;
 use super::topology::{Stage, Tuple};
 use super::tuple::{
     Actual, Checkpoint, Command, Commit, Executed, Fetch, Nack, Outcome, Reply, Request, Stable, Transfer, View,
@@ -552,23 +552,27 @@ impl<A: Application> Executor<A> {
     }
 
     /// How many slots of `partition` the merge waits for: all of its slots below the highest
-    /// committed one, and one more, so that a steady stream in another partition finds the next
-    /// slot filled before it needs it. 0 while the merge is not held up.
+    /// committed one; 0 while the merge is not held up.
     fn wanted(&self, partition: u32) -> u64 {
         let blocked = self.partitions > 1 && self.committed_top > self.next && !self.is_committed(self.next);
         if !blocked {
             return 0;
         }
-        merge::partition_stable(self.committed_top, partition, self.partitions) + 1
+        merge::partition_stable(self.committed_top, partition, self.partitions)
     }
 
     /// Section IV: the merge waits on partitions that did not propose their slots. Each is asked
     /// once per new height (again after the repair timeout, in case the ask was lost), and its
-    /// proposer fills them with no-ops if it has nothing to propose.
+    /// proposer fills them with no-ops if it has nothing to propose. The ask reaches one slot
+    /// further than the merge needs now, so that a steady stream in another partition finds the
+    /// next slot filled before it needs it.
     fn ask_fill(&mut self, now_us: u64, out: &mut Outbox) {
+        let blocked = self.partitions > 1 && self.committed_top > self.next && !self.is_committed(self.next);
+        if !blocked {
+            return;
+        }
         for partition in 0..self.partitions as u32 {
-            let wanted = self.wanted(partition);
-            let Some(through) = wanted.checked_sub(1) else { continue };
+            let through = self.wanted(partition);
             if self.is_committed(merge::exec_sequence(partition, through, self.partitions)) {
                 continue;
             }

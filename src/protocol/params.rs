@@ -160,7 +160,10 @@ impl Params {
         if self.partitions == 0 || self.partitions > PARTITIONS_MAX {
             return error(
                 "partitions",
-                format!("must be between 1 and {PARTITIONS_MAX}, got {}; 1 orders everything in one group", self.partitions),
+                format!(
+                    "must be between 1 and {PARTITIONS_MAX}, got {}; 1 orders everything in one group",
+                    self.partitions
+                ),
             );
         }
         if self.window * self.partitions as u64 > WINDOW_MAX {
@@ -175,7 +178,10 @@ impl Params {
         if self.proposer_delay_us > PROPOSER_DELAY_MAX_US {
             return error(
                 "proposer_delay_us",
-                format!("must be at most {PROPOSER_DELAY_MAX_US} us, got {}; 0 turns the throttle off", self.proposer_delay_us),
+                format!(
+                    "must be at most {PROPOSER_DELAY_MAX_US} us, got {}; 0 turns the throttle off",
+                    self.proposer_delay_us
+                ),
             );
         }
         if self.client_window == 0 || self.client_window > CLIENT_WINDOW_MAX {

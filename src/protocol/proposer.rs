@@ -288,7 +288,8 @@ impl Proposer {
     /// from it. A lagging executor
     /// usually misses a run of instances, and should not need a nack (and a timeout) for each.
     pub fn on_nack(&mut self, nack: Nack, out: &mut Outbox) {
-        let ours = nack.partition == self.partition.index && leader_of(nack.view, self.proposers as usize) == self.local;
+        let ours =
+            nack.partition == self.partition.index && leader_of(nack.view, self.proposers as usize) == self.local;
         if !ours || !self.is_active() {
             return;
         }
@@ -308,7 +309,8 @@ impl Proposer {
             return;
         }
         while self.next_sequence <= through && self.next_sequence < self.stable() + self.window {
-            let propose = Propose { proposer: self.id, sequence: self.next_sequence, view: self.view, request: Request::noop() };
+            let propose =
+                Propose { proposer: self.id, sequence: self.next_sequence, view: self.view, request: Request::noop() };
             self.send(propose, out);
             self.next_sequence += 1;
             self.filled += 1;
