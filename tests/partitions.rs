@@ -117,7 +117,7 @@ fn four_partitions_execute_one_merged_sequence() {
         let clients = clients_in(&mut pool, 8, &[0, 1, 2, 3], 4);
         let op = |client: u64, n: usize| {
             let path = format!("/c{client}-{}", n % 64);
-            if n % 2 == 0 {
+            if n.is_multiple_of(2) {
                 CoordOp::Create { path, data: vec![1; 16], sequential: false }.encode()
             } else {
                 CoordOp::SetData { path, data: n.to_le_bytes().to_vec(), version: None }.encode()
