@@ -142,7 +142,9 @@ impl<A: Application> Executor<A> {
             id,
             executors: params.executors() as u32,
             quorum: params.quorum() as u32,
-            checkpoint_interval: params.checkpoint_interval,
+            // Every `checkpoint_interval` slots of each partition (Section IV keeps the window
+            // per partition, so the threshold must move by as much in each).
+            checkpoint_interval: params.checkpoint_interval * params.partitions as u64,
             repair_timeout_us: 20_000,
             announce_us: 100_000,
             emit_executed: false,
@@ -563,16 +565,16 @@ impl<A: Application> Executor<A> {
 
     /// Section IV: the merge waits on partitions that did not propose their slots. Each is asked
     /// once per new height (again after the repair timeout, in case the ask was lost), and its
-    /// proposer fills them with no-ops if it has nothing to propose. The ask reaches one slot
-    /// further than the merge needs now, so that a steady stream in another partition finds the
-    /// next slot filled before it needs it.
+    /// proposer fills them with no-ops if it has nothing to propose. The ask reaches no further
+    /// than the merge needs now: a partition under load has usually proposed that far already,
+    /// and is then not filled at all.
     fn ask_fill(&mut self, now_us: u64, out: &mut Outbox) {
         let blocked = self.partitions > 1 && self.committed_top > self.next && !self.is_committed(self.next);
         if !blocked {
             return;
         }
         for partition in 0..self.partitions as u32 {
-            let through = self.wanted(partition);
+            let Some(through) = self.wanted(partition).checked_sub(1) else { continue };
             if self.is_committed(merge::exec_sequence(partition, through, self.partitions)) {
                 continue;
             }

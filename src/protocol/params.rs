@@ -32,7 +32,9 @@ pub struct Params {
     pub batch_size: usize,
     /// A partial batch is sent once its oldest command waited this long.
     pub batch_timeout_us: u64,
-    /// Executors checkpoint before every sequence number divisible by this (Section III-D).
+    /// Executors checkpoint before every sequence number divisible by this (Section III-D);
+    /// with partitions, every this many slots of each partition (execution slots divisible by
+    /// `checkpoint_interval * partitions`).
     pub checkpoint_interval: u64,
     /// Results remembered per client for duplicate detection: a client may have at most this
     /// many commands outstanding.
