@@ -1,11 +1,13 @@
-//! The picture matches the dataflow: every channel between two stage operators that `tara()`
-//! builds (read from timely's own logging) is an edge of `tara graph`, and every such channel
-//! that runs through a feedback loop is drawn as a loop.
+//! The picture matches the dataflow: every channel between two stage operators, or between a
+//! stage operator and the `Merge` in front of the executors, that `tara()` builds (read from
+//! timely's own logging) is an edge of `tara graph`, every such channel that runs through a
+//! feedback loop is drawn as a loop, and every edge the picture draws between those nodes exists.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use tara::cluster::Description;
+use tara::cluster::graph::MERGE;
 use tara::dataflow::{Deployment, Submit, tara};
 use tara::protocol::Stage;
 use timely::dataflow::operators::Input;
@@ -14,10 +16,9 @@ use timely::logging::{TimelyEvent, TimelyEventBuilder};
 /// (operator index, name) and (from operator, to operator) as timely logged them.
 type Logged = (BTreeMap<usize, String>, Vec<(usize, usize)>);
 
-fn build_and_log() -> Logged {
+fn build_and_log(description: &Description) -> Logged {
     let logged: Arc<Mutex<Logged>> = Arc::default();
     let sink = logged.clone();
-    let description = Description::embedded();
     let (params, _) = description.validate().unwrap();
     let placement = description.placement_in(&params, 1).unwrap();
     let deployment = Deployment::new(params, placement).durable_records(false);
@@ -44,22 +45,47 @@ fn build_and_log() -> Logged {
     logged.lock().unwrap().clone()
 }
 
-fn stage_of(operator: &str) -> Option<Stage> {
-    Stage::ALL.into_iter().find(|stage| stage.operator() == operator)
+/// A node of the picture that the dataflow has an operator for: a stage, or the Merge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Node {
+    Stage(Stage),
+    Merge,
 }
 
-/// Stage-to-stage connections: (from, to, through a feedback loop), following channels through
+impl Node {
+    /// The node's name in `tara graph`.
+    fn name(self) -> &'static str {
+        match self {
+            Node::Stage(stage) => stage.name(),
+            Node::Merge => MERGE,
+        }
+    }
+
+    /// Every node, as the picture names them.
+    fn all() -> Vec<Node> {
+        Stage::ALL.into_iter().map(Node::Stage).chain([Node::Merge]).collect()
+    }
+}
+
+fn node_of(operator: &str) -> Option<Node> {
+    Node::all().into_iter().find(|node| match node {
+        Node::Stage(stage) => stage.operator() == operator,
+        Node::Merge => operator == MERGE,
+    })
+}
+
+/// Node-to-node connections: (from, to, through a feedback loop), following channels through
 /// the operators in between (feedback, exchange and unwrapping operators).
-fn stage_edges((names, channels): &Logged) -> BTreeSet<(Stage, Stage, bool)> {
+fn node_edges((names, channels): &Logged) -> BTreeSet<(Node, Node, bool)> {
     let mut edges = BTreeSet::new();
     for (op, name) in names {
-        let Some(from) = stage_of(name) else { continue };
+        let Some(from) = node_of(name) else { continue };
         let mut frontier: Vec<(usize, bool)> = vec![(*op, false)];
         let mut seen = BTreeSet::new();
         while let Some((at, looped)) = frontier.pop() {
             for (_, target) in channels.iter().filter(|(source, _)| *source == at) {
                 let name = names.get(target).map(String::as_str).unwrap_or("");
-                match stage_of(name) {
+                match node_of(name) {
                     Some(to) => drop(edges.insert((from, to, looped))),
                     None if seen.insert((*target, looped)) => frontier.push((*target, looped || name == "Feedback")),
                     None => {}
@@ -70,14 +96,21 @@ fn stage_edges((names, channels): &Logged) -> BTreeSet<(Stage, Stage, bool)> {
     edges
 }
 
-#[test]
-fn the_graph_shows_every_channel_and_loop_that_tara_builds() {
-    let logged = build_and_log();
+/// Checks the picture of `description` against the dataflow `tara()` builds for it.
+fn check(description: &Description) {
+    let logged = build_and_log(description);
     assert!(logged.0.values().any(|n| n == "Feedback"), "no feedback operator was logged: {:?}", logged.0);
-    let edges = stage_edges(&logged);
-    let dot = tara::cluster::graph::dot(&Description::embedded()).unwrap();
-    let loops: Vec<&(Stage, Stage, bool)> = edges.iter().filter(|e| e.2).collect();
+    assert_eq!(logged.0.values().filter(|n| *n == MERGE).count(), 1, "one Merge operator: {:?}", logged.0);
+    let edges = node_edges(&logged);
+    let dot = tara::cluster::graph::dot(description).unwrap();
+    let loops: Vec<&(Node, Node, bool)> = edges.iter().filter(|e| e.2).collect();
     assert!(loops.len() >= 8, "expected the reply, GC, view, record, state-transfer and repair loops: {loops:?}");
+    // Commits run committers -> Merge -> executors, and only that way.
+    let (committer, executor) = (Node::Stage(Stage::Committer), Node::Stage(Stage::Executor));
+    let merge_edges: Vec<&(Node, Node, bool)> =
+        edges.iter().filter(|e| e.0 == Node::Merge || e.1 == Node::Merge).collect();
+    assert_eq!(merge_edges, [&(committer, Node::Merge, false), &(Node::Merge, executor, false)], "{edges:?}");
+    assert!(!edges.iter().any(|e| (e.0, e.1) == (committer, executor)), "a channel bypasses the Merge: {edges:?}");
     for (from, to, looped) in &edges {
         let edge = format!("\"{}\" -> \"{}\" [label=", from.name(), to.name());
         let drawn: Vec<&str> = dot.lines().filter(|l| l.contains(&edge)).collect();
@@ -86,14 +119,28 @@ fn the_graph_shows_every_channel_and_loop_that_tara_builds() {
             assert!(drawn.iter().any(|l| l.contains("loop)") && l.contains("dashed")), "{from:?} -> {to:?}: {drawn:?}");
         }
     }
-    // The other way round: every stage-to-stage edge of the picture exists in the dataflow.
-    let stages: Vec<&str> = Stage::ALL.iter().map(|s| s.name()).collect();
+    // The other way round: every edge of the picture between two such nodes exists in the
+    // dataflow.
+    let nodes: Vec<&str> = Node::all().into_iter().map(Node::name).collect();
     for line in dot.lines().filter(|l| l.contains(" -> ")) {
         let names: Vec<&str> = line.split('"').collect();
         let (from, to) = (names[1], names[3]);
-        if stages.contains(&from) && stages.contains(&to) {
+        if nodes.contains(&from) && nodes.contains(&to) {
             let found = edges.iter().any(|(f, t, _)| f.name() == from && t.name() == to);
             assert!(found, "the graph draws {from} -> {to}, the dataflow has no such channel");
         }
     }
+}
+
+#[test]
+fn the_graph_shows_every_channel_and_loop_that_tara_builds() {
+    check(&Description::embedded());
+}
+
+/// The same with two partitions: more replicas, the same operators and channels.
+#[test]
+fn the_graph_of_two_partitions_shows_every_channel_and_loop_that_tara_builds() {
+    let mut description = Description::embedded();
+    description.partitions = 2;
+    check(&description);
 }
