@@ -15,7 +15,7 @@ use super::closed_loop::{Driver, Measurement, Stats, measure};
 use tara::app::{Application, RestoreError};
 use tara::dataflow::pulse::{Pulse, give};
 use tara::dataflow::{Deployment, Placement, Stage, Submit, tara};
-use tara::protocol::{Command, Params, Reply};
+use tara::protocol::{Command, Params, Reply, topology};
 
 /// The cheapest deterministic service: counts operations and answers the count.
 #[derive(Default)]
@@ -54,6 +54,19 @@ pub fn run<A: Application + 'static>(
     warmup: Duration,
     seconds: Duration,
 ) -> Measurement {
+    run_clients((1..=clients as u64).collect(), params, ops, app, warmup, seconds)
+}
+
+/// Runs tara on 3 workers with closed-loop clients of the given ids (a client's id decides its
+/// partition: `id mod partitions`).
+pub fn run_clients<A: Application + 'static>(
+    clients: Vec<u64>,
+    params: Params,
+    ops: Ops,
+    app: impl Fn(u32) -> A + Send + Sync + 'static,
+    warmup: Duration,
+    seconds: Duration,
+) -> Measurement {
     let placement = Placement::spread(&params, 1, 3).expect("3 workers");
     // As in the other in-dataflow runs, committers keep no log: this measures the dataflow core.
     let deployment = Deployment::new(params, placement).durable_records(false);
@@ -67,7 +80,7 @@ pub fn run<A: Application + 'static>(
             let (handle, submissions) = scope.feedback::<Vec<Submit>>(1);
             let app = app.clone();
             let streams = tara(scope, submissions, &deployment, move |id| app(id)).expect("a valid deployment");
-            client_op(streams.replies, clients, &deployment, ops, &stats).connect_loop(handle);
+            client_op(streams.replies, clients.clone(), &deployment, ops, &stats).connect_loop(handle);
         });
         while worker.step_or_park(None) {}
     })
@@ -78,19 +91,20 @@ pub fn run<A: Application + 'static>(
     })
 }
 
-/// Client c submits through request source c mod (f+1); it runs on that source's worker, where
-/// its replies arrive.
+/// Client c submits through one request source of its partition; it runs on that source's
+/// worker, where its replies arrive.
 fn client_op<'s>(
     replies: Stream<'s, u64, Vec<Reply>>,
-    clients: usize,
+    clients: Vec<u64>,
     deployment: &Deployment,
     ops: Ops,
     stats: &Arc<Stats>,
 ) -> Stream<'s, u64, Vec<Submit>> {
     let scope = replies.scope();
-    let sources = deployment.params.sources() as u64;
+    let params = deployment.params.clone();
+    let source_of = move |client: u64| topology::source_of(client, (client / params.partitions as u64) as u32, &params);
     let local_sources = deployment.placement.replicas_on(Stage::Source, scope.index());
-    let mine: Vec<u64> = (1..=clients as u64).filter(|c| local_sources.contains(&((c % sources) as u32))).collect();
+    let mine: Vec<u64> = clients.into_iter().filter(|c| local_sources.contains(&source_of(*c))).collect();
     let index_of: std::collections::HashMap<u64, usize> = mine.iter().enumerate().map(|(i, c)| (*c, i)).collect();
     let mut driver = Driver::new(mine.into_iter(), stats.clone());
     let mut builder = OperatorBuilder::new("Clients".to_owned(), scope);
@@ -126,7 +140,7 @@ fn client_op<'s>(
                 rng ^= rng << 17;
                 let op = make_op(ops, rng);
                 out.push(Submit {
-                    source: (client % sources) as u32,
+                    source: source_of(client),
                     command: Command { client, timestamp, answered_below: timestamp, op },
                 });
             }
