@@ -259,6 +259,21 @@ mod tests {
         assert_eq!(dot.matches('{').count(), dot.matches('}').count());
     }
 
+    /// The partitioned description files stay valid: the 3-process cluster with 2 partitions,
+    /// and Figure 7's experiment for every partition count its bench sweeps.
+    #[test]
+    fn the_partitioned_description_files_are_valid() {
+        let d = Description::from_toml(include_str!("../../dataflows/local-f1-p2.toml")).unwrap();
+        assert_eq!((d.partitions, d.processes(None).unwrap().len()), (2, 3));
+        assert!(dot(&d).unwrap().contains("2 partitions, 3 process(es) x 1 worker(s)"));
+        let mut fig7 = Description::from_toml(include_str!("../../dataflows/fig7.toml")).unwrap();
+        assert!(fig7.proposer_delay_us > 0 && fig7.process.is_empty(), "{fig7:?}");
+        for partitions in [1, 2, 4, 8] {
+            fig7.partitions = partitions;
+            fig7.validate().unwrap();
+        }
+    }
+
     #[test]
     fn an_invalid_description_is_an_error() {
         let d = Description::from_toml("f = 1\nworkers = 2").unwrap();
