@@ -5,7 +5,7 @@
 //! to P = 1 of the same round. Clients are closed-loop inside the dataflow.
 //!
 //! `cargo bench --bench partitions`; `TARA_BENCH_CLIENTS=64`, `TARA_BENCH_SECONDS=3`,
-//! `TARA_BENCH_ROUNDS=2`. Writes `papers/partitions.csv` and `papers/partitions.svg`.
+//! `TARA_BENCH_ROUNDS=2`, `TARA_BENCH_CONFIGS=1,2,4,2s,4s` (P, `s` for skewed load). Writes `papers/partitions.csv` and `papers/partitions.svg`.
 
 #[allow(dead_code)]
 #[path = "common/closed_loop.rs"]
@@ -47,7 +47,12 @@ fn clients(count: usize, partitions: usize, skewed: bool) -> Vec<u64> {
 fn main() {
     let (n, rounds) = (env("TARA_BENCH_CLIENTS", 64), env("TARA_BENCH_ROUNDS", 2));
     let seconds = Duration::from_secs(env("TARA_BENCH_SECONDS", 3) as u64);
-    let configs: Vec<(usize, bool)> = vec![(1, false), (2, false), (4, false), (2, true), (4, true)];
+    // `TARA_BENCH_CONFIGS=1,2,4,2s,4s`: P, and `s` for skewed load.
+    let configs: Vec<(usize, bool)> = std::env::var("TARA_BENCH_CONFIGS")
+        .unwrap_or_else(|_| "1,2,4,2s,4s".into())
+        .split(',')
+        .filter_map(|c| Some((c.trim().trim_end_matches('s').parse().ok()?, c.ends_with('s'))))
+        .collect();
     let mut rows: Vec<(usize, usize, bool, f64, u64)> = Vec::new();
     println!("{:>5} {:>2} {:>8} {:>12} {:>9} {:>10}", "round", "P", "load", "ops/s", "p50_us", "vs P = 1");
     for round in 1..=rounds {

@@ -193,6 +193,23 @@ mod tests {
         }
     }
 
+    /// Section IV: replicas of one partition's stage sit on distinct workers (partitions share
+    /// workers), and the partitions' proposers spread over the workers.
+    #[test]
+    fn each_partition_is_spread_on_its_own() {
+        let params = Params { partitions: 4, ..Params::default() };
+        let p = Placement::spread(&params, 1, 3).unwrap();
+        for stage in Stage::ALL {
+            let workers = p.stage(stage);
+            assert_eq!(workers.len(), stage.replicas(&params));
+            for partition in workers.chunks(stage.per_partition(&params)) {
+                assert!(distinct(partition), "{stage:?}: {workers:?}");
+            }
+        }
+        let leaders: Vec<u32> = p.stage(Stage::Proposer).chunks(2).map(|c| c[0]).collect();
+        assert!(leaders.iter().collect::<std::collections::BTreeSet<_>>().len() >= 2, "{leaders:?}");
+    }
+
     #[test]
     fn too_few_workers_is_an_error_that_names_the_fix() {
         let err = Placement::spread(&Params::default(), 1, 2).unwrap_err();

@@ -842,6 +842,36 @@ mod tests {
 
     /// Repair: an executor held up by an instance that does not commit asks the active proposer
     /// for it, once per timeout, and only when it has evidence that something is under way.
+    /// Section IV: with two partitions, a committed slot of partition 0 waits for partition 1's
+    /// slot before it; the executor asks partition 1 to fill exactly the slots it needs, once,
+    /// and executes the merged order when the no-op commits.
+    #[test]
+    fn asks_an_idle_partition_to_fill_what_the_merge_needs() {
+        let params = Params { partitions: 2, ..params() };
+        let mut e = Executor::new(0, &params, KvStore::default());
+        let mut out = Outbox::default();
+        let r = request(1, vec![put(1, 1, "a")]);
+        let r2 = request(2, vec![put(1, 2, "b")]);
+        for committer in 0..2 {
+            e.on_commit(commit(committer, 0, 0, &r), &mut out);
+            e.on_commit(commit(committer, 2, 0, &r2), &mut out);
+        }
+        assert_eq!(e.next(), 1, "execution slot 0 (partition 0's slot 0) executed; slot 1 is partition 1's");
+        e.on_tick(1_000_000, &mut out);
+        let fills: Vec<Nack> = out.nacks.iter().copied().filter(|n| n.fill).collect();
+        assert_eq!(fills, vec![Nack { executor: 0, partition: 1, view: 0, sequence: 0, fill: true }]);
+        e.on_tick(1_000_001, &mut out);
+        assert_eq!(out.nacks.iter().filter(|n| n.fill).count(), 1, "asked once per height");
+        let actual = out.actuals.last().cloned().unwrap();
+        assert_eq!((actual.frontier, actual.wanted), (vec![2, 0], vec![2, 1]));
+        assert_eq!(actual.agreed[0], 2, "request 2 is committed in partition 0's prefix, though not executed");
+        for committer in 0..2 {
+            e.on_commit(commit(committer, 1, 0, &Request::noop()), &mut out);
+        }
+        assert_eq!(e.next(), 3, "the no-op let the merge go on");
+        assert_eq!(e.fills_sent(), 1);
+    }
+
     #[test]
     fn a_gap_is_nacked_after_the_timeout() {
         let mut e = executor();

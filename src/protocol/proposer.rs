@@ -532,6 +532,57 @@ mod tests {
         assert_eq!(out.proposals.len(), 3, "addressed to another proposer");
     }
 
+    /// Section IV: an idle partition's proposer fills the slots the merge waits for with
+    /// no-ops, within its window, only when asked for its own partition and view, and not at
+    /// all while requests wait.
+    #[test]
+    fn fills_the_slots_the_merge_waits_for() {
+        let params = Params { partitions: 2, ..params(4) };
+        let mut p = Proposer::new(2, &params);
+        assert!(p.is_active(), "proposer 0 of partition 1 leads view 0");
+        let mut out = Outbox::default();
+        let fill = |partition, view, sequence| Nack { executor: 0, partition, view, sequence, fill: true };
+        p.on_nack(fill(0, 0, 1), &mut out);
+        assert!(out.proposals.is_empty(), "partition 0 is not this proposer's");
+        p.on_nack(fill(1, 1, 1), &mut out);
+        assert!(out.proposals.is_empty(), "view 1 is led by another proposer");
+        p.on_nack(fill(1, 0, 1), &mut out);
+        let filled: Vec<(u64, bool)> = out.proposals.iter().map(|x| (x.sequence, x.request.is_noop())).collect();
+        assert_eq!(filled, vec![(0, true), (1, true)]);
+        p.on_nack(fill(1, 0, 1), &mut out);
+        assert_eq!(out.proposals.len(), 2, "slots already proposed are not filled again");
+        p.on_nack(fill(1, 0, 9), &mut out);
+        assert_eq!(out.proposals.len(), 4, "the window (4) bounds the fill");
+        assert_eq!(p.filled(), 4);
+        p.on_request(request(1), &mut out);
+        assert_eq!(out.proposals.len(), 4, "the window is full: the request waits");
+        p.on_stable(Stable { source: 0, sequence: 4 }, &mut out);
+        p.on_stable(Stable { source: 1, sequence: 4 }, &mut out);
+        assert_eq!(p.stable(), 2, "execution threshold 4 is slot 2 of partition 1");
+        assert_eq!(out.proposals.last().map(|x| (x.sequence, x.request.number)), Some((4, 1)));
+    }
+
+    /// Figure 7's throttle: at most one proposal per `proposer_delay_us`; the host is asked to
+    /// tick when the next one may go.
+    #[test]
+    fn the_throttle_spaces_proposals() {
+        let params = Params { proposer_delay_us: 1_000, ..params(8) };
+        let mut p = Proposer::new(0, &params);
+        let mut out = Outbox::default();
+        for q in 1..=3 {
+            p.on_tuple(Tuple::Request { view: 0, request: request(q) }, 10_000, &mut out);
+        }
+        assert_eq!(out.proposals.len(), 1);
+        assert_eq!(p.deadline_us(), Some(11_000));
+        p.on_tick(10_500, &mut out);
+        assert_eq!(out.proposals.len(), 1, "too early");
+        p.on_tick(11_000, &mut out);
+        assert_eq!(out.proposals.len(), 2);
+        p.on_tick(12_000, &mut out);
+        assert_eq!(out.proposals.len(), 3);
+        assert_eq!(p.deadline_us(), None, "nothing waits");
+    }
+
     /// Repair: when the window stays full and the threshold does not rise, the proposals above
     /// the threshold are sent again, with a growing pause; a rising threshold stops it.
     #[test]
