@@ -56,6 +56,13 @@ enum Command {
     },
     /// Like `demo`, and record the throughput every 100 ms into a CSV file and an SVG plot,
     /// with the time to recover from each fault (the paper's Figure 8 with dataflows/fig8.toml).
+    ///
+    /// With --partitions, measure the throughput for each number of partitions instead, one
+    /// embedded cluster per run, and plot it against the partition count (the paper's Figure 7):
+    ///
+    ///   tara bench --config dataflows/fig7.toml --partitions 1,2,4,8 --rounds 3
+    ///
+    /// writes papers/fig7.csv and papers/fig7.svg (median of the rounds per partition count).
     Bench {
         /// Description file; default: dataflows/embedded-f1.toml.
         #[arg(long)]
@@ -69,9 +76,19 @@ enum Command {
         /// Crash a replica during the run (repeatable): STAGE:REPLICA@CRASH_MS[+RESTART_AFTER_MS].
         #[arg(long = "fault")]
         faults: Vec<Fault>,
-        /// Where to write <description>-throughput.csv and .svg (default: papers/ if present).
+        /// Where to write <description>-throughput.csv and .svg, or <description>.csv and .svg
+        /// with --partitions (default: papers/ if present).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Sweep the number of partitions (comma-separated, e.g. 1,2,4,8): one run of an
+        /// embedded cluster per value and round, every other key from the description; the
+        /// description must have no [[process]] entries.
+        #[arg(long, value_delimiter = ',')]
+        partitions: Option<Vec<usize>>,
+        /// With --partitions: how many times to run every value. Rounds are interleaved (1, 2,
+        /// 4, 8, 1, 2, 4, 8, ...), so that a slow phase of the machine hits every value alike.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
         /// Drive a running cluster over TCP through these front ends (host:port,...) instead of
         /// starting one. Without it, a description with [[process]] entries is started as a
         /// supervised local cluster and driven over TCP; otherwise an embedded cluster is used.
@@ -172,15 +189,19 @@ fn execute(run: &Run, place: &Where) -> Result<Summary, String> {
     }
     let d = &run.description;
     if !run.json {
+        let mut extra = String::new();
+        if d.partitions > 1 {
+            extra.push_str(&format!(", {} partitions", d.partitions));
+        }
+        if d.proposer_delay_us > 0 {
+            extra.push_str(&format!(", proposers throttled to {} us", d.proposer_delay_us));
+        }
+        if !run.faults.is_empty() {
+            extra.push_str(&format!(", {} faults", run.faults.len()));
+        }
         eprintln!(
-            "tara: f = {}, {} workers, batch_size {}, window {}, {} clients for {} s{}",
-            d.f,
-            d.workers,
-            d.batch_size,
-            d.window,
-            run.clients,
-            run.seconds,
-            if run.faults.is_empty() { String::new() } else { format!(", {} faults", run.faults.len()) }
+            "tara: f = {}, {} workers, batch_size {}, window {}{extra}, {} clients for {} s",
+            d.f, d.workers, d.batch_size, d.window, run.clients, run.seconds,
         );
     }
     match place {
@@ -367,6 +388,170 @@ fn bench(args: BenchArgs) -> Result<bool, String> {
     Ok(summary.digests_agree && summary.errors == 0)
 }
 
+/// The runs of one partition count in a `tara bench --partitions` sweep.
+struct Point {
+    partitions: usize,
+    runs: Vec<Summary>,
+}
+
+impl Point {
+    /// The median over the runs of `value`.
+    fn median(&self, value: impl Fn(&Summary) -> f64) -> f64 {
+        let mut values: Vec<f64> = self.runs.iter().map(value).collect();
+        values.sort_by(f64::total_cmp);
+        match values.len() {
+            0 => 0.0,
+            n if n % 2 == 1 => values[n / 2],
+            n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+        }
+    }
+
+    fn throughput(&self) -> f64 {
+        self.median(|s| s.throughput_ops)
+    }
+}
+
+/// `tara bench --partitions`: the throughput for each number of partitions (the paper's
+/// Figure 7 with dataflows/fig7.toml), `rounds` runs per value, interleaved.
+fn sweep(args: BenchArgs, partitions: &[usize], rounds: usize) -> Result<bool, String> {
+    let description = load(args.config.as_deref())?;
+    if args.connect.is_some() || !description.process.is_empty() {
+        return Err("--partitions starts an embedded cluster for every value; a running or multi-process \
+                    cluster has its partitions fixed: use a description without [[process]] entries, \
+                    such as dataflows/fig7.toml"
+            .into());
+    }
+    if partitions.is_empty() || rounds == 0 {
+        return Err("--partitions needs at least one value and --rounds at least 1".into());
+    }
+    let with = |p: usize| Description { partitions: p, ..description.clone() };
+    for p in partitions {
+        with(*p).validate().map_err(|e| format!("--partitions {p}: {e}"))?;
+    }
+    let faults = faults_of(&description, args.faults)?;
+    let clients = args.clients.unwrap_or(description.bench_clients);
+    let seconds = args.seconds.unwrap_or(description.bench_seconds);
+    let mut points: Vec<Point> = partitions.iter().map(|p| Point { partitions: *p, runs: Vec::new() }).collect();
+    for round in 1..=rounds {
+        for point in points.iter_mut() {
+            let p = point.partitions;
+            let run = Run {
+                description: with(p),
+                clients,
+                seconds,
+                faults: faults.clone(),
+                json: args.json,
+                sample_ms: None,
+            };
+            let summary = execute(&run, &Where::Embedded)?;
+            eprintln!(
+                "tara bench: round {round}/{rounds}, {p} partition(s): {:.0} ops/s, p50 {} us, p99 {} us{}",
+                summary.throughput_ops,
+                summary.p50_us,
+                summary.p99_us,
+                if summary.digests_agree { "" } else { ", the executors DISAGREE" }
+            );
+            point.runs.push(summary);
+        }
+    }
+    let stem = args.config.as_deref().and_then(|p| p.file_stem()).and_then(|s| s.to_str()).unwrap_or("partitions");
+    let dir = args
+        .out
+        .unwrap_or_else(|| if Path::new("papers").is_dir() { PathBuf::from("papers") } else { PathBuf::from(".") });
+    let (csv, svg) = (dir.join(format!("{stem}.csv")), dir.join(format!("{stem}.svg")));
+    write_sweep(&points, &description, &csv, &svg)?;
+    report_sweep(&points, rounds, args.json, &csv, &svg)
+}
+
+/// Prints the medians, each against the first partition count, and says where the files are.
+fn report_sweep(points: &[Point], rounds: usize, json: bool, csv: &Path, svg: &Path) -> Result<bool, String> {
+    let all = points.iter().flat_map(|p| p.runs.iter());
+    let agree = all.clone().all(|s| s.digests_agree);
+    let errors: u64 = all.map(|s| s.errors).sum();
+    let base = points.first().map_or(1.0, |p| p.throughput().max(1e-9));
+    let first = points.first().map_or(1, |p| p.partitions);
+    if json {
+        let values: Vec<serde_json::Value> = points
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "partitions": p.partitions,
+                    "ops_per_second": p.throughput().round(),
+                    "p50_us": p.median(|s| s.p50_us as f64),
+                    "p99_us": p.median(|s| s.p99_us as f64),
+                    "speedup": (p.throughput() / base * 100.0).round() / 100.0,
+                    "rounds": p.runs.iter().map(|s| s.throughput_ops.round()).collect::<Vec<f64>>(),
+                })
+            })
+            .collect();
+        let summary = serde_json::json!({
+            "points": values, "rounds": rounds, "digests_agree": agree, "errors": errors, "csv": csv, "plot": svg,
+        });
+        println!("{summary}");
+    } else {
+        println!("partitions  ops/s (median of {rounds})  p50 us  p99 us  vs {first} partition(s)");
+        for p in points {
+            println!(
+                "{:>10}  {:>20.0}  {:>6.0}  {:>6.0}  {:>5.2}",
+                p.partitions,
+                p.throughput(),
+                p.median(|s| s.p50_us as f64),
+                p.median(|s| s.p99_us as f64),
+                p.throughput() / base
+            );
+        }
+        println!("digests agree {agree}");
+        if errors > 0 {
+            println!("wrong answers {errors}");
+        }
+        println!("wrote {} and {}", csv.display(), svg.display());
+    }
+    Ok(agree && errors == 0)
+}
+
+/// The sweep as CSV (one line per partition count: medians, rounds, the spread of the rounds)
+/// and as a plot of throughput against partitions, with the linear scaling of the first value
+/// and, with a throttle, the throttle's bound for comparison.
+fn write_sweep(points: &[Point], description: &Description, csv: &Path, svg: &Path) -> Result<(), String> {
+    let mut text =
+        String::from("partitions,ops_per_second,p50_us,p99_us,rounds,min_ops_per_second,max_ops_per_second\n");
+    for p in points {
+        let rates = p.runs.iter().map(|s| s.throughput_ops);
+        let (min, max) = (rates.clone().fold(f64::INFINITY, f64::min), rates.fold(0.0, f64::max));
+        text.push_str(&format!(
+            "{},{:.0},{:.0},{:.0},{},{min:.0},{max:.0}\n",
+            p.partitions,
+            p.throughput(),
+            p.median(|s| s.p50_us as f64),
+            p.median(|s| s.p99_us as f64),
+            p.runs.len()
+        ));
+    }
+    std::fs::write(csv, text).map_err(|e| format!("cannot write {}: {e}", csv.display()))?;
+    let rounds = points.first().map_or(0, |p| p.runs.len());
+    let measured = points.iter().map(|p| (p.partitions as f64, p.throughput() / 1000.0)).collect();
+    let mut series = vec![Series { label: format!("measured (median of {rounds})"), points: measured }];
+    if let Some(first) = points.first() {
+        let per_partition = first.throughput() / first.partitions as f64 / 1000.0;
+        let linear = points.iter().map(|p| (p.partitions as f64, per_partition * p.partitions as f64)).collect();
+        series.push(Series { label: format!("linear from {} partition(s)", first.partitions), points: linear });
+    }
+    let delay = description.proposer_delay_us;
+    if delay > 0 {
+        let bound = description.batch_size as f64 * 1e6 / delay as f64 / 1000.0;
+        let points = points.iter().map(|p| (p.partitions as f64, bound * p.partitions as f64)).collect();
+        series.push(Series {
+            label: format!("throttle bound: P x {} command(s) per {delay} us", description.batch_size),
+            points,
+        });
+    }
+    let title = match delay {
+        0 => "throughput by partitions".to_string(),
+        d => format!("throughput by partitions, proposers throttled to {d} us per proposal"),
+    };
+    line_chart(svg, &title, "partitions", "k ops/s", &series)
+}
+
 fn write_timeline(timeline: &[(f64, f64)], faults: &[Fault], csv: &Path, svg: &Path) -> Result<(), String> {
     let mut text = String::from("seconds,ops_per_second\n");
     for (t, rate) in timeline {
@@ -403,8 +588,12 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let outcome = match cli.command {
         Command::Demo { seconds, clients, config, faults, json } => demo(seconds, clients, config, faults, json),
-        Command::Bench { config, clients, seconds, faults, out, connect, json } => {
-            bench(BenchArgs { config, clients, seconds, faults, out, connect, json })
+        Command::Bench { config, clients, seconds, faults, out, partitions, rounds, connect, json } => {
+            let args = BenchArgs { config, clients, seconds, faults, out, connect, json };
+            match partitions {
+                Some(partitions) => sweep(args, &partitions, rounds),
+                None => bench(args),
+            }
         }
         Command::Run { config, process, threads, processes, hostfile, help: _ } => {
             let options = ProcessOptions { index: process, threads, processes, hostfile };
