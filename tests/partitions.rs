@@ -129,6 +129,16 @@ fn four_partitions_execute_one_merged_sequence() {
             let accepted = partition_sum(&cluster, Stage::Committer, partition, |s| &s.count);
             assert!(accepted > 0, "partition {partition} ordered nothing");
         }
+        let window = cluster.params().window;
+        for executor in 0..3 {
+            let lag = stat(&cluster, Stage::Executor, executor, |s| &s.lag_max);
+            // Each partition runs at most a window ahead of the threshold, which the slowest holds.
+            assert!(lag <= 2 * window * 4, "executor {executor}: {lag} slots committed beyond a gap");
+            eprintln!("executor {executor}: at most {lag} execution slots committed beyond a gap");
+        }
+        let proposed: u64 = (0..4).map(|p| partition_sum(&cluster, Stage::Proposer, p, |s| &s.count)).sum();
+        let filled: u64 = (0..4).map(|p| partition_sum(&cluster, Stage::Proposer, p, |s| &s.filled)).sum();
+        eprintln!("{proposed} proposals, {filled} of them no-op fills");
         let positions = merged_orders_agree(&executed).unwrap();
         assert!(positions >= 50_000, "only {positions} positions executed");
         assert!(cluster.stop().digests_agree());

@@ -47,6 +47,8 @@ pub struct ReplicaStats {
     pub stored: AtomicU64,
     /// Proposers: no-ops that filled slots the merge waited for. Executors: fill requests sent.
     pub filled: AtomicU64,
+    /// Executors: the most execution slots committed beyond the next one while it waited.
+    pub lag_max: AtomicU64,
     /// Fault injection: the replica is crashed (drops every input, emits nothing).
     down: AtomicBool,
     /// Fault injection: bumped by every restart; a replica rebuilds from durable state when it
@@ -89,7 +91,8 @@ impl ReplicaStats {
             stalls,
             dropped,
             stored,
-            filled
+            filled,
+            lag_max
         );
         self.set_held(c.held);
     }

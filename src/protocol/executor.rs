@@ -107,6 +107,9 @@ pub struct Executor<A: Application> {
     /// Per partition: the highest slot it was asked to fill, and when.
     fill_asked: Vec<(u64, u64)>,
     fills_sent: u64,
+    /// The most execution slots committed beyond the next one while it waited (how far the
+    /// slowest partition held the others back in the merge).
+    lag_max: u64,
     stable: Announced,
     /// Per request source: the highest request number executed (the paper's vector q⃗).
     agreed: Vec<u64>,
@@ -155,6 +158,7 @@ impl<A: Application> Executor<A> {
             committed_top: 0,
             fill_asked: vec![(0, 0); params.partitions],
             fills_sent: 0,
+            lag_max: 0,
             stable: Announced::new(params.gc_sources(), params.quorum(), 0),
             agreed: vec![0; Stage::Source.replicas(params)],
             next: 0,
@@ -289,6 +293,9 @@ impl<A: Application> Executor<A> {
         slot.votes |= 1 << commit.committer;
         if self.is_committed(commit.sequence) {
             self.committed_top = self.committed_top.max(commit.sequence + 1);
+            if !self.is_committed(self.next) {
+                self.lag_max = self.lag_max.max(self.committed_top - self.next);
+            }
         }
         self.execute_ready(out);
     }
@@ -676,6 +683,7 @@ impl<A: Application> Replica for Executor<A> {
             view: self.view.iter().copied().max().unwrap_or(0),
             count: self.executed,
             filled: self.fills_sent,
+            lag_max: self.lag_max,
             history: self.history,
             held: self.held() as u64,
             stable: self.stable(),

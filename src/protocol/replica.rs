@@ -165,6 +165,9 @@ pub struct Counters {
     /// Proposers: no-ops proposed because the merge waited on their partition (Section IV).
     /// Executors: fill requests sent to idle partitions.
     pub filled: u64,
+    /// Executors: the most execution slots committed beyond the next one while the next one
+    /// waited (how far the slowest partition held the others back in the merge).
+    pub lag_max: u64,
 }
 
 /// What storage read back for a replica at its (re)start.
