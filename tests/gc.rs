@@ -4,9 +4,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{description, within};
+use common::{description, stat, wait_until, within};
 use tara::app::coordination::{CoordOp, CoordResponse, Coordination, decode_result};
 use tara::app::kv::{KvOp, KvStore};
 use tara::cluster::{Cluster, Options};
@@ -38,18 +38,6 @@ fn load(cluster: &Cluster, clients: usize, commands: u64) {
     }
 }
 
-/// Polls `condition` every 10 ms until it holds; false after `timeout`.
-fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let until = Instant::now() + timeout;
-    while Instant::now() < until {
-        if condition() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    condition()
-}
-
 /// Every replica's counters, for failure messages.
 fn dump(cluster: &Cluster) -> String {
     let mut lines = Vec::new();
@@ -69,15 +57,6 @@ fn dump(cluster: &Cluster) -> String {
         }
     }
     lines.join("\n")
-}
-
-fn stat(
-    cluster: &Cluster,
-    stage: Stage,
-    replica: u32,
-    get: impl Fn(&ReplicaStats) -> &std::sync::atomic::AtomicU64,
-) -> u64 {
-    ReplicaStats::get(get(cluster.control().stats(stage, replica).unwrap()))
 }
 
 fn max_over(cluster: &Cluster, stage: Stage, get: impl Fn(&ReplicaStats) -> &std::sync::atomic::AtomicU64) -> u64 {

@@ -3,27 +3,15 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{description, within};
-use crossbeam_channel::Receiver;
+use common::{description, positions_agree, stat, within};
 use tara::app::coordination::{CoordOp, Coordination};
 use tara::app::kv::{KvOp, KvStore};
-use tara::client::ClientPool;
+use tara::client::{ClientError, ClientPool};
 use tara::cluster::{Cluster, Options};
 use tara::dataflow::{ReplicaStats, Stage};
-use tara::protocol::Executed;
 use tara::protocol::topology;
-
-fn stat(
-    cluster: &Cluster,
-    stage: Stage,
-    replica: u32,
-    get: impl Fn(&ReplicaStats) -> &std::sync::atomic::AtomicU64,
-) -> u64 {
-    ReplicaStats::get(get(cluster.control().stats(stage, replica).unwrap()))
-}
 
 /// The sum of a counter over the replicas of `stage` in `partition`.
 fn partition_sum(
@@ -50,7 +38,9 @@ fn clients_in(pool: &mut ClientPool, count: usize, partitions: &[u32], p: usize)
 }
 
 /// Closed loop: each client keeps `depth` commands outstanding until `total` completed.
-/// Returns false if completions stopped coming for `stall`.
+/// Returns false if completions stopped coming for 20 s. A client whose window of timestamps
+/// is full (one of its commands waits for a retransmission while the others ran ahead) submits
+/// its next command when that one completes.
 fn closed_loop(
     pool: &mut ClientPool,
     clients: &[u64],
@@ -58,26 +48,29 @@ fn closed_loop(
     total: usize,
     op: impl Fn(u64, usize) -> Vec<u8>,
 ) -> bool {
-    let mut submitted = 0;
-    let mut completed = 0;
-    for client in clients {
-        for _ in 0..depth {
-            if submitted < total {
-                pool.submit(*client, op(*client, submitted)).unwrap();
-                submitted += 1;
+    let (mut submitted, mut completed) = (0, 0);
+    let mut ready: Vec<u64> = clients.iter().flat_map(|c| std::iter::repeat_n(*c, depth)).collect();
+    let mut last = Instant::now();
+    while completed < total {
+        let mut blocked = Vec::new();
+        for client in ready.drain(..) {
+            if submitted >= total {
+                continue;
+            }
+            match pool.submit(client, op(client, submitted)) {
+                Ok(_) => submitted += 1,
+                Err(ClientError::WindowFull(_)) => blocked.push(client),
+                Err(e) => panic!("client {client}: {e}"),
             }
         }
-    }
-    while completed < total {
-        match pool.poll(Duration::from_secs(20)).unwrap() {
+        ready = blocked;
+        match pool.poll(Duration::from_millis(10)).unwrap() {
             Some(done) => {
-                completed += 1;
-                if submitted < total {
-                    pool.submit(done.client, op(done.client, submitted)).unwrap();
-                    submitted += 1;
-                }
+                (completed, last) = (completed + 1, Instant::now());
+                ready.push(done.client);
             }
-            None => return false,
+            None if last.elapsed() > Duration::from_secs(20) => return false,
+            None => {}
         }
     }
     true
@@ -85,23 +78,6 @@ fn closed_loop(
 
 fn put(client: u64, n: usize) -> Vec<u8> {
     KvOp::Put { key: format!("k{}", (client as usize * 7 + n) % 50), value: n.to_le_bytes().to_vec() }.encode()
-}
-
-/// Every executor replica executed the same command at every execution position.
-fn merged_orders_agree(executed: &Receiver<Executed>) -> Result<usize, String> {
-    let mut decided: BTreeMap<(u64, u32), (u64, u64)> = BTreeMap::new();
-    let mut seen = 0;
-    for x in executed.try_iter() {
-        seen += 1;
-        let entry = (x.command.client, x.command.timestamp);
-        if let Some(first) = decided.insert((x.sequence, x.index), entry)
-            && first != entry
-        {
-            return Err(format!("position {:?}: {first:?} and {entry:?}", (x.sequence, x.index)));
-        }
-    }
-    let _ = seen;
-    Ok(decided.len())
 }
 
 /// P = 4, 8 clients, 50,000 commands on the coordination service: every executor executes the
@@ -140,7 +116,7 @@ fn four_partitions_execute_one_merged_sequence() {
         let proposed: u64 = (0..4).map(|p| partition_sum(&cluster, Stage::Proposer, p, |s| &s.count)).sum();
         let filled: u64 = (0..4).map(|p| partition_sum(&cluster, Stage::Proposer, p, |s| &s.filled)).sum();
         eprintln!("{proposed} proposals, {filled} of them no-op fills");
-        let positions = merged_orders_agree(&executed).unwrap();
+        let positions = positions_agree(&executed).unwrap();
         assert!(positions >= 50_000, "only {positions} positions executed");
         assert!(cluster.stop().digests_agree());
     });

@@ -7,64 +7,16 @@ mod history;
 #[path = "common/linearizability.rs"]
 mod linearizability;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{description, within};
-use crossbeam_channel::Receiver;
+use common::{description, positions_agree, stat, wait_until, within};
 use history::Recorder;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tara::app::kv::{KvOp, KvStore};
 use tara::cluster::{Cluster, Options};
-use tara::dataflow::{ReplicaStats, Stage};
-use tara::protocol::Executed;
-
-fn stat(
-    cluster: &Cluster,
-    stage: Stage,
-    replica: u32,
-    get: impl Fn(&ReplicaStats) -> &std::sync::atomic::AtomicU64,
-) -> u64 {
-    ReplicaStats::get(get(cluster.control().stats(stage, replica).unwrap()))
-}
-
-fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let until = Instant::now() + timeout;
-    while Instant::now() < until {
-        if condition() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    condition()
-}
-
-/// Every executor replica executed the same command at every position it executed itself (a
-/// request committed in view v keeps its sequence number in every later view).
-fn positions_agree(executed: &Receiver<Executed>) -> Result<usize, String> {
-    let mut decided: BTreeMap<(u64, u32), (u64, u64, u32)> = BTreeMap::new();
-    for x in executed.try_iter() {
-        let entry = (x.command.client, x.command.timestamp, x.executor);
-        match decided.get(&(x.sequence, x.index)) {
-            Some(first) if (first.0, first.1) != (entry.0, entry.1) => {
-                return Err(format!(
-                    "position {:?}: executor {} executed {:?}, executor {} executed {:?}",
-                    (x.sequence, x.index),
-                    first.2,
-                    (first.0, first.1),
-                    entry.2,
-                    (entry.0, entry.1)
-                ));
-            }
-            Some(_) => {}
-            None => {
-                decided.insert((x.sequence, x.index), entry);
-            }
-        }
-    }
-    Ok(decided.len())
-}
+use tara::dataflow::Stage;
 
 /// Issue 5: the active proposer crashes in the middle of a workload; the controllers start a
 /// new view, the new proposer takes over from the committers' records, and the service goes on.
