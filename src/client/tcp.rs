@@ -129,8 +129,14 @@ impl Transport for TcpTransport {
     }
 
     fn new_client_id(&mut self) -> u64 {
-        // Ids must be unique for the cluster's whole life, across client processes: random.
-        rand::random::<u64>() | 1
+        // Ids must be unique for the cluster's whole life, across client processes: random,
+        // nonzero, and spread over every residue mod P (partition = client mod P, Section IV).
+        loop {
+            let id = rand::random::<u64>();
+            if id != 0 {
+                return id;
+            }
+        }
     }
 
     fn register(&mut self, _client: u64, mailbox: &Sender<Reply>) {
