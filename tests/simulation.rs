@@ -1,9 +1,13 @@
 //! The deterministic simulator (issue 3): thousands of seeded fault schedules in every CI run.
 //!
-//! `cargo test --release --test simulation` runs `TARA_SIM_SEEDS` seeds (10,000 by default) of
-//! randomly shaped f = 1 and f = 2 deployments under a lossy, duplicating, reordering network
-//! with replica crashes and restarts; a failure prints its seed and the command that replays it
-//! with a trace of every tuple.
+//! `cargo test --release --test simulation` runs `TARA_SIM_SEEDS` seeds (4,000 by default) of
+//! randomly shaped f = 1 and f = 2 deployments with P = 1 to 4 partitions (Section IV: per
+//! partition its own sources, proposers, committers and controllers, commits merged into one
+//! execution order in front of the shared executors), the clients spread over the partitions or,
+//! in some seeds, all in one partition, so that the idle ones must fill the merge's slots with
+//! no-ops; under a lossy, duplicating, reordering network with replica crashes (in any partition)
+//! and restarts; a failure prints its seed and the command that replays it with a trace of every
+//! tuple. `TARA_SIM_SEEDS=20000` is the long sweep.
 
 #[path = "common/linearizability.rs"]
 mod linearizability;
@@ -12,6 +16,7 @@ mod sim;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use sim::config::Load;
 use sim::{SimConfig, run};
 use tara::protocol::mutation::Mutation;
 
@@ -33,6 +38,20 @@ struct Totals {
     disk_failures: AtomicU64,
     refusals: AtomicU64,
     damaged: AtomicU64,
+    /// Seeds per number of partitions (index P - 1), and the microseconds they took.
+    by_partitions: [AtomicU64; 4],
+    micros_by_partitions: [AtomicU64; 4],
+    /// The slowest seed: (microseconds, seed).
+    slowest: std::sync::Mutex<(u64, u64)>,
+    /// Seeds whose clients all fall into one partition of several.
+    skewed: AtomicU64,
+    fill_asks: AtomicU64,
+    filled: AtomicU64,
+    /// Seeds in which an idle partition filled slots for the merge.
+    seeds_filled: AtomicU64,
+    view_changes: AtomicU64,
+    seeds_with_view_change: AtomicU64,
+    merged: AtomicU64,
 }
 
 /// Runs seeds `first..first + count` on all cores; returns the failures' reports.
@@ -58,7 +77,17 @@ fn sweep_totals(first: u64, count: u64, mutation: Option<Mutation>, stop_at_firs
                     let config = SimConfig { mutation, ..SimConfig::from_seed(seed) };
                     ran.fetch_add(1, Ordering::Relaxed);
                     totals.disk_faults.fetch_add(config.disk_fault.is_some() as u64, Ordering::Relaxed);
-                    match run(config, false) {
+                    totals.by_partitions[config.params.partitions - 1].fetch_add(1, Ordering::Relaxed);
+                    let skewed = matches!(config.load, Load::Skewed { .. });
+                    totals.skewed.fetch_add(skewed as u64, Ordering::Relaxed);
+                    let (partitions, started) = (config.params.partitions, Instant::now());
+                    let result = run(config, false);
+                    let micros = started.elapsed().as_micros() as u64;
+                    totals.micros_by_partitions[partitions - 1].fetch_add(micros, Ordering::Relaxed);
+                    let mut slowest = totals.slowest.lock().unwrap();
+                    *slowest = (*slowest).max((micros, seed));
+                    drop(slowest);
+                    match result {
                         Ok(o) => {
                             let add = |counter: &AtomicU64, n: u64| counter.fetch_add(n, Ordering::Relaxed);
                             add(&totals.events, o.events);
@@ -70,20 +99,28 @@ fn sweep_totals(first: u64, count: u64, mutation: Option<Mutation>, stop_at_firs
                             add(&totals.disk_failures, o.disk_failures);
                             add(&totals.refusals, o.refusals);
                             add(&totals.damaged, o.damaged);
+                            add(&totals.fill_asks, o.fill_asks);
+                            add(&totals.filled, o.filled);
+                            add(&totals.seeds_filled, (o.filled > 0) as u64);
+                            add(&totals.view_changes, o.view_changes);
+                            add(&totals.seeds_with_view_change, (o.view_changes > 0) as u64);
+                            add(&totals.merged, o.merged);
                         }
-                        Err(failure) => failures.lock().unwrap().push(failure.to_string()),
+                        Err(failure) => failures.lock().unwrap().push((seed, failure.to_string())),
                     }
                 }
             });
         }
     });
-    (failures.into_inner().unwrap(), totals)
+    let mut failures = failures.into_inner().unwrap();
+    failures.sort();
+    (failures.into_iter().map(|(_, failure)| failure).collect(), totals)
 }
 
 /// Safety, exactly-once, linearizability and liveness over many seeded fault schedules.
 #[test]
 fn seeds() {
-    let count = env_u64("TARA_SIM_SEEDS", 10_000);
+    let count = env_u64("TARA_SIM_SEEDS", 4_000);
     let first = env_u64("TARA_SIM_FIRST_SEED", 1);
     let started = Instant::now();
     let (failures, totals) = sweep_totals(first, count, None, false);
@@ -107,10 +144,41 @@ fn seeds() {
         get(&totals.damaged),
         get(&totals.refusals)
     );
+    let per_p: Vec<u64> = totals.by_partitions.iter().map(get).collect();
+    let ms_per_seed: Vec<String> = (0..4)
+        .map(|i| format!("{:.0}", get(&totals.micros_by_partitions[i]) as f64 / 1000.0 / per_p[i].max(1) as f64))
+        .collect();
+    let (slowest_us, slowest_seed) = *totals.slowest.lock().unwrap();
+    println!(
+        "seeds with P = 1, 2, 3, 4 partitions: {per_p:?} (ms per seed: {}; slowest: seed {}, {} ms), \
+         all clients in one partition of several {}",
+        ms_per_seed.join(", "),
+        slowest_seed,
+        slowest_us / 1000,
+        get(&totals.skewed)
+    );
+    println!(
+        "commits merged {}, fill requests {}, no-ops filled {} (in {} seeds), view changes {} (in {} seeds)",
+        get(&totals.merged),
+        get(&totals.fill_asks),
+        get(&totals.filled),
+        get(&totals.seeds_filled),
+        get(&totals.view_changes),
+        get(&totals.seeds_with_view_change)
+    );
+    for failure in failures.iter().take(20) {
+        println!("{}", failure.lines().next().unwrap_or(""));
+    }
     assert!(
         get(&totals.transfers) > 0 && get(&totals.nacks) > 0 && get(&totals.crashes) > 0,
         "the faults did not happen"
     );
+    if ran >= 200 {
+        assert!(per_p.iter().all(|n| *n * 10 >= ran), "fewer than 10% of the seeds drew some P: {per_p:?}");
+        assert!(get(&totals.skewed) * 10 >= ran, "fewer than 10% of the seeds had skewed load");
+        assert!(get(&totals.seeds_filled) > 0 && get(&totals.fill_asks) > 0, "no idle partition filled its slots");
+        assert!(get(&totals.seeds_with_view_change) > 0, "no view change happened");
+    }
     if ran >= 1_000 {
         assert!(get(&totals.disk_faults) * 10 >= ran, "fewer than 10% of the seeds drew a disk fault");
         assert!(

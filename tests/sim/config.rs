@@ -16,15 +16,31 @@ pub enum DiskFault {
     FlipAtRest { stage: Stage, replica: u32, at_us: u64 },
 }
 
+/// How the clients' load falls on the partitions (Section IV: a client's commands all go to
+/// partition `client % P`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Load {
+    /// Consecutive client ids, at least one client per partition: every partition orders.
+    Spread,
+    /// Every client in partition `partition` (ids `P * n + partition`): the other partitions are
+    /// idle, and the merge waits on them until they fill their slots with no-ops.
+    Skewed {
+        /// The one partition that has clients.
+        partition: u32,
+    },
+}
+
 /// Everything that shapes one run. All of it derives from the seed (plus an optional mutation).
 #[derive(Clone, Debug)]
 pub struct SimConfig {
     /// The seed of everything random in the run.
     pub seed: u64,
-    /// Protocol parameters (f, window, batching, checkpoint interval).
+    /// Protocol parameters (f, window, batching, checkpoint interval, partitions).
     pub params: Params,
     /// Simulated clients.
     pub clients: usize,
+    /// Which partitions the clients' commands go to.
+    pub load: Load,
     /// Commands each client issues.
     pub commands_per_client: usize,
     /// Commands a client keeps outstanding at once.
@@ -68,8 +84,18 @@ pub struct SimConfig {
 
 impl SimConfig {
     /// The run of `seed`: shapes vary from seed to seed so that many corners get visited.
+    ///
+    /// The partitioning (P and the load) is drawn from a generator of its own, so that every
+    /// other draw of a seed is what it was before partitions existed.
     pub fn from_seed(seed: u64) -> SimConfig {
         let mut rng = SmallRng::seed_from_u64(seed ^ 0x5eed_c0f1_9000_0000);
+        let mut shape = SmallRng::seed_from_u64(seed ^ 0x9a27_1710_5eed_0000);
+        let partitions = shape.random_range(1..=4usize);
+        let load = match partitions {
+            1 => Load::Spread,
+            p if shape.random_bool(0.3) => Load::Skewed { partition: shape.random_range(0..p as u32) },
+            _ => Load::Spread,
+        };
         let f = if rng.random_bool(0.2) { 2 } else { 1 };
         let window = [4u64, 8, 16, 64][rng.random_range(0..4)];
         let checkpoint_interval = (window / [1u64, 2, 4][rng.random_range(0..3)]).max(1);
@@ -81,12 +107,16 @@ impl SimConfig {
             checkpoint_interval,
             client_window: 8,
             view_timeout_us: rng.random_range(20_000..100_000),
+            partitions,
+            proposer_delay_us: 0,
         };
         let faulty = rng.random_bool(0.9);
+        let clients: usize = rng.random_range(1..=4);
         SimConfig {
             seed,
             params: params.clone(),
-            clients: rng.random_range(1..=4),
+            clients: if load == Load::Spread { clients.max(partitions) } else { clients },
+            load,
             commands_per_client: rng.random_range(5..=30),
             outstanding: if rng.random_bool(0.3) { 2 } else { 1 },
             keys: rng.random_range(1..=4),
@@ -109,6 +139,16 @@ impl SimConfig {
             disk_fault: (faulty && rng.random_bool(0.25)).then(|| disk_fault(&mut rng, &params)),
             disk_delay_us: (20, rng.random_range(50..1_000)),
             mutation: None,
+        }
+    }
+
+    /// The id of client `index`: consecutive ids spread over the partitions, skewed ones all
+    /// fall into one.
+    pub fn client_id(&self, index: usize) -> u64 {
+        let n = 100 + index as u64;
+        match self.load {
+            Load::Spread => n,
+            Load::Skewed { partition } => n * self.params.partitions as u64 + partition as u64,
         }
     }
 }

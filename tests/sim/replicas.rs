@@ -95,8 +95,10 @@ impl World {
         }
     }
 
-    /// Crashes a replica: its state and every write not yet on disk are lost.
+    /// Crashes a replica: its state and every write not yet on disk are lost (its counters are
+    /// added to the run's figures first).
     pub(super) fn crash_replica(&mut self, node: Node) {
+        self.count_final(node);
         let slot = self.slot(node);
         slot.replica = None;
         slot.persist = None;
@@ -111,9 +113,9 @@ impl World {
         let slot = self.slot(node);
         let Some(replica) = slot.replica.as_mut() else { return Ok(()) };
         if let Some(tuple) = tuple {
-            let summary = format!("{tuple:?}");
+            let kind = tuple.kind();
             if !replica.on_tuple(tuple, now, &mut slot.out) {
-                return Err(("routing", format!("{node:?} cannot handle {summary}")));
+                return Err(("routing", format!("{node:?} cannot handle a {kind:?} tuple")));
             }
         }
         replica.on_tick(now, &mut slot.out);
@@ -166,7 +168,24 @@ impl World {
         Ok(())
     }
 
-    /// Sends a tuple to the receivers the topology names.
+    /// Adds what a replica counted in its incarnation to the run's figures: the no-ops a
+    /// proposer proposed to fill its partition's slots for the merge, the state transfers an
+    /// executor restored.
+    pub(super) fn count_final(&mut self, node: Node) {
+        let Some(counters) = self.slot(node).replica.as_ref().map(|r| r.counters()) else { return };
+        match node.stage() {
+            Some(Stage::Proposer) => self.outcome.filled += counters.filled,
+            Some(Stage::Executor) => {
+                self.outcome.transfers += counters.transfers;
+                self.outcome.views = self.outcome.views.max(counters.view);
+            }
+            _ => {}
+        }
+    }
+
+    /// Sends a tuple to the receivers the topology names: a multicast to the receiving stages'
+    /// replicas of the tuple's partition (all of a shared stage's), a named or led tuple to the
+    /// one replica the topology derives.
     fn route(&mut self, from: Node, tuple: Tuple) -> Check {
         self.before_send(&tuple)?;
         let route = topology::route(tuple.kind());
@@ -177,8 +196,9 @@ impl World {
         }
         match route.to_whom {
             To::Every => {
+                let partition = tuple.partition(&self.config.params);
                 for stage in route.to {
-                    for id in 0..stage.replicas(&self.config.params) as u32 {
+                    for id in topology::receivers(*stage, partition, &self.config.params) {
                         self.send(from, Node::At(*stage, id), tuple.clone());
                     }
                 }
@@ -202,12 +222,20 @@ impl World {
         }
     }
 
-    /// Before a proposal leaves, check one proposer per view and one proposal per slot.
+    /// Before a proposal leaves, check one proposer per view and one proposal per slot; count
+    /// nacks (fill requests apart) and the views commits are made in.
     fn before_send(&mut self, tuple: &Tuple) -> Check {
         match tuple {
             Tuple::Propose(propose) => self.check_proposal(propose),
-            Tuple::Nack(_) => {
-                self.outcome.nacks += 1;
+            Tuple::Commit(commit) => {
+                self.note_commit_view(commit);
+                Ok(())
+            }
+            Tuple::Nack(nack) => {
+                match nack.fill {
+                    true => self.outcome.fill_asks += 1,
+                    false => self.outcome.nacks += 1,
+                }
                 Ok(())
             }
             _ => Ok(()),

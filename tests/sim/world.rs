@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tara::app::kv::{KvOp, KvResult};
-use tara::protocol::topology::Tuple;
+use tara::protocol::merge::{self, Merge};
+use tara::protocol::topology::{self, Tuple};
 use tara::protocol::{Command, Executed, Outcome as ReplyOutcome, Propose, Reply, Request, Stage, Submit, leader_of};
 use tara::storage::{Action, Failpoint, Faulty, MemDisk, replica_dir};
 
@@ -71,11 +72,28 @@ pub(super) enum Event {
     DamageAtRest(Node),
 }
 
+/// One line of a node's recent past, formatted only if the run fails (or is traced).
+enum Line {
+    Text(String),
+    Received(Node, Tuple),
+}
+
+impl std::fmt::Display for Line {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Line::Text(text) => f.write_str(text),
+            Line::Received(from, tuple) => write!(f, "<- {from:?} {}", summary(tuple)),
+        }
+    }
+}
+
 /// Why a run failed: which check, when, and what every replica handled last.
 #[derive(Debug)]
 pub struct Failure {
     /// The seed of the run.
     pub seed: u64,
+    /// The run's partitions.
+    pub partitions: usize,
     /// The check that failed.
     pub check: &'static str,
     /// Simulated time of the failure, microseconds.
@@ -90,8 +108,9 @@ impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "seed {} failed check `{}` at {:.3} ms: {}",
+            "seed {} (P = {}) failed check `{}` at {:.3} ms: {}",
             self.seed,
+            self.partitions,
             self.check,
             self.time_us as f64 / 1000.0,
             self.details
@@ -120,8 +139,16 @@ pub struct Outcome {
     pub transfers: u64,
     /// Nacks sent by executors.
     pub nacks: u64,
-    /// The highest view reached.
+    /// The highest view reached (in any partition).
     pub views: u64,
+    /// View changes: per partition the highest view a commit was made in, summed.
+    pub view_changes: u64,
+    /// Fill requests executors sent to idle partitions (nacks with `fill`).
+    pub fill_asks: u64,
+    /// No-ops proposers proposed to fill slots the merge waited for.
+    pub filled: u64,
+    /// Commits the merges in front of the executors renumbered.
+    pub merged: u64,
     /// Replicas stopped by a failed write.
     pub disk_failures: u64,
     /// Replicas that refused to start on damaged durable state.
@@ -137,7 +164,8 @@ pub struct Outcome {
 pub(super) struct Pending {
     command: Command,
     history: usize,
-    source: u32,
+    /// The client's route (`topology::source_of`); a retransmission takes the next one.
+    route: u32,
 }
 
 pub(super) struct Client {
@@ -162,22 +190,31 @@ struct Checks {
     position: HashMap<(u64, u64), (u64, u32)>,
     /// next -> history chain of the executors that reached it.
     history_at: HashMap<u64, u64>,
-    /// (view, sequence) -> request id proposed.
-    proposals: HashMap<(u64, u64), (u32, u64)>,
+    /// (partition, view, sequence) -> request id proposed.
+    proposals: HashMap<(u32, u64, u64), (u32, u64)>,
+    /// Per partition: the highest view a commit was made in.
+    commit_views: Vec<u64>,
 }
 
 pub(super) struct World {
     pub(super) config: SimConfig,
     pub(super) rng: SmallRng,
     pub(super) now: u64,
+    /// Events scheduled so far (ties in time go in scheduling order).
     order: u64,
-    queue: BinaryHeap<Reverse<(u64, u64, usize)>>,
-    events: HashMap<usize, Event>,
-    next_event: usize,
+    /// (time, order, slot in `events`) of every scheduled event, the earliest first.
+    queue: BinaryHeap<Reverse<(u64, u64, u32)>>,
+    /// The scheduled events, in slots that are reused once their event ran.
+    events: Vec<Option<Event>>,
+    free: Vec<u32>,
     /// Every replica, stage by stage in dataflow order.
     hosted: Vec<Hosted>,
     /// Where each stage's replicas start in `hosted`.
     offsets: [usize; 6],
+    /// The merge in front of the executors (Section IV), as the dataflow's `Merge` operator.
+    merge: Merge,
+    /// The replica the run cuts off the network for a while.
+    isolated: Option<Node>,
     /// The disk every replica's durable state is on, with the run's failpoint.
     pub(super) disk: Faulty<MemDisk>,
     /// The run's disk fault kills the disk for good.
@@ -185,7 +222,8 @@ pub(super) struct World {
     pub(super) clients: Vec<Client>,
     history: Vec<Operation>,
     checks: Checks,
-    recent: BTreeMap<Node, VecDeque<String>>,
+    /// Per node (clients first, then the replicas as in `hosted`), what it handled last.
+    recent: Vec<VecDeque<(u64, Line)>>,
     trace: bool,
     pub(super) outcome: Outcome,
 }
@@ -226,18 +264,20 @@ impl World {
             now: 0,
             order: 0,
             queue: BinaryHeap::new(),
-            events: HashMap::new(),
-            next_event: 0,
+            events: Vec::new(),
+            free: Vec::new(),
             hosted: (0..total).map(|_| Hosted::empty()).collect(),
             offsets,
+            merge: Merge::new(&p),
+            isolated: None,
             disk,
             disk_dead,
-            clients: (0..config.clients as u64)
-                .map(|i| Client { id: 100 + i, next_timestamp: 1, issued: 0, pending: BTreeMap::new() })
+            clients: (0..config.clients)
+                .map(|i| Client { id: config.client_id(i), next_timestamp: 1, issued: 0, pending: BTreeMap::new() })
                 .collect(),
             history: Vec::new(),
-            checks: Checks::default(),
-            recent: BTreeMap::new(),
+            checks: Checks { commit_views: vec![0; p.partitions], ..Checks::default() },
+            recent: (0..config.clients + total).map(|_| VecDeque::new()).collect(),
             trace,
             outcome: Outcome::default(),
             config,
@@ -245,11 +285,18 @@ impl World {
     }
 
     pub(super) fn schedule(&mut self, at: u64, event: Event) {
-        let id = self.next_event;
-        self.next_event += 1;
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.events[slot as usize] = Some(event);
+                slot
+            }
+            None => {
+                self.events.push(Some(event));
+                self.events.len() as u32 - 1
+            }
+        };
+        self.queue.push(Reverse((at, self.order, slot)));
         self.order += 1;
-        self.events.insert(id, event);
-        self.queue.push(Reverse((at, self.order, id)));
     }
 
     /// Every replica, in a fixed order.
@@ -283,6 +330,8 @@ impl World {
     }
 
     fn start(&mut self) {
+        let nodes = self.nodes();
+        self.isolated = self.config.isolate.map(|(index, _, _)| nodes[index % nodes.len()]);
         for node in self.nodes() {
             self.start_replica(node);
         }
@@ -309,20 +358,24 @@ impl World {
     /// Executors whose durable state is broken for good are left out.
     fn done(&mut self) -> bool {
         let clients = self.clients.iter().all(|c| c.issued == self.config.commands_per_client && c.pending.is_empty());
+        if !clients {
+            return false;
+        }
         let positions = self.executor_positions();
-        clients && positions.iter().all(|p| p.is_some() && *p == positions[0])
+        positions.iter().all(|p| p.is_some() && *p == positions[0])
     }
 
     fn main_loop(&mut self) -> Check {
         let deadline = self.config.faults_until_us + self.config.liveness_bound_us;
-        while let Some(Reverse((at, _, id))) = self.queue.pop() {
-            let Some(event) = self.events.remove(&id) else { continue };
+        while let Some(Reverse((at, order, slot))) = self.queue.pop() {
+            let event = self.events[slot as usize].take().expect("a scheduled event");
+            self.free.push(slot);
             self.now = at;
             if self.now > deadline {
                 return Err(self.stuck());
             }
             self.outcome.events += 1;
-            self.outcome.fingerprint = mix(self.outcome.fingerprint, at ^ (id as u64).rotate_left(32));
+            self.outcome.fingerprint = mix(self.outcome.fingerprint, at ^ order.rotate_left(32));
             self.handle(event)?;
             if self.done() {
                 return Ok(());
@@ -370,26 +423,38 @@ impl World {
     }
 
     pub(super) fn note(&mut self, node: Node, line: String) {
+        self.remember(node, Line::Text(line));
+    }
+
+    fn remember(&mut self, node: Node, line: Line) {
         if self.trace {
             eprintln!("{:>10.3} ms  {:?}  {}", self.now as f64 / 1000.0, node, line);
         }
-        let recent = self.recent.entry(node).or_default();
+        let index = match node {
+            Node::Client(c) => c as usize,
+            Node::At(stage, id) => self.clients.len() + self.offsets[stage.index()] + id as usize,
+        };
+        let recent = &mut self.recent[index];
         if recent.len() == 12 {
             recent.pop_front();
         }
-        recent.push_back(format!("{:.3}ms {line}", self.now as f64 / 1000.0));
+        recent.push_back((self.now, line));
     }
 
     fn failure(&self, check: &'static str, details: String) -> Failure {
-        let trace = self
-            .recent
-            .iter()
+        let nodes = (0..self.clients.len() as u32).map(Node::Client).chain(self.nodes());
+        let trace = nodes
+            .zip(&self.recent)
+            .filter(|(_, lines)| !lines.is_empty())
             .map(|(node, lines)| {
-                format!("  {node:?}:\n{}", lines.iter().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n"))
+                let lines: Vec<String> =
+                    lines.iter().map(|(at, l)| format!("    {:.3}ms {l}", *at as f64 / 1000.0)).collect();
+                format!("  {node:?}:\n{}", lines.join("\n"))
             })
             .collect::<Vec<_>>()
             .join("\n");
-        Failure { seed: self.config.seed, check, time_us: self.now, details, trace }
+        let (seed, partitions) = (self.config.seed, self.config.params.partitions);
+        Failure { seed, partitions, check, time_us: self.now, details, trace }
     }
 
     // ---- network ----
@@ -400,9 +465,8 @@ impl World {
 
     /// True if `node` is cut off the network right now.
     fn isolated(&self, node: Node) -> bool {
-        let Some((index, from, until)) = self.config.isolate else { return false };
-        let nodes = self.nodes();
-        nodes[index % nodes.len()] == node && self.now >= from && self.now < until && self.faulty()
+        let Some((_, from, until)) = self.config.isolate else { return false };
+        self.isolated == Some(node) && self.now >= from && self.now < until && self.faulty()
     }
 
     pub(super) fn send(&mut self, from: Node, to: Node, tuple: Tuple) {
@@ -429,13 +493,27 @@ impl World {
         if self.down(to) {
             return Ok(());
         }
-        let line = format!("<- {from:?} {}", summary(&tuple));
-        self.note(to, line);
+        let tuple = match (to.stage(), tuple) {
+            (Some(Stage::Executor), Tuple::Commit(commit)) => self.merged(commit)?,
+            (_, tuple) => tuple,
+        };
+        self.remember(to, Line::Received(from, tuple.clone()));
         match (to, tuple) {
             (Node::Client(c), Tuple::Reply(reply)) => self.on_reply(c, reply),
             (Node::Client(c), other) => Err(("routing", format!("client {c} got {other:?}"))),
             (node, tuple) => self.step(node, Some(tuple)),
         }
+    }
+
+    /// A commit on its way into an executor passes the merge, as in the dataflow: partition
+    /// `i`'s slot `s` becomes execution slot `s * P + i`, its committer its index in `i`.
+    fn merged(&mut self, commit: tara::protocol::Commit) -> Result<Tuple, (&'static str, String)> {
+        let committer = commit.committer;
+        let merged = self.merge.commit(commit);
+        let merged =
+            merged.ok_or_else(|| ("routing", format!("the merge has no partition for committer {committer}")))?;
+        self.outcome.merged = self.merge.merged();
+        Ok(Tuple::Commit(merged))
     }
 
     // ---- crashes ----
@@ -448,7 +526,7 @@ impl World {
     }
 
     /// Crashes a random replica of any stage, the active proposer included, if its stage has
-    /// fewer than f replicas down (broken ones included).
+    /// fewer than f replicas down (broken ones included) in the victim's partition.
     fn crash_someone(&mut self) {
         if !self.faulty() {
             return;
@@ -467,11 +545,22 @@ impl World {
         self.schedule(back, Event::Restart(victim));
     }
 
-    /// True if `victim` is up and its stage has fewer than f replicas down.
+    /// True if `victim` is up and its stage has fewer than f replicas down in its partition
+    /// (each partition's group of a stage tolerates f crashes, Section IV; a shared stage is one
+    /// group).
     fn may_crash(&mut self, victim: Node) -> bool {
-        let nodes = self.nodes();
-        let down = nodes.iter().filter(|n| n.stage() == victim.stage() && self.down(**n)).count();
+        let group = |world: &World, node: Node| node.stage().map(|stage| (stage, world.partition_of(node)));
+        let peers: Vec<Node> = self.nodes().into_iter().filter(|n| group(self, *n) == group(self, victim)).collect();
+        let down = peers.into_iter().filter(|n| self.down(*n)).count();
         !self.down(victim) && down < self.config.params.f
+    }
+
+    /// The partition of a replica (0 for the shared stages).
+    pub(super) fn partition_of(&self, node: Node) -> u32 {
+        match node {
+            Node::At(stage, id) => topology::locate(stage, id, &self.config.params).0,
+            Node::Client(_) => 0,
+        }
     }
 
     /// Restarts a replica with its durable state only: an executor reloads its newest
@@ -529,23 +618,24 @@ impl World {
         };
         let c = &mut self.clients[client as usize];
         let command = Command { client: c.id, timestamp, answered_below, op: op.encode() };
-        let source = ((c.id + timestamp) % self.config.params.sources() as u64) as u32;
+        let route = (c.id + timestamp) as u32;
+        let source = topology::source_of(c.id, route, &self.config.params);
         self.history.push(Operation { client: c.id, invoke: self.now, response: None, op, result: None });
         let history = self.history.len() - 1;
         let c = &mut self.clients[client as usize];
-        c.pending.insert(timestamp, Pending { command: command.clone(), history, source });
+        c.pending.insert(timestamp, Pending { command: command.clone(), history, route });
         self.send(Node::Client(client), Node::At(Stage::Source, source), Tuple::Command(Submit { source, command }));
         self.schedule(self.now + self.config.retry_us, Event::Retry { client, timestamp });
     }
 
     fn retry(&mut self, client: u32, timestamp: u64) {
-        let sources = self.config.params.sources() as u32;
         let c = &mut self.clients[client as usize];
-        let answered_below = c.answered_below();
+        let (id, answered_below) = (c.id, c.answered_below());
         let Some(pending) = c.pending.get_mut(&timestamp) else { return };
-        pending.source = (pending.source + 1) % sources;
+        pending.route = pending.route.wrapping_add(1);
         pending.command.answered_below = answered_below;
-        let (source, command) = (pending.source, pending.command.clone());
+        let (route, command) = (pending.route, pending.command.clone());
+        let source = topology::source_of(id, route, &self.config.params);
         self.send(Node::Client(client), Node::At(Stage::Source, source), Tuple::Command(Submit { source, command }));
         self.schedule(self.now + self.config.retry_us, Event::Retry { client, timestamp });
     }
@@ -577,22 +667,34 @@ impl World {
 
     // ---- checks ----
 
-    /// Safety (Section III-C): in view v only proposer v mod (f+1) proposes, and it proposes
-    /// one request per sequence number.
+    /// Safety (Section III-C): in view v of a partition only that partition's proposer
+    /// v mod (f+1) proposes, and it proposes one request per sequence number; a request comes
+    /// from a source of the same partition (or is a no-op).
     pub(super) fn check_proposal(&mut self, propose: &Propose) -> Check {
-        let leader = leader_of(propose.view, self.config.params.proposers());
-        if propose.proposer != leader {
+        let p = &self.config.params;
+        let (partition, local) = topology::locate(Stage::Proposer, propose.proposer, p);
+        if local != leader_of(propose.view, p.proposers()) {
             return Err((
                 "one proposer per view",
-                format!("proposer {} proposed in view {}", propose.proposer, propose.view),
+                format!("proposer {} (partition {partition}) proposed in view {}", propose.proposer, propose.view),
             ));
         }
-        let id = propose.request.id();
-        let first = *self.checks.proposals.entry((propose.view, propose.sequence)).or_insert(id);
+        let request = &propose.request;
+        if !request.is_noop() && topology::locate(Stage::Source, request.source, p).0 != partition {
+            return Err((
+                "partition",
+                format!("proposer {} of partition {partition} proposed {:?}", propose.proposer, request.id()),
+            ));
+        }
+        let id = request.id();
+        let first = *self.checks.proposals.entry((partition, propose.view, propose.sequence)).or_insert(id);
         if first != id {
             return Err((
                 "one proposal per slot",
-                format!("s{} v{} proposed as {first:?} and as {id:?}", propose.sequence, propose.view),
+                format!(
+                    "partition {partition} s{} v{} proposed as {first:?} and as {id:?}",
+                    propose.sequence, propose.view
+                ),
             ));
         }
         Ok(())
@@ -602,6 +704,18 @@ impl World {
     /// changes once committed, across view changes too), and a command executes at one
     /// position only.
     pub(super) fn check_executed(&mut self, x: Executed) -> Check {
+        let p = &self.config.params;
+        let (partition, _) = merge::slot_of(x.sequence, p.partitions);
+        let expected = topology::partition_of_client(x.command.client, p);
+        if partition != expected {
+            return Err((
+                "merge",
+                format!(
+                    "executor {} executed client {}'s t{} at s{} of partition {partition}, not of {expected}",
+                    x.executor, x.command.client, x.command.timestamp, x.sequence
+                ),
+            ));
+        }
         let position = (x.sequence, x.index);
         let entry = (x.command.client, x.command.timestamp, x.result.clone());
         if let Some(first) = self.checks.decided.get(&position) {
@@ -634,13 +748,18 @@ impl World {
         Ok(())
     }
 
+    /// The view a commit was made in: the partition's view changes that completed.
+    pub(super) fn note_commit_view(&mut self, commit: &tara::protocol::Commit) {
+        let (partition, _) = topology::locate(Stage::Committer, commit.committer, &self.config.params);
+        let view = &mut self.checks.commit_views[partition as usize];
+        *view = (*view).max(commit.view);
+    }
+
     fn final_checks(&mut self) -> Check {
-        for e in 0..self.config.params.executors() as u32 {
-            if let Some(executor) = self.slot(Node::At(Stage::Executor, e)).replica.as_ref().map(|r| r.counters()) {
-                self.outcome.transfers += executor.transfers;
-                self.outcome.views = self.outcome.views.max(executor.view);
-            }
+        for node in self.nodes() {
+            self.count_final(node);
         }
+        self.outcome.view_changes = self.checks.commit_views.iter().sum();
         for c in &self.clients {
             for timestamp in 1..c.next_timestamp {
                 if !self.checks.position.contains_key(&(c.id, timestamp)) {
