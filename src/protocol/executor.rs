@@ -560,14 +560,28 @@ impl<A: Application> Executor<A> {
         self.is_committed(exec).then(|| self.slots.get(exec).map(|slot| &slot.request)).flatten()
     }
 
-    /// How many slots of `partition` the merge waits for: all of its slots below the highest
-    /// committed one; 0 while the merge is not held up.
+    /// The execution slot below which the merge needs every slot now: one above the highest
+    /// committed slot, or the next checkpoint boundary when that is less than one round of the
+    /// partitions away. A partition whose window is full (a window of one checkpoint interval)
+    /// waits for that checkpoint, so no later slot of its own can show the others how far to
+    /// fill (the simulator found this deadlock).
+    fn merge_target(&self) -> u64 {
+        let boundary = self.committed_top.next_multiple_of(self.checkpoint_interval);
+        if boundary - self.committed_top < self.partitions as u64 { boundary } else { self.committed_top }
+    }
+
+    /// The merge is held up: a slot it needs now is not committed.
+    fn blocked(&self) -> bool {
+        self.partitions > 1 && self.merge_target() > self.next && !self.is_committed(self.next)
+    }
+
+    /// How many slots of `partition` the merge waits for: all of its slots below the merge
+    /// target; 0 while the merge is not held up.
     fn wanted(&self, partition: u32) -> u64 {
-        let blocked = self.partitions > 1 && self.committed_top > self.next && !self.is_committed(self.next);
-        if !blocked {
+        if !self.blocked() {
             return 0;
         }
-        merge::partition_stable(self.committed_top, partition, self.partitions)
+        merge::partition_stable(self.merge_target(), partition, self.partitions)
     }
 
     /// Section IV: the merge waits on partitions that did not propose their slots. Each is asked
@@ -576,13 +590,13 @@ impl<A: Application> Executor<A> {
     /// than the merge needs now: a partition under load has usually proposed that far already,
     /// and is then not filled at all.
     fn ask_fill(&mut self, now_us: u64, out: &mut Outbox) {
-        let blocked = self.partitions > 1 && self.committed_top > self.next && !self.is_committed(self.next);
-        if !blocked {
+        if !self.blocked() {
             return;
         }
         for partition in 0..self.partitions as u32 {
             let Some(through) = self.wanted(partition).checked_sub(1) else { continue };
-            if self.is_committed(merge::exec_sequence(partition, through, self.partitions)) {
+            let exec = merge::exec_sequence(partition, through, self.partitions);
+            if exec < self.next || self.is_committed(exec) {
                 continue;
             }
             let (asked, asked_us) = self.fill_asked[partition as usize];
@@ -850,6 +864,26 @@ mod tests {
 
     /// Repair: an executor held up by an instance that does not commit asks the active proposer
     /// for it, once per timeout, and only when it has evidence that something is under way.
+    /// The deadlock the simulator found: with a window of one checkpoint interval, partition 0
+    /// fills its window and waits for the checkpoint, which needs partition 1's last slot before
+    /// the boundary; no later committed slot shows that it is missing, so the boundary does.
+    #[test]
+    fn asks_for_the_slots_the_next_checkpoint_needs() {
+        let params = Params { partitions: 2, window: 4, checkpoint_interval: 4, ..params() };
+        let mut e = Executor::new(0, &params, KvStore::default());
+        let mut out = Outbox::default();
+        for exec in 0..7 {
+            let r = request(exec + 1, vec![put(1, exec + 1, "a")]);
+            for committer in 0..2 {
+                e.on_commit(commit(committer, exec, 0, &r), &mut out);
+            }
+        }
+        assert_eq!(e.next(), 7, "everything committed executed; partition 0's window is full");
+        e.on_tick(1_000_000, &mut out);
+        let fills: Vec<Nack> = out.nacks.iter().copied().filter(|n| n.fill).collect();
+        assert_eq!(fills, vec![Nack { executor: 0, partition: 1, view: 0, sequence: 3, fill: true }]);
+    }
+
     /// Section IV: with two partitions, a committed slot of partition 0 waits for partition 1's
     /// slot before it; the executor asks partition 1 to fill exactly the slots it needs, once,
     /// and executes the merged order when the no-op commits.
