@@ -1,4 +1,4 @@
-//! Multi-process clusters over TCP (issue 6), measured against the embedded cluster in the same
+//! Multi-process clusters over TCP, measured against the embedded cluster in the same
 //! run: the paper's workload (half `set data`, half `get data`) from closed-loop TCP clients
 //! against three `tara run` processes under `tara cluster`'s supervisor, and the same workload on
 //! an embedded cluster of three worker threads. Then real crashes: kill -9 of a process three

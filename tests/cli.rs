@@ -16,7 +16,7 @@ fn tara(args: &[&str]) -> std::process::Output {
         .expect("tara runs")
 }
 
-/// Issue 2: `tara demo --json` prints one JSON object with the summary keys, and the executor
+/// `tara demo --json` prints one JSON object with the summary keys, and the executor
 /// replicas agree.
 #[test]
 fn demo_prints_a_json_summary() {
@@ -49,7 +49,7 @@ fn demo_rejects_a_bad_description() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read description file"));
 }
 
-/// Issue 6: `tara bench` on a description with processes starts them under a supervisor, drives
+/// `tara bench` on a description with processes starts them under a supervisor, drives
 /// closed-loop clients over TCP, and prints the same JSON summary as `tara demo`, with the
 /// executors of all processes in agreement; the processes are gone afterwards.
 #[test]
@@ -78,7 +78,7 @@ fn bench_over_tcp_on_a_self_started_cluster() {
     });
 }
 
-/// Issue 6: `tara graph` prints the dataflow as DOT: every process, stage and loop.
+/// `tara graph` prints the dataflow as DOT: every process, stage and loop.
 #[test]
 fn graph_prints_the_dataflow_as_dot() {
     let out = tara(&["graph", "--config", "dataflows/local-f1.toml"]);

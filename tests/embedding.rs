@@ -52,7 +52,7 @@ fn forward<T: 'static>(stream: timely::dataflow::Stream<'_, u64, Vec<T>>, sender
     });
 }
 
-/// Issue 2 / Section III-C: a retransmitted duplicate (same client and timestamp, through
+/// Section III-C: a retransmitted duplicate (same client and timestamp, through
 /// another request source) takes effect once and is answered from the reply cache.
 #[test]
 fn a_retransmitted_duplicate_takes_effect_once() {

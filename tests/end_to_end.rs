@@ -70,7 +70,7 @@ impl Model {
     }
 }
 
-/// Issue 2: 8+ concurrent clients, 10,000+ commands on the coordination service; every client
+/// 8+ concurrent clients, 10,000+ commands on the coordination service; every client
 /// gets the right result for every command, every executor replica executes the same sequence
 /// and ends with the same digest.
 #[test]
@@ -141,7 +141,7 @@ fn many_clients_every_replica_executes_the_same_sequence() {
     });
 }
 
-/// Issue 2: a command with a malformed operation gets an error reply, and the cluster keeps
+/// A command with a malformed operation gets an error reply, and the cluster keeps
 /// serving the same client and the others.
 #[test]
 fn a_malformed_operation_gets_an_error_and_others_are_served() {
@@ -161,7 +161,7 @@ fn a_malformed_operation_gets_an_error_and_others_are_served() {
     });
 }
 
-/// Issue 2, pipelining (Section VI-B): with a window of 64 the proposer has more than one
+/// pipelining (Section VI-B): with a window of 64 the proposer has more than one
 /// instance in flight at once, and never more than the window.
 #[test]
 fn the_proposer_pipelines_instances() {
@@ -188,7 +188,7 @@ fn the_proposer_pipelines_instances() {
     });
 }
 
-/// Issue 2: the client API, blocking and pipelined, against every coordination-service error.
+/// The client API, blocking and pipelined, against every coordination-service error.
 #[test]
 fn coordination_service_errors_through_the_cluster() {
     within(60, || {
@@ -238,7 +238,7 @@ fn an_invalid_description_does_not_start() {
     }
 }
 
-/// Issue 2: a command without reply is retransmitted through another request source, and the
+/// A command without reply is retransmitted through another request source, and the
 /// duplicates take effect once. A 5 ms batch timeout holds every command past the 1 ms retry
 /// timeout, so nearly every command is sent twice or more; each sequential create must still
 /// create exactly one znode.

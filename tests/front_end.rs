@@ -1,4 +1,4 @@
-//! Issue 6: the client front end of a multi-process cluster over raw TCP (bad frames, pipelining,
+//! The client front end of a multi-process cluster over raw TCP (bad frames, pipelining,
 //! many connections) and the checks `tara run` and `tara cluster` make before anything starts.
 //! Everything on 127.0.0.1, free ports, bounded time; the harness kills every process it started.
 
@@ -99,7 +99,7 @@ fn read_frame(stream: &mut TcpStream, reader: &mut FrameReader) -> ServerFrame {
     }
 }
 
-/// Issue 6: a frame whose body does not decode, a frame of another protocol version and a frame
+/// A frame whose body does not decode, a frame of another protocol version and a frame
 /// longer than `max_frame_bytes` each get exactly one `Error` frame saying what was wrong, and
 /// then their connection is closed; a client on another connection keeps getting correct
 /// answers before, between and after them.
@@ -153,7 +153,7 @@ fn bad_frames_get_error_frames_and_others_keep_being_served() {
     });
 }
 
-/// Issue 6: 200 commands written back to back on one connection, without waiting for any
+/// 200 commands written back to back on one connection, without waiting for any
 /// answer, are all answered on that connection, each exactly once and executed exactly once.
 #[test]
 fn many_commands_pipelined_on_one_connection() {
@@ -209,7 +209,7 @@ fn raise_open_files(wanted: libc::rlim_t) {
     assert!(limit.rlim_cur >= 2048, "only {} open files allowed", limit.rlim_cur);
 }
 
-/// Issue 6: the front ends hold 1,000 client connections open at once and answer a command on
+/// The front ends hold 1,000 client connections open at once and answer a command on
 /// each of them.
 #[test]
 fn a_thousand_connections_are_held_and_served() {
@@ -295,7 +295,7 @@ fn description(head: &str, state: &Path, processes: &[(String, String)]) -> Stri
     text
 }
 
-/// Issue 6: `tara run` and `tara cluster` check the description, the hostfile and the flags
+/// `tara run` and `tara cluster` check the description, the hostfile and the flags
 /// before starting anything, and exit at once (code 2) with a message that names the problem:
 /// a repeated address, an index out of range, a hostfile with a repeated, malformed or missing
 /// line, a wrong `-n`, an address that cannot be bound, `f = 0`, no `[[process]]`.

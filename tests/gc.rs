@@ -63,7 +63,7 @@ fn max_over(cluster: &Cluster, stage: Stage, get: impl Fn(&ReplicaStats) -> &std
     cluster.control().stage_stats(stage).map(|(_, s)| ReplicaStats::get(get(s))).max().unwrap_or(0)
 }
 
-/// Issue 4: 1,000,000 commands with window 256 and checkpoint interval 128; the state every
+/// 1,000,000 commands with window 256 and checkpoint interval 128; the state every
 /// stage holds never exceeds a bound derived from the window (and, for the reply cache, from
 /// the clients and their window).
 #[test]
@@ -101,7 +101,7 @@ fn memory_stays_bounded() {
     });
 }
 
-/// Issue 4: an executor whose inbound commits are lost falls behind the threshold and catches up
+/// An executor whose inbound commits are lost falls behind the threshold and catches up
 /// through state transfer (a checkpoint sent through the dataflow): with its commits lost, that
 /// is the only way it can move. It ends with the same digest.
 #[test]
@@ -121,7 +121,7 @@ fn a_lagging_executor_catches_up_by_state_transfer() {
     });
 }
 
-/// Issue 4 / Section III-D: a proposer with a full window stalls and resumes when the threshold
+/// Section III-D: a proposer with a full window stalls and resumes when the threshold
 /// rises; no request is lost (each sequential create creates exactly one znode).
 #[test]
 fn a_full_window_stalls_and_resumes() {
@@ -156,7 +156,7 @@ fn checkpoints_of(cluster: &Cluster, executor: u32) -> Vec<u64> {
     store.files().unwrap().into_iter().map(|(s, _)| s).collect()
 }
 
-/// Issue 4: after a restart an executor has lost its memory but keeps its checkpoint directory:
+/// After a restart an executor has lost its memory but keeps its checkpoint directory:
 /// it loads its newest valid checkpoint and catches up.
 #[test]
 fn a_restarted_executor_loads_its_newest_checkpoint() {
@@ -179,7 +179,7 @@ fn a_restarted_executor_loads_its_newest_checkpoint() {
     });
 }
 
-/// Issue 4: a corrupted checkpoint file is rejected, and the executor recovers from a peer.
+/// A corrupted checkpoint file is rejected, and the executor recovers from a peer.
 #[test]
 fn a_corrupt_checkpoint_is_rejected_and_a_peer_supplies_one() {
     within(120, || {

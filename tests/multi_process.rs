@@ -1,4 +1,4 @@
-//! Issue 6: multi-process clusters started by `tara cluster`, driven over TCP, with real process
+//! Multi-process clusters started by `tara cluster`, driven over TCP, with real process
 //! crashes (kill -9) and hangs (SIGSTOP). Everything on 127.0.0.1, free ports, bounded time; the
 //! harness kills every process it started.
 
@@ -25,7 +25,7 @@ fn answer(client: &mut Client, op: CoordOp) -> Result<CoordResponse, CoordError>
     decode_result(&bytes).expect("a coordination result")
 }
 
-/// Issue 6: a 3-process f = 1 cluster started by `tara cluster` serves several TCP clients with
+/// A 3-process f = 1 cluster started by `tara cluster` serves several TCP clients with
 /// the right results, and its three executors (one per process) agree.
 #[test]
 fn three_processes_serve_several_clients_and_executors_agree() {
@@ -226,7 +226,7 @@ fn check_creates(client: &mut Client, creates: &BTreeMap<String, bool>) {
     }
 }
 
-/// Issue 6: kill -9 of a process in the middle of a workload. The supervisor restarts the whole
+/// Kill -9 of a process in the middle of a workload. The supervisor restarts the whole
 /// cluster, which recovers from its durable state; the clients reconnect and finish. The history
 /// is linearizable (so no acknowledged write is lost), every command retried across the restart
 /// took effect once, and the executors agree.
@@ -257,7 +257,7 @@ fn kill_9_mid_workload_restarts_the_cluster_and_loses_nothing() {
     });
 }
 
-/// Issue 6: SIGSTOP of a process stalls timely silently; the supervisor's health probe notices,
+/// SIGSTOP of a process stalls timely silently; the supervisor's health probe notices,
 /// restarts the cluster, and the service comes back.
 #[test]
 fn a_stopped_process_is_detected_and_the_cluster_restarted() {
@@ -285,7 +285,7 @@ fn tara(args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_tara")).args(args).output().expect("tara runs")
 }
 
-/// Issue 6: `tara client` runs each coordination operation over TCP, prints the answer, and says
+/// `tara client` runs each coordination operation over TCP, prints the answer, and says
 /// clearly what went wrong (exit 1 for a service error, 2 for an unreachable cluster or a front
 /// end that hosts no request source).
 #[test]
@@ -334,7 +334,7 @@ fn the_client_command_runs_every_operation_with_clear_errors() {
     });
 }
 
-/// Issue 6: Ctrl-C (SIGINT) stops `tara cluster` cleanly: it exits with success and leaves no
+/// Ctrl-C (SIGINT) stops `tara cluster` cleanly: it exits with success and leaves no
 /// process behind.
 #[test]
 fn ctrl_c_stops_the_cluster_and_its_processes() {
@@ -352,7 +352,7 @@ fn ctrl_c_stops_the_cluster_and_its_processes() {
     });
 }
 
-/// Issue 6: `tara run` as a timely user starts any timely program: three processes started by
+/// `tara run` as a timely user starts any timely program: three processes started by
 /// hand with `-p`, `-w`, `-n` and a hostfile (`-h`) whose addresses replace the description's
 /// timely addresses. They form a cluster that serves clients, and each logs its role assignment.
 #[test]
@@ -404,7 +404,7 @@ fn processes_started_by_hand_with_timely_flags_form_a_cluster() {
     });
 }
 
-/// Issue 6: a process whose peers never come (not started, or unreachable) does not wait
+/// A process whose peers never come (not started, or unreachable) does not wait
 /// forever as timely would: after `connect_timeout_ms` it names the process and address it
 /// waited for and exits with the runtime code 1, which `tara cluster` answers with a restart.
 /// (It used to exit with 2, the configuration-error code, so a peer slow to come back during a

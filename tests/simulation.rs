@@ -1,4 +1,4 @@
-//! The deterministic simulator (issue 3): thousands of seeded fault schedules in every CI run.
+//! The deterministic simulator: thousands of seeded fault schedules in every CI run.
 //!
 //! `cargo test --release --test simulation` runs `TARA_SIM_SEEDS` seeds (4,000 by default) of
 //! randomly shaped f = 1 and f = 2 deployments with P = 1 to 4 partitions (Section IV: per

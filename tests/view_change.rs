@@ -18,7 +18,7 @@ use tara::app::kv::{KvOp, KvStore};
 use tara::cluster::{Cluster, Options};
 use tara::dataflow::Stage;
 
-/// Issue 5: the active proposer crashes in the middle of a workload; the controllers start a
+/// The active proposer crashes in the middle of a workload; the controllers start a
 /// new view, the new proposer takes over from the committers' records, and the service goes on.
 /// Every request committed before the view change keeps its sequence number, the history is
 /// linearizable, and the executors agree.
@@ -48,7 +48,7 @@ fn a_proposer_crash_changes_the_view_and_loses_nothing() {
     });
 }
 
-/// Issue 5, the paper's Figure 8 with small times: proposer 0 crashes and is restarted
+/// The paper's Figure 8 with small times: proposer 0 crashes and is restarted
 /// automatically; then proposer 1, the new leader, crashes; the service continues after both.
 #[test]
 fn two_successive_proposer_crashes_with_automatic_restart() {
@@ -116,7 +116,7 @@ fn amnesia_scenario(durable_records: bool) -> bool {
     quiet && cluster.stop().digests_agree()
 }
 
-/// Issue 5: with durable records the amnesia case is harmless...
+/// With durable records the amnesia case is harmless...
 #[test]
 fn durable_records_prevent_amnesia() {
     within(120, || assert!(amnesia_scenario(true), "executors diverged although records are durable"));
@@ -183,7 +183,7 @@ fn fault_run(seed: u64) -> Result<(), String> {
     Ok(())
 }
 
-/// Issue 5: at least 200 seeded runs of random fault schedules per CI run
+/// At least 200 seeded runs of random fault schedules per CI run
 /// (`TARA_FAULT_RUNS` for more, `TARA_FAULT_SEED` to replay one). Every history is linearizable
 /// (so no acknowledged write is lost: the final reads see it), executors agree.
 #[test]

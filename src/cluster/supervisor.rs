@@ -5,8 +5,8 @@
 //! process can rejoin), so the supervisor restarts the *whole* cluster when any process exits or
 //! when a health probe (a read-only command through the consensus path) goes unanswered for
 //! `probe_timeout_ms`. Every process recovers from its durable state: executors from their newest
-//! checkpoint, committers from their record logs, the new proposer through the record path
-//! (DESIGN.md section 4). Clients retry, and executors' duplicate detection makes every command
+//! checkpoint, committers from their record logs, the new proposer through the record path.
+//! Clients retry, and executors' duplicate detection makes every command
 //! take effect once.
 
 use std::os::unix::process::CommandExt;
