@@ -16,7 +16,7 @@ pub mod gc;
 pub mod host;
 pub mod ingress;
 pub mod merge;
-pub mod placement;
+pub use crate::protocol::placement;
 pub mod proposer;
 pub mod pulse;
 pub mod routed;

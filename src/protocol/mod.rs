@@ -16,6 +16,7 @@ pub mod gc;
 pub mod merge;
 pub mod mutation;
 pub mod params;
+pub mod placement;
 pub mod proposer;
 pub mod quorum;
 pub mod replica;

@@ -1,4 +1,5 @@
-//! Which timely worker hosts which replica of which stage.
+//! Which timely worker hosts which replica of which stage: plain data, decided before the
+//! dataflow is built (the stage host and the cluster read it; nothing here knows timely).
 //!
 //! Replicas of one stage must sit on distinct workers, and on distinct processes whenever the
 //! cluster has enough (Section III-A: "replicas belonging to the same stage are placed on separate
@@ -6,8 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::Params;
-pub use crate::protocol::Stage;
+use super::params::Params;
+pub use super::topology::Stage;
 
 /// Where the default spread starts a stage, so that heavy stages start on different workers:
 /// the active proposer, committer 0 and executor 0 do not all share worker 0 with a source.
