@@ -148,6 +148,11 @@ impl ReplicaStore {
         self.stage
     }
 
+    /// True if this store keeps nothing (its writes cost nothing and need no writer thread).
+    pub fn is_volatile(&self) -> bool {
+        matches!(self.files, Files::Volatile)
+    }
+
     /// Applies `writes`; record-log appends are durable only after [`ReplicaStore::sync`].
     pub fn apply(&mut self, writes: &Writes) -> Result<(), StorageError> {
         match &mut self.files {

@@ -57,7 +57,9 @@ impl Storage {
     /// durable; everything else is written on the caller's thread.
     pub fn gate(&self, store: ReplicaStore, id: u32, wake: Box<dyn Fn() + Send>) -> std::io::Result<Persist> {
         let files = matches!(self, Storage::Directory { .. });
-        if files && matches!(store.stage(), Stage::Committer | Stage::Executor) {
+        // A volatile store (a committer without durable records) writes nothing: a hand-off to a
+        // thread would only add two wake-ups to every commit.
+        if files && !store.is_volatile() && matches!(store.stage(), Stage::Committer | Stage::Executor) {
             Persist::threaded(store.stage(), id, store, wake)
         } else {
             Ok(Persist::inline(store))

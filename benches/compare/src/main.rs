@@ -27,6 +27,8 @@
 //! - `COMPARE_SECONDS` (default 3): measured seconds per point.
 //! - `COMPARE_WARMUP_MS` (default 500): warm-up per point, not measured.
 //! - `COMPARE_ROUNDS` (default 2): sweeps.
+//! - `COMPARE_SYSTEMS` (default all): which systems run, by short name (`openraft`,
+//!   `non-durable`, `durable`, `coordination`), comma-separated.
 //! - `COMPARE_OUT` (default `papers/` of the repository): where `compare.csv`, `compare.json`
 //!   and `compare.svg` go.
 
@@ -102,6 +104,16 @@ impl System {
             System::Tara(Variant::NonDurable) => "tara non-durable",
             System::Tara(Variant::Durable) => "tara durable",
             System::Tara(Variant::Coordination) => "tara coordination (durable)",
+        }
+    }
+
+    /// The name `COMPARE_SYSTEMS` knows it by.
+    pub fn short(self) -> &'static str {
+        match self {
+            System::OpenRaft => "openraft",
+            System::Tara(Variant::NonDurable) => "non-durable",
+            System::Tara(Variant::Durable) => "durable",
+            System::Tara(Variant::Coordination) => "coordination",
         }
     }
 
@@ -187,12 +199,26 @@ fn main() {
     }
 }
 
+/// The systems named in `COMPARE_SYSTEMS` (short names, comma-separated), or all of them.
+fn selected_systems() -> Result<Vec<System>, String> {
+    let Ok(list) = std::env::var("COMPARE_SYSTEMS") else { return Ok(System::ALL.to_vec()) };
+    list.split(',')
+        .map(|name| {
+            System::ALL.into_iter().find(|s| s.short() == name.trim()).ok_or_else(|| {
+                let known: Vec<&str> = System::ALL.iter().map(|s| s.short()).collect();
+                format!("COMPARE_SYSTEMS: unknown system {name:?}; known: {}", known.join(", "))
+            })
+        })
+        .collect()
+}
+
 /// The interleaved sweep, then the report.
 fn run() -> Result<(), String> {
     let settings = Settings::from_env()?;
     let (warmup, measured) =
         (Duration::from_secs_f64(settings.warmup_seconds), Duration::from_secs_f64(settings.seconds));
-    let points = settings.rounds * settings.clients.len() * System::ALL.len();
+    let systems = selected_systems()?;
+    let points = settings.rounds * settings.clients.len() * systems.len();
     eprintln!(
         "compare: {points} points of {:.1} s + {:.1} s warm-up; clients {:?}, {} rounds; openraft {}",
         settings.seconds,
@@ -204,9 +230,9 @@ fn run() -> Result<(), String> {
     let mut runs = Vec::new();
     for round in 1..=settings.rounds {
         for &clients in &settings.clients {
-            for i in 0..System::ALL.len() {
+            for i in 0..systems.len() {
                 // Rotate the order per round, so no system always runs first after a change.
-                let system = System::ALL[(i + round - 1) % System::ALL.len()];
+                let system = systems[(i + round - 1) % systems.len()];
                 eprint!("[round {round}/{}] clients {clients:>4}  {:<28} ", settings.rounds, system.label());
                 let measurement =
                     system.run(clients, warmup, measured).map_err(|e| format!("{}: {e}", system.label()))?;
