@@ -118,12 +118,12 @@ fn client_op<'s>(
                 let client = driver.clients[index].id as u32;
                 out.push(Req { worker: me as u32, client, timestamp, payload: vec![7; 64] });
             }
-            give(&mut output, pulse.send_cap(0), out.into_iter());
+            let sent = give(&mut output, pulse.send_cap(0), out.into_iter());
             driver.flush();
             if pulse.stopping() {
                 pulse.release();
             }
-            pulse.end(None);
+            pulse.end(None, sent);
         }
     });
     requests
@@ -163,11 +163,11 @@ fn proposer<'s>(
                 }
                 sequence += 1;
             }
-            give(&mut output, pulse.send_cap(0), out.into_iter());
+            let sent = give(&mut output, pulse.send_cap(0), out.into_iter());
             if pulse.stopping() {
                 pulse.release();
             }
-            pulse.end(None);
+            pulse.end(None, sent);
         }
     });
     proposals
@@ -195,11 +195,11 @@ fn relay<'s>(proposals: Stream<'s, u64, Vec<Msg>>, name: &str, control: &Arc<Con
                     }
                 }
             });
-            give(&mut output, pulse.send_cap(0), out.drain(..));
+            let sent = give(&mut output, pulse.send_cap(0), out.drain(..));
             if pulse.stopping() {
                 pulse.release();
             }
-            pulse.end(None);
+            pulse.end(None, sent);
         }
     });
     commits
@@ -249,12 +249,12 @@ fn executor<'s>(commits: Stream<'s, u64, Vec<Msg>>, control: &Arc<Control>) -> S
                     }
                 }
             });
-            give(&mut output, pulse.send_cap(0), out.drain(..));
+            let sent = give(&mut output, pulse.send_cap(0), out.drain(..));
             if pulse.stopping() {
                 std::hint::black_box(applied);
                 pulse.release();
             }
-            pulse.end(None);
+            pulse.end(None, sent);
         }
     });
     replies

@@ -144,12 +144,12 @@ fn client_op<'s>(
                     command: Command { client, timestamp, answered_below: timestamp, op },
                 });
             }
-            give(&mut output, pulse.send_cap(0), out.into_iter());
+            let sent = give(&mut output, pulse.send_cap(0), out.into_iter());
             driver.flush();
             if pulse.stopping() {
                 pulse.release();
             }
-            pulse.end(None);
+            pulse.end(None, sent);
         }
     });
     submissions

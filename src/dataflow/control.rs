@@ -143,6 +143,8 @@ pub struct Control {
     failures: Mutex<Vec<ReplicaFailure>>,
     /// Every failure is also sent here, for whoever waits for them ([`Control::failure_events`]).
     events: (crossbeam_channel::Sender<ReplicaFailure>, crossbeam_channel::Receiver<ReplicaFailure>),
+    /// When a request-path tuple last reached a stage of this process ([`Control::now_us`]).
+    active_us: AtomicU64,
 }
 
 impl Control {
@@ -156,7 +158,7 @@ impl Control {
         }
         let (stop, origin, failures, events) =
             (AtomicBool::new(false), Instant::now(), Mutex::default(), crossbeam_channel::unbounded());
-        Arc::new(Control { stop, origin, stats, failures, events })
+        Arc::new(Control { stop, origin, stats, failures, events, active_us: AtomicU64::new(0) })
     }
 
     /// Asks every operator to stop: they publish final counters and release their capabilities,
@@ -168,6 +170,18 @@ impl Control {
     /// True once [`Control::stop`] was called.
     pub fn stopped(&self) -> bool {
         self.stop.load(Ordering::Acquire)
+    }
+
+    /// Notes that the request path is busy at `now_us` (commands, requests, commits, replies).
+    pub fn note_activity(&self, now_us: u64) {
+        if self.active_us.load(Ordering::Relaxed) < now_us {
+            self.active_us.store(now_us, Ordering::Relaxed);
+        }
+    }
+
+    /// True if the request path was busy within `window_us` before `now_us`.
+    pub fn active_within(&self, now_us: u64, window_us: u64) -> bool {
+        now_us.saturating_sub(self.active_us.load(Ordering::Relaxed)) < window_us
     }
 
     /// Microseconds since the dataflow was set up.

@@ -61,10 +61,13 @@ impl<P: Pull<Message<u64, Vec<Reply>>>> Port for InputHandleCore<u64, Vec<Reply>
     }
 }
 
-/// An input port and whether fault injection can make replicas lose it.
+/// An input port, whether fault injection can make replicas lose it, and whether what arrives
+/// on it is new client work (commands, requests, proposals; not repeats or reports), which
+/// keeps the process's epoch short ([`Control::note_activity`]).
 struct In {
     port: Box<dyn Port>,
     request_path: bool,
+    client_work: bool,
 }
 
 /// One hosted replica: its state (`None` while crashed), its gate, its outbox, its counters.
@@ -211,15 +214,18 @@ impl Outputs {
         self.addresses.address(tuple, |routed| buffer.push(routed));
     }
 
-    /// Sends each buffer as one container (no copy per tuple).
-    fn give(&mut self, pulse: &Pulse) {
+    /// Sends each buffer as one container (no copy per tuple); true if anything went out.
+    fn give(&mut self, pulse: &Pulse) -> bool {
+        let mut sent = false;
         for (index, (port, buffer)) in self.ports.iter_mut().zip(self.buffers.iter_mut()).enumerate() {
             if let (false, Some(cap)) = (buffer.is_empty(), pulse.send_cap(index)) {
                 port.activate().session(&cap).give_container(buffer);
+                sent = true;
             }
             // What timely did not take (nothing, normally) must not go out twice.
             buffer.clear();
         }
+        sent
     }
 }
 
@@ -229,13 +235,16 @@ fn port<'s>(builder: &mut OperatorBuilder<'s, u64>, input: Input<'s>, deployment
         Input::Routed(kind, stream) => In {
             port: Box::new(builder.new_input(stream, by_worker())),
             request_path: topology::route(kind).request_path,
+            client_work: matches!(kind, Kind::Request | Kind::Propose),
         },
         Input::Commands(stream) => {
             let placement = deployment.placement.clone();
             let pact = Exchange::new(move |s: &Submit| placement.worker_of(Stage::Source, s.source) as u64);
-            In { port: Box::new(builder.new_input(stream, pact)), request_path: true }
+            In { port: Box::new(builder.new_input(stream, pact)), request_path: true, client_work: true }
         }
-        Input::Replies(stream) => In { port: Box::new(builder.new_input(stream, Pipeline)), request_path: false },
+        Input::Replies(stream) => {
+            In { port: Box::new(builder.new_input(stream, Pipeline)), request_path: false, client_work: false }
+        }
     }
 }
 
@@ -255,8 +264,11 @@ impl<S: Replica, M: FnMut(u32) -> S> Host<S, M> {
         let now_us = pulse.now_us();
         let (replicas, control) = (&mut self.replicas, &self.control);
         for input in self.ports.iter_mut() {
-            let request_path = input.request_path;
+            let (request_path, client_work) = (input.request_path, input.client_work);
             input.port.drain(&mut |replica, tuple| {
+                if client_work {
+                    control.note_activity(now_us);
+                }
                 if alive {
                     replicas.deliver(replica, tuple, now_us, request_path);
                 }
@@ -268,11 +280,11 @@ impl<S: Replica, M: FnMut(u32) -> S> Host<S, M> {
         let stopping = pulse.stopping();
         let outputs = &mut self.outputs;
         replicas.tick(control, now_us, stopping, &mut |tuple| outputs.push(tuple));
-        outputs.give(pulse);
+        let sent = outputs.give(pulse);
         if stopping {
             pulse.release();
         }
-        pulse.end(replicas.deadline_us());
+        pulse.end(replicas.deadline_us(), sent);
     }
 }
 

@@ -110,15 +110,19 @@ pub fn ingress<'s>(
             if !pulse.begin() {
                 return;
             }
+            let mut busy = false;
             for (source, receiver) in local.iter() {
                 queues.queues[*source as usize].pending.store(false, Ordering::Release);
                 let drained = receiver.try_iter().map(|command| Submit { source: *source, command });
-                give(&mut output, pulse.send_cap(0), drained);
+                busy |= give(&mut output, pulse.send_cap(0), drained);
+            }
+            if busy {
+                pulse.note_activity();
             }
             if pulse.stopping() {
                 pulse.release();
             }
-            pulse.end(None);
+            pulse.end(None, busy);
         }
     });
     submissions

@@ -9,6 +9,12 @@
 //! capability its sender still holds cannot move any frontier, so timely's demand-driven
 //! progress tracking does not broadcast a progress update per message (`papers/timely.md`). Progress
 //! traffic is then one round per epoch, whatever the message rate.
+//!
+//! An idle cluster should cost nothing. An operator wakes after an activation that sent
+//! something (so that its capabilities pass what it sent), at its replicas' deadlines, and at
+//! least every [`IDLE_TICK_MS`]; and while no new client work reached the process for
+//! [`IDLE_EPOCH_MS`], the epoch itself is that long, so the frontier of an idle dataflow moves
+//! once a second instead of once per `epoch_ms`, and an idle tick moves nothing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,12 +26,23 @@ use timely::scheduling::Activator;
 
 use super::control::Control;
 
+/// The longest an idle operator sleeps (no tuples in or out, no replica deadline): an idle
+/// cluster costs a few activations per second instead of one per epoch per operator.
+pub const IDLE_TICK_MS: u64 = 100;
+
+/// The epoch of an idle process (no new client work for this long): its frontier moves once
+/// per idle epoch.
+pub const IDLE_EPOCH_MS: u64 = 1000;
+
 /// Per-operator time keeping: capabilities, epoch, timers and the stop signal.
 pub struct Pulse {
     caps: Vec<Capability<u64>>,
     activator: Activator,
     control: Arc<Control>,
     epoch_ms: u64,
+    /// The epoch length of this activation: `epoch_ms` while the request path is busy,
+    /// [`IDLE_EPOCH_MS`] while it is idle.
+    epoch_us: u64,
     timer_at_us: Option<u64>,
     now_us: u64,
 }
@@ -41,7 +58,9 @@ impl Pulse {
         hosting: bool,
     ) -> Pulse {
         let caps = if hosting { caps } else { Vec::new() };
-        let pulse = Pulse { caps, activator, control, epoch_ms: epoch_ms.max(1), timer_at_us: None, now_us: 0 };
+        let epoch_ms = epoch_ms.max(1);
+        let epoch_us = epoch_ms * 1000;
+        let pulse = Pulse { caps, activator, control, epoch_ms, epoch_us, timer_at_us: None, now_us: 0 };
         if hosting {
             pulse.activator.activate();
         }
@@ -58,7 +77,13 @@ impl Pulse {
         if self.caps.is_empty() {
             return false;
         }
-        let epoch = self.now_us / 1000 / self.epoch_ms * self.epoch_ms;
+        // An idle process moves its frontier once per idle tick, not once per epoch: operators
+        // that timely wakes because a frontier moved then find nothing to downgrade, so a
+        // heartbeat does not ripple through every operator of every worker.
+        let idle_us = IDLE_EPOCH_MS.max(self.epoch_ms) * 1000;
+        let busy = self.control.active_within(self.now_us, idle_us);
+        self.epoch_us = if busy { self.epoch_ms * 1000 } else { idle_us };
+        let epoch = self.now_us / self.epoch_us * self.epoch_us / 1000;
         if epoch > *self.caps[0].time() {
             for cap in self.caps.iter_mut() {
                 cap.downgrade(&epoch);
@@ -78,6 +103,11 @@ impl Pulse {
         self.caps.clear();
     }
 
+    /// Notes that this operator carries request-path work now (see [`Control::note_activity`]).
+    pub fn note_activity(&self) {
+        self.control.note_activity(self.now_us);
+    }
+
     /// The clock reading of this activation, in microseconds since the dataflow started.
     pub fn now_us(&self) -> u64 {
         self.now_us
@@ -89,15 +119,27 @@ impl Pulse {
         Some(cap.delayed(&(cap.time() + 1)))
     }
 
-    /// Ends an activation: makes sure the operator wakes up at `deadline_us` (if any) and at the
-    /// next epoch boundary, so that its capabilities keep advancing when it is idle.
-    pub fn end(&mut self, deadline_us: Option<u64>) {
+    /// Ends an activation. After one that sent tuples the operator wakes at the next epoch
+    /// boundary, so that its capabilities pass what it sent (what it only received needs no
+    /// tick: its senders' own ticks move the frontier, and timely activates this operator when
+    /// its input frontier moves). Its replicas' `deadline_us` (a time already past: the next
+    /// epoch) wakes it sooner or, once it is idle, at all. An idle operator without deadlines
+    /// still wakes every [`IDLE_TICK_MS`], so that injected faults take effect and a missed
+    /// timer costs time, never liveness.
+    pub fn end(&mut self, deadline_us: Option<u64>, sent: bool) {
         if self.caps.is_empty() {
             return;
         }
-        let next_epoch_us = (self.now_us / 1000 / self.epoch_ms + 1) * self.epoch_ms * 1000;
-        let wake_us = deadline_us.map_or(next_epoch_us, |d| d.min(next_epoch_us));
-        if self.timer_at_us.is_some_and(|t| t <= wake_us) {
+        let epoch_us = self.epoch_us;
+        let next_epoch_us = (self.now_us / epoch_us + 1) * epoch_us;
+        let timer_us = deadline_us.map(|d| if d <= self.now_us { next_epoch_us } else { d });
+        // On a shared boundary, so that one wake-up of the worker serves all its idle operators.
+        let idle_us = (self.now_us / (IDLE_TICK_MS * 1000) + 1) * IDLE_TICK_MS * 1000;
+        let wake_us = match (sent, timer_us) {
+            (true, timer) => timer.map_or(next_epoch_us, |t| t.min(next_epoch_us)),
+            (false, timer) => timer.map_or(idle_us, |t| t.min(idle_us)),
+        };
+        if self.timer_at_us.is_some_and(|t| t > self.now_us && t <= wake_us) {
             return;
         }
         self.timer_at_us = Some(wake_us);
@@ -108,13 +150,15 @@ impl Pulse {
 /// An operator output that builds vectors of `T`.
 pub type Out<T> = OutputBuilder<u64, CapacityContainerBuilder<Vec<T>>>;
 
-/// Emits `items` on `output` with `cap`, opening a session only if there is something to send.
-pub fn give<T: 'static>(output: &mut Out<T>, cap: Option<Capability<u64>>, items: impl Iterator<Item = T>) {
+/// Emits `items` on `output` with `cap`, opening a session only if there is something to send;
+/// true if something was sent.
+pub fn give<T: 'static>(output: &mut Out<T>, cap: Option<Capability<u64>>, items: impl Iterator<Item = T>) -> bool {
     let mut items = items.peekable();
-    let Some(cap) = cap else { return };
+    let Some(cap) = cap else { return false };
     if items.peek().is_none() {
-        return;
+        return false;
     }
     let mut session = output.activate();
     session.session(&cap).give_iterator(items);
+    true
 }

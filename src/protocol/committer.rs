@@ -249,9 +249,9 @@ impl Replica for Committer {
 
     /// Time passed: repeat the record while the new view's proposer has not proposed anything,
     /// in case the record was lost or the proposer restarted. When no proposal has arrived for
-    /// a while, repeat the commits for this view's records above the threshold (with backoff):
-    /// an executor that missed the last instances catches up even when the proposer is gone
-    /// and no new work would start a view change. Once the log holds more than eight windows of
+    /// a while, repeat the commit of this view's newest record (with backoff): an executor
+    /// that missed the last instances catches up even when the proposer is gone and no new
+    /// work would start a view change. Once the log holds more than eight windows of
     /// entries, asks the host to compact it.
     fn on_tick(&mut self, now_us: u64, out: &mut Outbox) {
         if self.logged > self.compact_after {
@@ -270,12 +270,24 @@ impl Replica for Committer {
         if quiet && now_us.saturating_sub(self.repeated_us) >= self.backoff_us {
             self.repeated_us = now_us;
             self.backoff_us = (self.backoff_us * 2).min(self.resend_us * 32);
+            // The newest commit is enough: an executor that lacks it learns the tail, and one
+            // that lacks an earlier one sees the gap and repairs it (nack, or state transfer).
             let view = self.view;
-            for (_, accepted) in self.records.iter().filter(|(_, a)| a.view == view) {
+            if let Some((_, accepted)) = self.records.iter().filter(|(_, a)| a.view == view).last() {
                 let Accepted { sequence, view, request } = accepted.clone();
                 out.commits.push(Commit { committer: self.id, sequence, view, request });
             }
         }
+    }
+
+    /// Its record for a proposer that has not heard it; the next repetition of its commits while
+    /// proposals are quiet; the next epoch after a proposal or when the log needs compacting.
+    fn deadline_us(&self) -> Option<u64> {
+        let record = (!self.proposer_heard).then(|| self.record_sent_us + self.resend_us);
+        let now = (self.heard_proposal || self.logged > self.compact_after).then_some(0);
+        let repeat = (self.records.occupied() > 0)
+            .then(|| (self.proposal_us + self.resend_us).max(self.repeated_us + self.backoff_us));
+        [record, now, repeat].into_iter().flatten().min()
     }
 
     fn resume(&mut self, recovered: Recovered) -> Result<(), String> {

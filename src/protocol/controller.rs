@@ -2,7 +2,7 @@
 
 use super::params::Params;
 use super::quorum::Announced;
-use super::replica::{Counters, Outbox, Recovered, Replica};
+use super::replica::{Counters, Outbox, Recovered, Repeat, Replica};
 use super::topology::{Partition, Stage, Tuple};
 use super::tuple::{Actual, Target, View};
 
@@ -44,7 +44,9 @@ pub struct Controller {
     /// The highest view this controller announced.
     announced: u64,
     view_since_us: u64,
-    announced_us: u64,
+    /// Repeats of the current view: at the report interval after a change, backing off while
+    /// it stays.
+    repeat: Repeat,
     changes: u64,
     /// The first tick: a fresh (or restarted) controller first listens for a view timeout, to
     /// learn the current view from the others' announcements before it may change it.
@@ -76,7 +78,7 @@ impl Controller {
             views: Announced::new(params.controllers(), params.quorum(), 0),
             announced: 0,
             view_since_us: 0,
-            announced_us: 0,
+            repeat: Repeat::new(params.report_interval_us()),
             changes: 0,
             started_us: None,
             resumed: false,
@@ -150,7 +152,7 @@ impl Controller {
     }
 
     fn announce(&mut self, now_us: u64, out: &mut Outbox) {
-        self.announced_us = now_us;
+        self.repeat.sent(now_us, Some(self.announced.max(self.view())));
         out.views.push(View { controller: self.id, view: self.announced.max(self.view()) });
     }
 
@@ -213,7 +215,7 @@ impl Replica for Controller {
             self.announced = self.view() + 1;
             self.changes += 1;
             self.announce(now_us, out);
-        } else if self.resumed || now_us.saturating_sub(self.announced_us) >= self.report_us {
+        } else if self.resumed || self.repeat.due(now_us, Some(self.announced.max(self.view()))) {
             self.resumed = false;
             self.announce(now_us, out);
         }
@@ -230,6 +232,17 @@ impl Replica for Controller {
             other => return Err(format!("a controller resumes from its view, not {other:?}")),
         }
         Ok(())
+    }
+
+    /// A view timeout from the oldest outstanding work (a time already past, while the other
+    /// conditions of a view change are pending: every epoch); the next announcement.
+    fn deadline_us(&self) -> Option<u64> {
+        if self.resumed || self.started_us.is_none() {
+            return Some(0);
+        }
+        let since = self.outstanding_since.iter().chain(std::iter::once(&self.unfilled_since)).flatten().min();
+        let stall = since.map(|since| since + self.view_timeout_us);
+        [stall, Some(self.repeat.next_us())].into_iter().flatten().min()
     }
 
     fn counters(&self) -> Counters {

@@ -11,7 +11,7 @@ use super::merge;
 use super::mutation::{self, Mutation};
 use super::params::Params;
 use super::quorum::Announced;
-use super::replica::{Counters, Outbox, Recovered, Replica};
+use super::replica::{Counters, Outbox, Recovered, Repeat, Replica};
 use super::topology::{Stage, Tuple};
 use super::tuple::{
     Actual, Checkpoint, Command, Commit, Executed, Fetch, Nack, Outcome, Reply, Request, Stable, Transfer, View,
@@ -95,7 +95,6 @@ pub struct Executor<A: Application> {
     quorum: u32,
     checkpoint_interval: u64,
     repair_timeout_us: u64,
-    announce_us: u64,
     emit_executed: bool,
     partitions: usize,
     controllers: usize,
@@ -128,9 +127,12 @@ pub struct Executor<A: Application> {
     was_idle: bool,
     fetching: Option<Fetching>,
     nacked_us: u64,
-    announced_us: u64,
-    reported_us: u64,
-    report_us: u64,
+    /// Repeats of the newest durable checkpoint to the garbage-collection sources.
+    announce: Repeat,
+    /// Progress reports: at the report interval while progress changes, backing off while not.
+    report: Repeat,
+    /// Votes that completed a commit (the reports' change key).
+    commits_seen: u64,
     transfers_restored: u64,
     nacks_sent: u64,
     /// Nacks sent when the current stall began.
@@ -149,7 +151,6 @@ impl<A: Application> Executor<A> {
             // per partition, so the threshold must move by as much in each).
             checkpoint_interval: params.checkpoint_interval * params.partitions as u64,
             repair_timeout_us: 20_000,
-            announce_us: 100_000,
             emit_executed: false,
             partitions: params.partitions,
             controllers: params.controllers(),
@@ -175,9 +176,9 @@ impl<A: Application> Executor<A> {
             was_idle: true,
             fetching: None,
             nacked_us: 0,
-            announced_us: 0,
-            reported_us: 0,
-            report_us: params.report_interval_us(),
+            announce: Repeat::new(100_000),
+            report: Repeat::new(params.report_interval_us()),
+            commits_seen: 0,
             transfers_restored: 0,
             nacks_sent: 0,
             nacks_at_stall: 0,
@@ -292,6 +293,7 @@ impl<A: Application> Executor<A> {
         }
         slot.votes |= 1 << commit.committer;
         if self.is_committed(commit.sequence) {
+            self.commits_seen += 1;
             self.committed_top = self.committed_top.max(commit.sequence + 1);
             if !self.is_committed(self.next) {
                 self.lag_max = self.lag_max.max(self.committed_top - self.next);
@@ -405,11 +407,8 @@ impl<A: Application> Executor<A> {
     }
 
     fn announce(&mut self, now_us: u64, out: &mut Outbox) {
-        if now_us.saturating_sub(self.announced_us) < self.announce_us {
-            return;
-        }
-        self.announced_us = now_us;
-        if let Some(sequence) = self.durable {
+        let Some(sequence) = self.durable else { return };
+        if self.announce.due(now_us, Some(sequence)) {
             out.checkpoints.push(Checkpoint { executor: self.id, sequence });
         }
     }
@@ -643,8 +642,8 @@ impl<A: Application> Replica for Executor<A> {
     /// now and then, so that a garbage-collection source that missed it learns it.
     fn on_tick(&mut self, now_us: u64, out: &mut Outbox) {
         self.announce(now_us, out);
-        if now_us.saturating_sub(self.reported_us) >= self.report_us {
-            self.reported_us = now_us;
+        let key = self.next ^ self.commits_seen.rotate_left(24) ^ self.wanted(0).rotate_left(48);
+        if self.report.due(now_us, Some(key)) {
             out.actuals.push(self.actual());
         }
         self.ask_fill(now_us, out);
@@ -689,6 +688,17 @@ impl<A: Application> Replica for Executor<A> {
             Recovered::Checkpoint(None) | Recovered::Fresh => Ok(()),
             other => Err(format!("an executor resumes from a checkpoint, not {other:?}")),
         }
+    }
+
+    /// Every epoch while it has work or waits for something (it repairs on timeouts); when idle,
+    /// its next progress report and checkpoint announcement.
+    fn deadline_us(&self) -> Option<u64> {
+        let waiting = self.slots.occupied() > 0 || self.blocked() || self.fetching.is_some();
+        if waiting || self.next < self.stable() {
+            return Some(0);
+        }
+        let announce = self.durable.map(|_| self.announce.next_us());
+        [announce, Some(self.report.next_us())].into_iter().flatten().min()
     }
 
     fn counters(&self) -> Counters {

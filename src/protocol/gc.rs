@@ -2,7 +2,7 @@
 
 use super::params::Params;
 use super::quorum::Announced;
-use super::replica::{Counters, Outbox, Recovered, Replica};
+use super::replica::{Counters, Outbox, Recovered, Repeat, Replica};
 use super::topology::{Stage, Tuple};
 use super::tuple::{Checkpoint, Stable};
 
@@ -17,8 +17,8 @@ use super::tuple::{Checkpoint, Stable};
 pub struct GcSource {
     id: u32,
     checkpoints: Announced,
-    repeat_us: u64,
-    announced_us: u64,
+    /// Repeats of the threshold: every 100 ms after a rise, backing off while it stays.
+    repeat: Repeat,
 }
 
 impl GcSource {
@@ -27,8 +27,7 @@ impl GcSource {
         GcSource {
             id,
             checkpoints: Announced::new(params.executors(), params.quorum(), 0),
-            repeat_us: 100_000,
-            announced_us: 0,
+            repeat: Repeat::new(100_000),
         }
     }
 
@@ -45,7 +44,7 @@ impl GcSource {
     }
 
     fn announce(&mut self, now_us: u64, out: &mut Outbox) {
-        self.announced_us = now_us;
+        self.repeat.sent(now_us, Some(self.threshold()));
         out.stable.push(Stable { source: self.id, sequence: self.threshold() });
     }
 }
@@ -69,9 +68,14 @@ impl Replica for GcSource {
 
     /// Time passed: repeats a non-zero threshold that has not been announced for a while.
     fn on_tick(&mut self, now_us: u64, out: &mut Outbox) {
-        if self.threshold() > 0 && now_us.saturating_sub(self.announced_us) >= self.repeat_us {
-            self.announce(now_us, out);
+        if self.threshold() > 0 && self.repeat.due(now_us, Some(self.threshold())) {
+            out.stable.push(Stable { source: self.id, sequence: self.threshold() });
         }
+    }
+
+    /// The next repetition of the threshold, once there is one.
+    fn deadline_us(&self) -> Option<u64> {
+        (self.threshold() > 0).then(|| self.repeat.next_us())
     }
 
     /// Keeps nothing durable: executors repeat their checkpoint announcements.

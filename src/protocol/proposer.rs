@@ -407,10 +407,14 @@ impl Replica for Proposer {
         self.repeat(first..self.next_sequence, out);
     }
 
-    /// The throttle holds a waiting request until its delay has passed.
+    /// The throttle holds a waiting request until its delay has passed; an active proposer with
+    /// instances in flight repeats them once they stall.
     fn deadline_us(&self) -> Option<u64> {
         let throttled = self.delay_us > 0 && !self.waiting.is_empty() && self.is_active();
-        throttled.then(|| self.proposed_us.unwrap_or(0) + self.delay_us)
+        let watching = self.is_active() && self.next_sequence > self.stable();
+        let throttle = throttled.then(|| self.proposed_us.unwrap_or(0) + self.delay_us);
+        let repeat = (self.progress_us + self.repair_timeout_us).max(self.repeated_us + self.backoff_us);
+        [throttle, watching.then_some(repeat)].into_iter().flatten().min()
     }
 
     /// A restarted proposer never leads the view it led before (see [`Proposer::restarted`]).
@@ -580,7 +584,8 @@ mod tests {
         assert_eq!(out.proposals.len(), 2);
         p.on_tick(12_000, &mut out);
         assert_eq!(out.proposals.len(), 3);
-        assert_eq!(p.deadline_us(), None, "nothing waits");
+        // Nothing waits for the throttle; what is in flight is watched for a stall.
+        assert_eq!(p.deadline_us(), Some(12_000 + 20_000));
     }
 
     /// Repair: when the window stays full and the threshold does not rise, the proposals above

@@ -203,7 +203,10 @@ pub trait Replica {
     /// restart). An error means the state could not be used; the replica then starts as new.
     fn resume(&mut self, recovered: Recovered) -> Result<(), String>;
 
-    /// When the host should call [`Replica::on_tick`] next at the latest, if sooner than usual.
+    /// When the host must call [`Replica::on_tick`] next, at the latest: a time already past
+    /// asks for the next epoch; `None` means not until a tuple arrives. Hosts tick a replica on
+    /// every delivery anyway, and let an idle one sleep until its deadline, so every timer of
+    /// the replica must show up here.
     fn deadline_us(&self) -> Option<u64> {
         None
     }
@@ -215,5 +218,71 @@ pub trait Replica {
     /// demand: it hashes the whole state).
     fn state_digest(&self) -> u64 {
         0
+    }
+}
+
+/// How far a steady announcement backs off: at most this many times its base interval.
+pub const REPEAT_BACKOFF_MAX: u64 = 8;
+
+/// A periodic announcement (a progress report, a threshold) that repeats at its base interval
+/// while what it says changes, and ever more slowly (doubling, up to [`REPEAT_BACKOFF_MAX`]
+/// times the base) while it says the same. Repeats make up for lost messages; an idle cluster
+/// then sends a few of them per second instead of one per interval per replica.
+///
+/// ```
+/// use tara::protocol::replica::Repeat;
+///
+/// let mut r = Repeat::new(100);
+/// assert!(r.due(100, Some(7)));
+/// assert!(!r.due(150, Some(7)));
+/// assert!(r.due(200, Some(7)), "the first repeat comes after the base interval");
+/// assert_eq!(r.next_us(), 400, "then the interval doubles");
+/// assert!(!r.due(250, Some(8)) && r.due(300, Some(8)), "a change goes out at the base interval");
+/// assert_eq!(r.next_us(), 400);
+/// assert!(r.due(400, None) && r.next_us() == 500, "None: always at the base interval");
+/// ```
+#[derive(Clone, Debug)]
+pub struct Repeat {
+    base_us: u64,
+    interval_us: u64,
+    sent_us: Option<u64>,
+    said: Option<u64>,
+}
+
+impl Repeat {
+    /// An announcement repeated every `base_us` at the fastest.
+    pub fn new(base_us: u64) -> Repeat {
+        Repeat { base_us, interval_us: base_us, sent_us: None, said: None }
+    }
+
+    /// True if the announcement is due at `now_us`, and if so records it as sent. `key` sums up
+    /// what it says (`None`: something that must repeat at the base rate, such as outstanding
+    /// work).
+    pub fn due(&mut self, now_us: u64, key: Option<u64>) -> bool {
+        let steady = key.is_some() && key == self.said;
+        if !steady {
+            self.interval_us = self.base_us;
+        }
+        if self.sent_us.is_some_and(|sent| now_us.saturating_sub(sent) < self.interval_us) {
+            return false;
+        }
+        if steady && self.sent_us.is_some() {
+            self.interval_us = (self.interval_us * 2).min(self.base_us * REPEAT_BACKOFF_MAX);
+        }
+        (self.sent_us, self.said) = (Some(now_us), key);
+        true
+    }
+
+    /// Records an announcement sent out of turn (on a change) at `now_us`.
+    pub fn sent(&mut self, now_us: u64, key: Option<u64>) {
+        if key.is_none() || key != self.said {
+            self.interval_us = self.base_us;
+        }
+        (self.sent_us, self.said) = (Some(now_us), key);
+    }
+
+    /// When the announcement is due next if nothing changes.
+    pub fn next_us(&self) -> u64 {
+        self.sent_us.map_or(0, |sent| sent + self.interval_us)
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::mutation::{self, Mutation};
 use super::params::Params;
 use super::quorum::Announced;
-use super::replica::{Counters, Outbox, Recovered, Replica};
+use super::replica::{Counters, Outbox, Recovered, Repeat, Replica};
 use super::topology::{Partition, Stage, Tuple, leader_of};
 use super::tuple::{Command, Reply, Request, Target, View};
 
@@ -55,8 +55,10 @@ pub struct RequestSource {
     holding: HashMap<(u64, u64), Vec<u64>>,
     unanswered_max: usize,
     resend_us: u64,
-    report_us: u64,
-    reported_us: u64,
+    /// Progress reports to the controllers (Section III-E).
+    report: Repeat,
+    /// When the oldest unanswered request is due for resending (as of the last tick).
+    resend_at_us: Option<u64>,
     resent: u64,
     mutation: Option<Mutation>,
 }
@@ -81,8 +83,8 @@ impl RequestSource {
             holding: HashMap::new(),
             unanswered_max: 4 * params.window as usize,
             resend_us: params.view_timeout_us / 2,
-            report_us: params.report_interval_us(),
-            reported_us: 0,
+            report: Repeat::new(params.report_interval_us()),
+            resend_at_us: None,
             resent: 0,
             mutation: None,
         }
@@ -172,13 +174,16 @@ impl RequestSource {
     }
 
     fn resend(&mut self, now_us: u64, older_than_us: u64, out: &mut Outbox) {
+        let mut oldest_us = None::<u64>;
         for entry in self.unanswered.values_mut() {
             if now_us.saturating_sub(entry.sent_us) >= older_than_us {
                 entry.sent_us = now_us;
                 self.resent += 1;
                 out.requests.push((self.view, entry.request.clone()));
             }
+            oldest_us = Some(oldest_us.map_or(entry.sent_us, |o| o.min(entry.sent_us)));
         }
+        self.resend_at_us = oldest_us.map(|oldest| oldest + older_than_us);
     }
 
     fn flush(&mut self, now_us: u64, out: &mut Outbox) {
@@ -238,8 +243,9 @@ impl Replica for RequestSource {
             self.flush(now_us, out);
         }
         self.resend(now_us, self.resend_us, out);
-        if now_us.saturating_sub(self.reported_us) >= self.report_us {
-            self.reported_us = now_us;
+        // Outstanding work is reported at the base interval: controllers judge it by fresh reports.
+        let key = self.unanswered.is_empty().then(|| self.highest_number());
+        if self.report.due(now_us, key) {
             out.targets.push(Target { source: self.id, number: self.highest_number() });
         }
     }
@@ -257,8 +263,11 @@ impl Replica for RequestSource {
         }
     }
 
+    /// The batch timeout, the next resend of an unanswered request, the next progress report.
     fn deadline_us(&self) -> Option<u64> {
-        self.next_deadline_us()
+        let resend = self.resend_at_us.filter(|_| !self.unanswered.is_empty());
+        let report = self.report.next_us();
+        [self.next_deadline_us(), resend, Some(report)].into_iter().flatten().min()
     }
 
     fn counters(&self) -> Counters {

@@ -67,8 +67,11 @@ pub struct SimConfig {
     pub liveness_bound_us: u64,
     /// A client retransmits after this long without reply.
     pub retry_us: u64,
-    /// Replicas tick this often.
+    /// The epoch: a replica that received or sent something ticks again this much later.
     pub tick_us: u64,
+    /// An idle replica without a deadline ticks after this long (`None`: only at its deadlines,
+    /// so that a timer missing from `deadline_us` shows as a stuck run).
+    pub idle_tick_us: Option<u64>,
     /// Executors repair (nack, state transfer) after this long without progress.
     pub repair_us: u64,
     /// Cut one replica off the network for a while (every tuple to or from it is lost):
@@ -131,6 +134,7 @@ impl SimConfig {
             liveness_bound_us: 5_000_000,
             retry_us: rng.random_range(20_000..60_000),
             tick_us: 1_000,
+            idle_tick_us: rng.random_bool(0.5).then_some(100_000),
             repair_us: rng.random_range(5_000..20_000),
             isolate: (faulty && rng.random_bool(0.4)).then(|| {
                 let from = rng.random_range(0..200_000);

@@ -26,13 +26,22 @@ pub(super) struct Hosted {
     persist: Option<Persist>,
     out: Outbox,
     flush_scheduled: bool,
+    /// When its next tick is scheduled (ticks scheduled for other times are stale).
+    pub(super) tick_at: Option<u64>,
     /// Its durable state is unusable (damaged, or a dead disk): it stays down for good.
     pub(super) broken: bool,
 }
 
 impl Hosted {
     pub(super) fn empty() -> Hosted {
-        Hosted { replica: None, persist: None, out: Outbox::default(), flush_scheduled: false, broken: false }
+        Hosted {
+            replica: None,
+            persist: None,
+            out: Outbox::default(),
+            flush_scheduled: false,
+            tick_at: None,
+            broken: false,
+        }
     }
 }
 
@@ -86,6 +95,8 @@ impl World {
                     (Some(replica), Some(Persist::manual(opened.store)), Outbox::default());
                 slot.flush_scheduled = false;
                 self.note(node, "STARTED".into());
+                // The host activates a replica as it starts.
+                self.tick_at(node, self.now + 1);
             }
             Err(error) => {
                 self.outcome.refusals += 1;
@@ -112,6 +123,7 @@ impl World {
         let now = self.now;
         let slot = self.slot(node);
         let Some(replica) = slot.replica.as_mut() else { return Ok(()) };
+        let delivered = tuple.is_some();
         if let Some(tuple) = tuple {
             let kind = tuple.kind();
             if !replica.on_tuple(tuple, now, &mut slot.out) {
@@ -119,7 +131,7 @@ impl World {
             }
         }
         replica.on_tick(now, &mut slot.out);
-        self.release(node)
+        self.release(node, delivered)
     }
 
     /// The simulated disk finished the replica's queued writes.
@@ -128,10 +140,10 @@ impl World {
         slot.flush_scheduled = false;
         let Some(persist) = slot.persist.as_mut() else { return Ok(()) };
         persist.flush();
-        self.release(node)
+        self.release(node, false)
     }
 
-    fn release(&mut self, node: Node) -> Check {
+    fn release(&mut self, node: Node, delivered: bool) -> Check {
         let mut sent = Vec::new();
         let slot = self.slot(node);
         let (Some(persist), Some(replica)) = (slot.persist.as_mut(), slot.replica.as_ref()) else { return Ok(()) };
@@ -150,7 +162,39 @@ impl World {
         if node.stage() == Some(Stage::Executor) {
             self.check_history(node.id(), counters.next, counters.history)?;
         }
+        self.next_tick(node, delivered || !sent.is_empty());
         sent.into_iter().try_for_each(|tuple| self.route(node, tuple))
+    }
+
+    /// When the stage host ticks a replica next: at the next epoch after a busy step (it
+    /// received or sent tuples); otherwise at the replica's deadline (a time past: the next
+    /// epoch), or after the idle tick if the run has one. A timer missing from `deadline_us`
+    /// then shows as a stuck run.
+    fn next_tick(&mut self, node: Node, busy: bool) {
+        let (now, epoch) = (self.now, self.config.tick_us);
+        let epoch_at = now + epoch + self.rng.random_range(0..epoch / 4 + 1);
+        let Some(replica) = self.slot(node).replica.as_ref() else { return };
+        let deadline = replica.deadline_us().map(|d| if d <= now { epoch_at } else { d });
+        let idle = self.config.idle_tick_us.map(|idle| now + idle);
+        let at = if busy {
+            Some(deadline.map_or(epoch_at, |d| d.min(epoch_at)))
+        } else {
+            deadline.into_iter().chain(idle).min()
+        };
+        if let Some(at) = at {
+            self.tick_at(node, at);
+        }
+    }
+
+    /// Schedules a tick of `node` at `at` unless one is due sooner.
+    pub(super) fn tick_at(&mut self, node: Node, at: u64) {
+        let now = self.now;
+        let slot = self.slot(node);
+        if slot.tick_at.is_some_and(|t| t >= now && t <= at) {
+            return;
+        }
+        slot.tick_at = Some(at);
+        self.schedule(at, Event::Tick(node));
     }
 
     /// A write failed: the replica stops participating. A one-time fault is repaired (the

@@ -338,10 +338,6 @@ impl World {
         if let Some(DiskFault::FlipAtRest { stage, replica, at_us }) = self.config.disk_fault.clone() {
             self.schedule(at_us, Event::DamageAtRest(Node::At(stage, replica)));
         }
-        for node in self.nodes() {
-            let at = self.rng.random_range(0..self.config.tick_us);
-            self.schedule(at, Event::Tick(node));
-        }
         for client in 0..self.clients.len() as u32 {
             for _ in 0..self.config.outstanding {
                 self.issue(client);
@@ -398,8 +394,11 @@ impl World {
         match event {
             Event::Deliver { from, to, tuple } => self.deliver(from, to, tuple),
             Event::Tick(node) => {
-                let next = self.now + self.config.tick_us + self.rng.random_range(0..self.config.tick_us / 4 + 1);
-                self.schedule(next, Event::Tick(node));
+                let now = self.now;
+                if self.slot(node).tick_at != Some(now) {
+                    return Ok(()); // superseded by a sooner tick
+                }
+                self.slot(node).tick_at = None;
                 self.step(node, None)
             }
             Event::Flush(node) => self.flush(node),

@@ -27,6 +27,8 @@
 //! - `COMPARE_SECONDS` (default 3): measured seconds per point.
 //! - `COMPARE_WARMUP_MS` (default 500): warm-up per point, not measured.
 //! - `COMPARE_ROUNDS` (default 2): sweeps.
+//! - `COMPARE_TARA_CONFIG` (default: the built-in embedded description): a description file
+//!   for the tara side (its `durable_records` is set per system).
 //! - `COMPARE_SYSTEMS` (default all): which systems run, by short name (`openraft`,
 //!   `non-durable`, `durable`, `coordination`), comma-separated.
 //! - `COMPARE_OUT` (default `papers/` of the repository): where `compare.csv`, `compare.json`

@@ -69,7 +69,10 @@ pub fn run(
     warmup: Duration,
     measured: Duration,
 ) -> Result<Measurement, String> {
-    let mut description = Description::embedded();
+    let mut description = match std::env::var_os("COMPARE_TARA_CONFIG") {
+        Some(path) => Description::from_file(std::path::Path::new(&path)).map_err(|e| e.to_string())?,
+        None => Description::embedded(),
+    };
     description.durable_records = variant != Variant::NonDurable;
     let pool_znodes = description.pool_znodes.max(1);
     let measurement = match variant {
