@@ -231,7 +231,7 @@ fn coordination_service_errors_through_the_cluster() {
 #[test]
 fn an_invalid_description_does_not_start() {
     for (overrides, expected) in
-        [("f = 0", "`f`"), ("workers = 2", "need 3 distinct workers"), ("window = 0", "`window`")]
+        [("f = 0", "`f`"), ("workers = 0", "`workers`: must be at least 1"), ("window = 0", "`window`")]
     {
         let err = Cluster::start(&description(overrides), |_| Coordination::default()).err().expect("rejected");
         assert!(err.to_string().contains(expected), "{overrides}: {err}");

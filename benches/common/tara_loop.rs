@@ -67,14 +67,27 @@ pub fn run_clients<A: Application + 'static>(
     warmup: Duration,
     seconds: Duration,
 ) -> Measurement {
-    let placement = Placement::spread(&params, 1, 3).expect("3 workers");
+    run_on(3, clients, params, ops, app, warmup, seconds)
+}
+
+/// Runs tara on `workers` workers of one process with closed-loop clients of the given ids.
+pub fn run_on<A: Application + 'static>(
+    workers: usize,
+    clients: Vec<u64>,
+    params: Params,
+    ops: Ops,
+    app: impl Fn(u32) -> A + Send + Sync + 'static,
+    warmup: Duration,
+    seconds: Duration,
+) -> Measurement {
+    let placement = Placement::spread(&params, 1, workers).expect("a valid placement");
     // As in the other in-dataflow runs, committers keep no log: this measures the dataflow core.
     let deployment = Deployment::new(params, placement).durable_records(false);
     let control = deployment.control.clone();
     let stats = Stats::new();
     let stats2 = stats.clone();
     let app = Arc::new(app);
-    let guards = timely::execute(timely::Config::process(3), move |worker| {
+    let guards = timely::execute(timely::Config::process(workers), move |worker| {
         let (deployment, stats, app) = (deployment.clone(), stats2.clone(), app.clone());
         worker.dataflow::<u64, _, _>(|scope| {
             let (handle, submissions) = scope.feedback::<Vec<Submit>>(1);

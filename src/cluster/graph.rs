@@ -276,7 +276,7 @@ mod tests {
 
     #[test]
     fn an_invalid_description_is_an_error() {
-        let d = Description::from_toml("f = 1\nworkers = 2").unwrap();
+        let d = Description::from_toml("f = 1\nworkers = 0").unwrap();
         assert!(dot(&d).unwrap_err().to_string().contains("workers"));
     }
 }

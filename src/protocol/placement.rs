@@ -3,7 +3,10 @@
 //!
 //! Replicas of one stage must sit on distinct workers, and on distinct processes whenever the
 //! cluster has enough (Section III-A: "replicas belonging to the same stage are placed on separate
-//! servers"); replicas of different stages may share a worker.
+//! servers"); replicas of different stages may share a worker. A cluster of one process is one
+//! failure domain whatever its threads, so there replicas of a stage may also share a worker when
+//! there are fewer workers than replicas: an embedded cluster on a small machine runs every
+//! replica on one worker and pays no hand-off between threads.
 
 use serde::{Deserialize, Serialize};
 
@@ -70,7 +73,7 @@ impl Placement {
         for stage in Stage::ALL {
             // Distinct workers within one partition: partitions may share workers.
             let replicas = stage.per_partition(params);
-            if replicas > total && !explicit.iter().any(|(s, _)| *s == stage) {
+            if replicas > total && processes > 1 && !explicit.iter().any(|(s, _)| *s == stage) {
                 return Err(PlacementError(format!(
                     "`workers`: {} need {replicas} distinct workers (f = {}), but the cluster has {total}; \
                      set workers = {replicas} or more, or co-locate replicas explicitly with [placement] {} = [...]",
@@ -184,6 +187,18 @@ mod tests {
         assert_eq!(p.replicas_on(Stage::Executor, 2), vec![2]);
     }
 
+    /// One process is one failure domain: with fewer workers than replicas, they share workers;
+    /// several processes still need enough workers to keep a stage's replicas apart.
+    #[test]
+    fn one_process_may_put_a_stage_on_fewer_workers() {
+        let params = Params::default();
+        let p = Placement::spread(&params, 1, 1).unwrap();
+        assert_eq!(p.stage(Stage::Executor), &[0, 0, 0]);
+        let p = Placement::spread(&params, 1, 2).unwrap();
+        assert_eq!(p.replicas_on(Stage::Executor, 0).len() + p.replicas_on(Stage::Executor, 1).len(), 3);
+        assert!(Placement::spread(&params, 2, 1).is_err(), "two processes of one worker cannot keep 3 apart");
+    }
+
     #[test]
     fn replicas_of_a_stage_sit_on_distinct_processes_when_there_are_enough() {
         let params = Params::default();
@@ -213,7 +228,7 @@ mod tests {
 
     #[test]
     fn too_few_workers_is_an_error_that_names_the_fix() {
-        let err = Placement::spread(&Params::default(), 1, 2).unwrap_err();
+        let err = Placement::spread(&Params::default(), 2, 1).unwrap_err();
         assert!(err.0.contains("need 3 distinct workers"), "{err}");
         assert!(err.0.contains("[placement]"), "{err}");
     }

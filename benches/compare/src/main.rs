@@ -11,12 +11,18 @@
 //! - `openraft (in-memory)`: three nodes in one process as openraft's own minimal benchmark
 //!   builds them (in-memory log and state machine, function-call network), servers on a tokio
 //!   runtime with 2 worker threads, clients on one more thread. Nothing is written to disk.
-//! - `tara non-durable`: the embedded f = 1 cluster (`Description::embedded()`, three timely
-//!   workers) with `durable_records = false`; clients in one `ClientPool` on one thread.
+//! - `tara non-durable`: the embedded f = 1 cluster (`Description::embedded()`, one timely
+//!   worker) with `durable_records = false`; clients in one `ClientPool` on one thread.
 //! - `tara durable`: the same with the default `durable_records = true` (committers fsync their
 //!   record log before commits leave).
 //! - `tara coordination (durable)`: the coordination service, `set data` of 64 bytes on a
 //!   pre-created pool of znodes.
+//! - `tara over TCP (coordination, durable)`: the same workload against the three processes of
+//!   `dataflows/local-f1.toml`, started with the repository's `tara cluster` (the release binary,
+//!   built if missing), clients over TCP to every front end.
+//! - `tara core (clients in the dataflow)`: the embedded shape with records not durable and the
+//!   clients inside the dataflow (no thread outside timely): what the embedded path is measured
+//!   against.
 //!
 //! Each point starts a fresh cluster, warms up, then measures. For each client count every
 //! system runs once, one after another (the order rotates per round); the whole sweep repeats
@@ -34,9 +40,18 @@
 //! - `COMPARE_OUT` (default `papers/` of the repository): where `compare.csv`, `compare.json`
 //!   and `compare.svg` go.
 
+mod core_side;
 mod raft;
 mod report;
 mod tara_side;
+mod tcp_side;
+
+#[allow(dead_code)]
+#[path = "../../common/closed_loop.rs"]
+mod closed_loop;
+#[allow(dead_code)]
+#[path = "../../common/tara_loop.rs"]
+mod tara_loop;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -88,15 +103,21 @@ pub enum System {
     OpenRaft,
     /// tara, embedded.
     Tara(Variant),
+    /// tara over TCP: three processes of `dataflows/local-f1.toml`.
+    Tcp,
+    /// tara's dataflow core: clients inside the dataflow.
+    Core,
 }
 
 impl System {
     /// Every system, in the order of the table.
-    pub const ALL: [System; 4] = [
+    pub const ALL: [System; 6] = [
         System::OpenRaft,
         System::Tara(Variant::NonDurable),
         System::Tara(Variant::Durable),
         System::Tara(Variant::Coordination),
+        System::Tcp,
+        System::Core,
     ];
 
     /// The name printed and plotted.
@@ -106,6 +127,8 @@ impl System {
             System::Tara(Variant::NonDurable) => "tara non-durable",
             System::Tara(Variant::Durable) => "tara durable",
             System::Tara(Variant::Coordination) => "tara coordination (durable)",
+            System::Tcp => "tara over TCP (coordination, durable)",
+            System::Core => "tara core (clients in the dataflow)",
         }
     }
 
@@ -116,6 +139,8 @@ impl System {
             System::Tara(Variant::NonDurable) => "non-durable",
             System::Tara(Variant::Durable) => "durable",
             System::Tara(Variant::Coordination) => "coordination",
+            System::Tcp => "tcp",
+            System::Core => "core",
         }
     }
 
@@ -124,6 +149,8 @@ impl System {
         match self {
             System::OpenRaft => raft::run(clients, PAYLOAD_BYTES, warmup, measured),
             System::Tara(variant) => tara_side::run(variant, clients, PAYLOAD_BYTES, warmup, measured),
+            System::Tcp => tcp_side::run(clients, PAYLOAD_BYTES, warmup, measured),
+            System::Core => core_side::run(clients, warmup, measured),
         }
     }
 }

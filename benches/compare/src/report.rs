@@ -27,7 +27,7 @@ pub struct Row {
     pub rounds: usize,
 }
 
-/// tara's throughput over openraft's at one client count.
+/// Throughput ratios at one client count (NaN where a system did not run).
 #[derive(Clone, Debug, Serialize)]
 pub struct Ratio {
     /// Closed-loop clients.
@@ -38,6 +38,12 @@ pub struct Ratio {
     pub durable: f64,
     /// `tara coordination (durable)` / openraft.
     pub coordination: f64,
+    /// `tara non-durable` / `tara core`: what the embedded path keeps of the core.
+    pub embedded_of_core: f64,
+    /// `tara durable` / `tara non-durable`.
+    pub durable_of_non_durable: f64,
+    /// `tara over TCP` / `tara coordination (durable)`: the same workload, three processes.
+    pub tcp_of_embedded: f64,
 }
 
 /// The machine the numbers come from.
@@ -100,9 +106,16 @@ fn ratios(settings: &Settings, rows: &[Row]) -> Vec<Ratio> {
         .clients
         .iter()
         .map(|&clients| {
-            let raft = ops(System::OpenRaft, clients);
-            let [_, non_durable, durable, coordination] = System::ALL.map(|s| ops(s, clients) / raft);
-            Ratio { clients, non_durable, durable, coordination }
+            let [raft, non_durable, durable, coordination, tcp, core] = System::ALL.map(|s| ops(s, clients));
+            Ratio {
+                clients,
+                non_durable: non_durable / raft,
+                durable: durable / raft,
+                coordination: coordination / raft,
+                embedded_of_core: non_durable / core,
+                durable_of_non_durable: durable / non_durable,
+                tcp_of_embedded: tcp / coordination,
+            }
         })
         .collect()
 }
@@ -138,18 +151,32 @@ fn today() -> String {
 fn table(rows: &[Row], ratios: &[Ratio], machine: &Machine) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "\n{} cores, {}, {}; medians over rounds", machine.nproc, machine.cpu, machine.date);
-    let _ = writeln!(out, "{:<28} {:>7} {:>11} {:>9} {:>9}", "system", "clients", "ops/s", "p50 us", "p99 us");
-    for r in rows {
+    let _ = writeln!(out, "{:<38} {:>7} {:>11} {:>9} {:>9}", "system", "clients", "ops/s", "p50 us", "p99 us");
+    for r in rows.iter().filter(|r| r.rounds > 0) {
         let _ = writeln!(
             out,
-            "{:<28} {:>7} {:>11.0} {:>9.0} {:>9.0}",
+            "{:<38} {:>7} {:>11.0} {:>9.0} {:>9.0}",
             r.system, r.clients, r.ops_per_s, r.p50_us, r.p99_us
         );
     }
-    let _ = writeln!(out, "\nthroughput tara / openraft (in-memory):");
-    let _ = writeln!(out, "{:>7} {:>12} {:>12} {:>14}", "clients", "non-durable", "durable", "coordination");
+    let _ = writeln!(out, "\nthroughput ratios (openraft in memory; NaN: a system did not run):");
+    let _ = writeln!(
+        out,
+        "{:>7} {:>14} {:>14} {:>14} {:>14} {:>14} {:>14}",
+        "clients", "non-dur/raft", "durable/raft", "coord/raft", "embedded/core", "dur/non-dur", "tcp/embedded"
+    );
     for r in ratios {
-        let _ = writeln!(out, "{:>7} {:>12.2} {:>12.2} {:>14.2}", r.clients, r.non_durable, r.durable, r.coordination);
+        let _ = writeln!(
+            out,
+            "{:>7} {:>14.2} {:>14.2} {:>14.2} {:>14.2} {:>14.2} {:>14.2}",
+            r.clients,
+            r.non_durable,
+            r.durable,
+            r.coordination,
+            r.embedded_of_core,
+            r.durable_of_non_durable,
+            r.tcp_of_embedded
+        );
     }
     out
 }
@@ -163,7 +190,7 @@ pub fn write(settings: &Settings, runs: &[Run]) -> Result<(), String> {
     let out = &settings.out;
     std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     let mut csv = String::from("system,clients,ops_per_s,p50_us,p99_us,rounds\n");
-    for r in &rows {
+    for r in rows.iter().filter(|r| r.rounds > 0) {
         let _ =
             writeln!(csv, "{},{},{:.0},{:.0},{:.0},{}", r.system, r.clients, r.ops_per_s, r.p50_us, r.p99_us, r.rounds);
     }
@@ -201,7 +228,7 @@ fn plot(path: &Path, settings: &Settings, rows: &[Row], machine: &Machine) -> Re
     root.fill(&WHITE).map_err(|x| e(&x))?;
     let (chart_area, caption_area) = root.split_vertically(596);
     let mut chart = ChartBuilder::on(&chart_area)
-        .caption("tara vs openraft: closed-loop writes of 64 bytes, 3 replicas", ("sans-serif", 22))
+        .caption("tara vs openraft: closed-loop writes of 64 bytes, 3 replicas per stage", ("sans-serif", 22))
         .margin(14)
         .x_label_area_size(44)
         .y_label_area_size(70)
@@ -217,13 +244,23 @@ fn plot(path: &Path, settings: &Settings, rows: &[Row], machine: &Machine) -> Re
         .axis_desc_style(("sans-serif", 16))
         .draw()
         .map_err(|x| e(&x))?;
-    let colors = [RGBColor(200, 60, 40), RGBColor(40, 110, 200), RGBColor(30, 150, 70), RGBColor(140, 70, 170)];
+    let colors = [
+        RGBColor(200, 60, 40),
+        RGBColor(40, 110, 200),
+        RGBColor(30, 150, 70),
+        RGBColor(140, 70, 170),
+        RGBColor(220, 140, 20),
+        RGBColor(90, 90, 90),
+    ];
     for (i, (system, color)) in System::ALL.iter().zip(colors).enumerate() {
         let points: Vec<(f64, f64, usize)> = rows
             .iter()
             .filter(|r| r.system == system.label() && r.ops_per_s.is_finite() && r.p50_us > 0.0)
             .map(|r| (r.ops_per_s / 1000.0, r.p50_us, r.clients))
             .collect();
+        if points.is_empty() {
+            continue;
+        }
         let style = color.stroke_width(2);
         chart
             .draw_series(LineSeries::new(points.iter().map(|p| (p.0, p.1)), style))
@@ -253,7 +290,7 @@ fn plot(path: &Path, settings: &Settings, rows: &[Row], machine: &Machine) -> Re
         settings.rounds, settings.seconds, settings.openraft_version
     );
     let machine_line = format!(
-        "tara embedded (f = 1, 3 timely workers), clients outside the dataflow. Machine: {} cores, {}; {}.",
+        "tara f = 1: embedded (clients outside the dataflow), 3 processes over TCP, core (clients inside). Machine: {} cores, {}; {}.",
         machine.nproc, machine.cpu, machine.date
     );
     let style = ("sans-serif", 13).into_font().color(&BLACK);

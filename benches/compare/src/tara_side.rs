@@ -1,13 +1,13 @@
-//! tara embedded, the library path: `Cluster::start` on the f = 1 description (three timely
-//! worker threads), clients outside the dataflow in one `ClientPool` driven from this thread.
+//! tara embedded, the library path: `Cluster::start` on the f = 1 description (one timely
+//! worker thread), clients outside the dataflow in one `ClientPool` driven from this thread.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use tara::app::coordination::{CoordOp, CoordResponse, Coordination, decode_result};
+use tara::app::coordination::{CoordError, CoordOp, CoordResponse, Coordination, decode_result};
 use tara::app::{Application, RestoreError};
-use tara::client::ClientPool;
+use tara::client::{Client, ClientPool};
 use tara::cluster::{Cluster, Description};
 
 use crate::Measurement;
@@ -57,7 +57,7 @@ impl Application for Counter {
 }
 
 /// The path of pool znode `i`.
-fn znode(i: usize) -> String {
+pub(crate) fn znode(i: usize) -> String {
     format!("/pool/{i}")
 }
 
@@ -84,7 +84,7 @@ pub fn run(
         }
         Variant::Coordination => {
             let cluster = Cluster::start(&description, |_| Coordination::default()).map_err(|e| e.to_string())?;
-            create_pool(&cluster, pool_znodes, payload_bytes)?;
+            create_pool_znodes(&mut cluster.client(), pool_znodes, payload_bytes)?;
             let data = vec![7u8; payload_bytes];
             let op =
                 |n: u64| CoordOp::SetData { path: znode(n as usize % pool_znodes), data: data.clone(), version: None };
@@ -109,14 +109,15 @@ fn finish(cluster: Cluster, measurement: Measurement) -> Result<Measurement, Str
     Ok(measurement)
 }
 
-/// Creates `/pool` and its znodes, each with `payload_bytes` of data.
-fn create_pool(cluster: &Cluster, pool_znodes: usize, payload_bytes: usize) -> Result<(), String> {
-    let mut client = cluster.client();
+/// Creates `/pool` and its znodes through `client`, each with `payload_bytes` of data (a znode
+/// that exists already is fine: a retried create may have taken effect).
+pub(crate) fn create_pool_znodes(client: &mut Client, pool_znodes: usize, payload_bytes: usize) -> Result<(), String> {
     for path in std::iter::once("/pool".to_string()).chain((0..pool_znodes).map(znode)) {
         let op = CoordOp::Create { path: path.clone(), data: vec![0; payload_bytes], sequential: false };
         let result = client.invoke(op.encode()).map_err(|e| format!("creating {path}: {e}"))?;
         match decode_result(&result)? {
             Ok(_) => {}
+            Err(CoordError::NodeExists(_)) => {}
             Err(e) => return Err(format!("creating {path}: {e}")),
         }
     }
@@ -126,7 +127,7 @@ fn create_pool(cluster: &Cluster, pool_znodes: usize, payload_bytes: usize) -> R
 /// The closed loop: `clients` clients of `pool`, one command outstanding each; `op(n)` is the
 /// `n`-th command's bytes, `valid` checks a result. Latencies of commands answered in the
 /// measured period are recorded.
-fn drive(
+pub(crate) fn drive(
     mut pool: ClientPool,
     clients: usize,
     warmup: Duration,
