@@ -127,6 +127,24 @@ fn apply_all(store: &mut ReplicaStore, batches: impl Iterator<Item = (u64, Write
     Ok(last)
 }
 
+/// Of the checkpoints queued together, keeps only the newest: it covers everything an older
+/// one does, so an executor whose checkpoint writes fall behind writes the newest state once
+/// instead of every state it passed, and the announcements of the older ones are released with
+/// it (the file an announcement promises is there, or a newer one). Without this, a slow
+/// checkpoint disk held stability back by the whole queue of writes, and with it the window
+/// and every commit (Section III-D: stability needs f+1 stored checkpoints).
+fn newest_checkpoint_only(batches: &mut [(u64, Writes)]) {
+    let Some(newest) = batches.iter().flat_map(|(_, w)| &w.stores).map(|s| s.sequence).max() else { return };
+    let mut kept = false;
+    for (_, writes) in batches.iter_mut().rev() {
+        writes.stores.retain(|store| {
+            let keep = !kept && store.sequence == newest;
+            kept |= keep;
+            keep
+        });
+    }
+}
+
 /// What one lane took from the queue: its sync's index, the last ticket applied (or the
 /// failure), and what syncs the store.
 type Taken = (u64, Result<u64, StorageError>, Option<(PathBuf, Arc<dyn Syncer>)>);
@@ -139,7 +157,9 @@ fn take(lanes: &Mutex<Lanes>, queue: &Receiver<(u64, Writes)>, stopped: &AtomicB
     if stopped.load(Ordering::Acquire) {
         return None;
     }
-    let applied = apply_each(&mut lanes.store, std::iter::once(first).chain(queue.try_iter()));
+    let mut batches: Vec<(u64, Writes)> = std::iter::once(first).chain(queue.try_iter()).collect();
+    newest_checkpoint_only(&mut batches);
+    let applied = apply_each(&mut lanes.store, batches.into_iter());
     lanes.started += 1;
     Some((lanes.started, applied, lanes.store.syncer()))
 }
@@ -517,5 +537,18 @@ mod tests {
         // Serial syncs would take 800 ms at least; overlapped, 450 ms and scheduling.
         assert!(start.elapsed() < Duration::from_millis(750), "the syncs did not overlap: {:?}", start.elapsed());
         persist.finish().unwrap();
+    }
+
+    /// Checkpoints queued together: only the newest is written, once.
+    #[test]
+    fn only_the_newest_queued_checkpoint_is_written() {
+        let store = |sequence| Store { executor: 0, sequence, state: Arc::new(Vec::new()) };
+        let writes =
+            |sequences: &[u64]| Writes { stores: sequences.iter().map(|s| store(*s)).collect(), ..Writes::default() };
+        let mut batches = vec![(1, writes(&[16])), (2, writes(&[32, 48])), (3, writes(&[48])), (4, Writes::default())];
+        newest_checkpoint_only(&mut batches);
+        let kept: Vec<(u64, u64)> =
+            batches.iter().flat_map(|(ticket, w)| w.stores.iter().map(move |s| (*ticket, s.sequence))).collect();
+        assert_eq!(kept, vec![(3, 48)]);
     }
 }
