@@ -442,8 +442,8 @@ fn kill_9_and_damage(cluster: &LocalCluster, damage: impl FnOnce(&std::path::Pat
     cluster.signal_supervisor("-CONT");
 }
 
-/// A kill -9 in the middle of an append leaves a torn entry at the end of a committer's log
-/// (here: the first bytes of a header). The restarted committer cuts it back to the last whole
+/// A kill -9 in the middle of a write leaves a torn entry at the end of a committer's log
+/// (here: the first bytes of a header, written over the preallocated zeros). The restarted committer cuts it back to the last whole
 /// entry, says so, and the cluster serves again without losing an acknowledged write.
 #[test]
 fn kill_9_with_a_torn_committer_log_recovers_and_loses_nothing() {
@@ -454,8 +454,12 @@ fn kill_9_with_a_torn_committer_log_recovers_and_loses_nothing() {
         let mut workload = Workload::new(cluster.pool(), 8);
         workload.run_for(Duration::from_secs(1));
         kill_9_and_damage(&cluster, |log| {
-            let mut file = std::fs::OpenOptions::new().append(true).open(log).expect("the log exists");
-            std::io::Write::write_all(&mut file, &[0x2a, 0, 0, 0, 0x11, 0x22, 0x33]).expect("appended");
+            // Where the next entry would have gone: right after the last whole one, in the
+            // preallocated zeros.
+            let bytes = std::fs::read(log).expect("the log exists");
+            let end = tara::storage::log::scan(&bytes).expect("an intact log").whole_bytes as u64;
+            let file = std::fs::OpenOptions::new().write(true).open(log).expect("the log opens");
+            std::os::unix::fs::FileExt::write_all_at(&file, &[0x2a, 0, 0, 0, 0x11, 0x22, 0x33], end).expect("written");
         });
         workload.run_for(Duration::from_secs(1));
         assert!(cluster.wait_for("serving again", 0, Duration::from_secs(60)), "the cluster did not come back");

@@ -6,13 +6,28 @@ use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-/// A file opened for appending.
-pub trait AppendFile: Send {
-    /// Appends `bytes` (not durable before [`AppendFile::sync`]).
-    fn append(&mut self, bytes: &[u8]) -> io::Result<()>;
+/// Makes a file's appends durable; shared between threads, so that one sync can run while the
+/// next appends are written and synced (pipelined group commit).
+pub trait Syncer: Send + Sync {
+    /// Makes every append made to the file before the call durable.
+    fn sync(&self) -> io::Result<()>;
+}
+
+/// A log file, written at chosen offsets: a log writes into space it preallocated (zeros
+/// already on disk), so that a sync makes only data durable and need not wait for the file
+/// system's journal.
+pub trait LogFile: Send {
+    /// Writes `bytes` at `offset`, growing the file if they reach past its end (not durable
+    /// before a sync).
+    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()>;
+    /// A handle that syncs this file from any thread.
+    fn syncer(&self) -> Arc<dyn Syncer>;
     /// Makes every append so far durable.
-    fn sync(&mut self) -> io::Result<()>;
+    fn sync(&mut self) -> io::Result<()> {
+        self.syncer().sync()
+    }
 }
 
 /// A disk: where a deployment's durable state lives.
@@ -22,9 +37,12 @@ pub trait Disk: Send + Sync + fmt::Debug {
     /// Replaces `path` with `bytes` atomically and durably: after a crash the file holds either
     /// its old content or `bytes`, never a mix.
     fn replace(&self, path: &Path, bytes: &[u8]) -> io::Result<()>;
-    /// Opens `path` for appending, first cutting it back to `length` bytes (a torn tail);
-    /// creates it (durably) if absent.
-    fn open_append(&self, path: &Path, length: u64) -> io::Result<Box<dyn AppendFile>>;
+    /// Opens `path` for writing at offsets; creates it (durably) if absent.
+    fn open_log(&self, path: &Path) -> io::Result<Box<dyn LogFile>>;
+    /// How many zero bytes a log keeps written ahead of its end on this disk.
+    fn preallocate_bytes(&self) -> u64 {
+        PREALLOCATE_BYTES
+    }
     /// The files in `dir` (not recursive), or an empty list if `dir` does not exist.
     fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>>;
     /// True if `path` exists (file or directory).
@@ -36,6 +54,11 @@ pub trait Disk: Send + Sync + fmt::Debug {
     /// Removes a file, or a directory and everything in it; absent is not an error.
     fn remove(&self, path: &Path) -> io::Result<()>;
 }
+
+/// Zero bytes a log on a real disk keeps written ahead of its end ([`Disk::preallocate_bytes`]):
+/// enough for a few thousand entries, so that the file grows (and a sync waits for the
+/// journal) once per that many.
+pub const PREALLOCATE_BYTES: u64 = 1 << 20;
 
 /// The machine's own file system.
 #[derive(Clone, Copy, Debug, Default)]
@@ -50,15 +73,22 @@ fn parent(path: &Path) -> &Path {
     path.parent().unwrap_or(Path::new("."))
 }
 
-struct FsAppend(File);
+struct FsLog(Arc<File>);
 
-impl AppendFile for FsAppend {
-    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.0.write_all(bytes)
+impl Syncer for File {
+    fn sync(&self) -> io::Result<()> {
+        // Data and the length it needs, not the other metadata: a log needs no more.
+        self.sync_data()
+    }
+}
+
+impl LogFile for FsLog {
+    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        std::os::unix::fs::FileExt::write_all_at(&*self.0, bytes, offset)
     }
 
-    fn sync(&mut self) -> io::Result<()> {
-        self.0.sync_data()
+    fn syncer(&self) -> Arc<dyn Syncer> {
+        self.0.clone()
     }
 }
 
@@ -81,17 +111,14 @@ impl Disk for FsDisk {
         sync_dir(parent(path))
     }
 
-    fn open_append(&self, path: &Path, length: u64) -> io::Result<Box<dyn AppendFile>> {
+    fn open_log(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
         let existed = path.exists();
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
-        if file.metadata()?.len() > length {
-            file.set_len(length)?;
-            file.sync_all()?;
-        }
+        let file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(path)?;
         if !existed {
+            file.sync_all()?;
             sync_dir(parent(path))?;
         }
-        Ok(Box::new(FsAppend(file)))
+        Ok(Box::new(FsLog(Arc::new(file))))
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {

@@ -10,8 +10,8 @@
 //! faulty.arm(Failpoint::new("records.log", Op::Sync, 1, Action::Fail));
 //! let disk: Arc<dyn Disk> = Arc::new(faulty.clone());
 //! disk.create_dir(Path::new("/k")).unwrap();
-//! let mut log = disk.open_append(Path::new("/k/records.log"), 0).unwrap();
-//! log.append(b"entry").unwrap();
+//! let mut log = disk.open_log(Path::new("/k/records.log")).unwrap();
+//! log.write_at(0, b"entry").unwrap();
 //! assert!(log.sync().is_ok(), "the first sync passes");
 //! assert!(log.sync().is_err(), "the second fails");
 //! assert_eq!(faulty.fired(), 1);
@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::disk::{AppendFile, Disk};
+use super::disk::{Disk, LogFile, Syncer};
 
 /// An operation a failpoint watches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -171,28 +171,41 @@ impl<D: Disk> Faulty<D> {
     }
 }
 
-struct FaultyAppend {
-    file: Box<dyn AppendFile>,
+struct FaultyLog {
+    file: Box<dyn LogFile>,
     path: PathBuf,
     armed: Arc<Armed>,
 }
 
-impl AppendFile for FaultyAppend {
-    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+impl LogFile for FaultyLog {
+    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()> {
         match self.armed.check(&self.path, Op::Write) {
-            Verdict::Pass => self.file.append(bytes),
+            Verdict::Pass => self.file.write_at(offset, bytes),
             Verdict::Fail => Err(injected(&self.path, "write")),
             Verdict::Tear => {
-                self.file.append(&bytes[..bytes.len() / 2])?;
+                self.file.write_at(offset, &bytes[..bytes.len() / 2])?;
                 Err(injected(&self.path, "torn write"))
             }
-            Verdict::Flip => self.file.append(&flipped(bytes)),
+            Verdict::Flip => self.file.write_at(offset, &flipped(bytes)),
         }
     }
 
-    fn sync(&mut self) -> io::Result<()> {
+    fn syncer(&self) -> Arc<dyn Syncer> {
+        Arc::new(FaultySync { inner: self.file.syncer(), path: self.path.clone(), armed: self.armed.clone() })
+    }
+}
+
+/// The syncer of a [`FaultyLog`]: its syncs count against the same failpoints.
+struct FaultySync {
+    inner: Arc<dyn Syncer>,
+    path: PathBuf,
+    armed: Arc<Armed>,
+}
+
+impl Syncer for FaultySync {
+    fn sync(&self) -> io::Result<()> {
         match self.armed.check(&self.path, Op::Sync) {
-            Verdict::Pass | Verdict::Flip => self.file.sync(),
+            Verdict::Pass | Verdict::Flip => self.inner.sync(),
             Verdict::Fail | Verdict::Tear => Err(injected(&self.path, "sync")),
         }
     }
@@ -216,12 +229,16 @@ impl<D: Disk> Disk for Faulty<D> {
         }
     }
 
-    fn open_append(&self, path: &Path, length: u64) -> io::Result<Box<dyn AppendFile>> {
+    fn open_log(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
         if let Verdict::Fail = self.armed.check(path, Op::Read) {
             return Err(injected(path, "open"));
         }
-        let file = self.disk.open_append(path, length)?;
-        Ok(Box::new(FaultyAppend { file, path: path.to_path_buf(), armed: self.armed.clone() }))
+        let file = self.disk.open_log(path)?;
+        Ok(Box::new(FaultyLog { file, path: path.to_path_buf(), armed: self.armed.clone() }))
+    }
+
+    fn preallocate_bytes(&self) -> u64 {
+        self.disk.preallocate_bytes()
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {

@@ -2,7 +2,7 @@
 //! on, and where a deployment without a state directory keeps its small durable values (they
 //! survive an injected replica restart, not the process).
 //!
-//! Every append is durable at once: a crash loses only what the storage layer had not yet
+//! Every write is durable at once: a crash loses only what the storage layer had not yet
 //! handed to the disk. Tests damage files at rest with [`MemDisk::flip_bit`] and
 //! [`MemDisk::truncate`], and inject failing or torn writes with [`crate::storage::Faulty`].
 
@@ -11,7 +11,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::disk::{AppendFile, Disk};
+use super::disk::{Disk, LogFile, Syncer};
 
 #[derive(Debug, Default)]
 struct Files {
@@ -75,23 +75,41 @@ impl MemDisk {
     }
 }
 
-struct MemAppend {
+/// Zero bytes a log on a memory disk keeps ahead of its end: small, so that tests and the
+/// simulator make logs grow often.
+pub const PREALLOCATE_BYTES: u64 = 4 << 10;
+
+struct MemLog {
     disk: MemDisk,
     path: PathBuf,
 }
 
-impl AppendFile for MemAppend {
-    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+impl LogFile for MemLog {
+    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()> {
         let mut files = self.disk.lock();
         let file = files
             .files
             .get_mut(&self.path)
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{} is gone", self.path.display())))?;
-        file.extend_from_slice(bytes);
+        let start = usize::try_from(offset).map_err(|_| io::Error::other("offset beyond memory"))?;
+        let end = start + bytes.len();
+        if file.len() < end {
+            file.resize(end, 0);
+        }
+        file[start..end].copy_from_slice(bytes);
         Ok(())
     }
 
-    fn sync(&mut self) -> io::Result<()> {
+    fn syncer(&self) -> Arc<dyn Syncer> {
+        Arc::new(Durable)
+    }
+}
+
+/// Appends to memory are durable at once: syncing has nothing to do.
+struct Durable;
+
+impl Syncer for Durable {
+    fn sync(&self) -> io::Result<()> {
         Ok(())
     }
 }
@@ -108,12 +126,15 @@ impl Disk for MemDisk {
         Ok(())
     }
 
-    fn open_append(&self, path: &Path, length: u64) -> io::Result<Box<dyn AppendFile>> {
+    fn open_log(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
         let mut files = self.lock();
         Self::ensure_parent(&mut files, path)?;
-        let file = files.files.entry(path.to_path_buf()).or_default();
-        file.truncate(usize::try_from(length).unwrap_or(usize::MAX));
-        Ok(Box::new(MemAppend { disk: self.clone(), path: path.to_path_buf() }))
+        files.files.entry(path.to_path_buf()).or_default();
+        Ok(Box::new(MemLog { disk: self.clone(), path: path.to_path_buf() }))
+    }
+
+    fn preallocate_bytes(&self) -> u64 {
+        PREALLOCATE_BYTES
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
@@ -177,8 +198,8 @@ mod tests {
         assert!(disk.replace(&dir.join("x"), b"1").is_err(), "no directory yet");
         disk.create_dir(dir).unwrap();
         disk.replace(&dir.join("x"), b"1").unwrap();
-        let mut log = disk.open_append(&dir.join("log"), 0).unwrap();
-        log.append(b"abc").unwrap();
+        let mut log = disk.open_log(&dir.join("log")).unwrap();
+        log.write_at(0, b"abc").unwrap();
         disk.rename(dir, Path::new("/state/committer-0")).unwrap();
         assert_eq!(disk.read(Path::new("/state/committer-0/x")).unwrap(), Some(b"1".to_vec()));
         assert!(!disk.exists(dir).unwrap());
@@ -186,8 +207,8 @@ mod tests {
         let log = Path::new("/state/committer-0/log");
         assert!(disk.flip_bit(log, 1, 0));
         assert_eq!(disk.read(log).unwrap(), Some(b"acc".to_vec()));
-        disk.open_append(log, 1).unwrap();
-        assert_eq!(disk.len_of(log), Some(1), "opening cuts the tail back");
+        disk.open_log(log).unwrap().write_at(4, b"d").unwrap();
+        assert_eq!(disk.read(log).unwrap(), Some(b"acc\0d".to_vec()), "a write past the end grows the file");
         disk.remove(Path::new("/state")).unwrap();
         assert!(disk.paths().is_empty());
     }

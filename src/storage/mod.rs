@@ -30,7 +30,7 @@ pub mod state;
 pub mod value;
 
 pub use checkpoints::{CheckpointStore, Loaded, Rejected};
-pub use disk::{AppendFile, Disk, FsDisk};
+pub use disk::{Disk, FsDisk, LogFile, Syncer};
 pub use error::{Problem, StorageError};
 pub use faults::{Action, Failpoint, Faulty, Op};
 pub use memory::MemDisk;

@@ -31,12 +31,16 @@
 //! assert!(matches!(sent[..], [Tuple::Commit(_)]));
 //! ```
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::error::StorageError;
+use super::disk::Syncer;
+use super::error::{Problem, StorageError};
 use super::replica::ReplicaStore;
 use crate::protocol::topology::route;
 use crate::protocol::{Outbox, Stage, Tuple, Writes};
@@ -44,11 +48,35 @@ use crate::protocol::{Outbox, Stage, Tuple, Writes};
 /// Batches of writes a replica may have queued for its writer thread before the worker waits.
 pub const WRITES_QUEUED_MAX: usize = 4096;
 
-/// A writer thread and its two channels.
+/// Syncs a writer may have in flight at once. With one, a commit whose write arrives while a
+/// sync runs waits for the rest of that sync and then a whole one of its own (one and a half
+/// syncs on average); with two, a second lane applies and syncs the writes queued behind a
+/// running sync, and the commit waits for about one sync. A sync makes durable everything
+/// written to the file before it was called, so the two overlap on the same file.
+pub const SYNC_LANES: usize = 2;
+
+/// The lanes of each writer: [`SYNC_LANES`], or `TARA_SYNC_LANES` if set to a positive number
+/// (1 gives the serial group commit, to compare).
+pub fn sync_lanes() -> usize {
+    std::env::var("TARA_SYNC_LANES").ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(SYNC_LANES)
+}
+
+/// A finished group of writes: the index of its sync (in the order the syncs were started)
+/// and the last ticket it covers, or the failure.
+type Report = (u64, Result<u64, StorageError>);
+
+/// A writer's lanes and their two channels.
 struct Writer {
     jobs: Option<Sender<(u64, Writes)>>,
-    done: Receiver<Result<u64, StorageError>>,
-    handle: Option<JoinHandle<()>>,
+    done: Receiver<Report>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+/// What a writer's lanes share: the store (applied under the lock, in ticket order) and the
+/// count of syncs started.
+struct Lanes {
+    store: ReplicaStore,
+    started: u64,
 }
 
 enum Backend {
@@ -62,6 +90,11 @@ pub struct Persist {
     backend: Backend,
     issued: u64,
     durable: u64,
+    /// Syncs reported so far, in the order they were started, and the later ones that finished
+    /// early: a ticket counts as durable only once every sync started before its own has
+    /// succeeded (a sync that fails may have lost writes that a later one did not cover).
+    synced: u64,
+    early: BTreeMap<u64, u64>,
     held: VecDeque<(u64, Tuple)>,
     failed: Option<StorageError>,
 }
@@ -77,20 +110,100 @@ impl std::fmt::Debug for Persist {
     }
 }
 
-/// Applies queued batches in order and syncs once; the ticket of the last one, or the failure.
-fn apply_all(store: &mut ReplicaStore, batches: impl Iterator<Item = (u64, Writes)>) -> Result<u64, StorageError> {
+/// Applies queued batches in order; the ticket of the last one, or the failure.
+fn apply_each(store: &mut ReplicaStore, batches: impl Iterator<Item = (u64, Writes)>) -> Result<u64, StorageError> {
     let mut last = 0;
     for (ticket, writes) in batches {
         store.apply(&writes)?;
         last = ticket;
     }
+    Ok(last)
+}
+
+/// Applies queued batches in order and syncs once; the ticket of the last one, or the failure.
+fn apply_all(store: &mut ReplicaStore, batches: impl Iterator<Item = (u64, Writes)>) -> Result<u64, StorageError> {
+    let last = apply_each(store, batches)?;
     store.sync()?;
     Ok(last)
 }
 
+/// Of the checkpoints queued together, keeps only the newest: it covers everything an older
+/// one does, so an executor whose checkpoint writes fall behind writes the newest state once
+/// instead of every state it passed, and the announcements of the older ones are released with
+/// it (the file an announcement promises is there, or a newer one). Without this, a slow
+/// checkpoint disk held stability back by the whole queue of writes, and with it the window
+/// and every commit (Section III-D: stability needs f+1 stored checkpoints).
+fn newest_checkpoint_only(batches: &mut [(u64, Writes)]) {
+    let Some(newest) = batches.iter().flat_map(|(_, w)| &w.stores).map(|s| s.sequence).max() else { return };
+    let mut kept = false;
+    for (_, writes) in batches.iter_mut().rev() {
+        writes.stores.retain(|store| {
+            let keep = !kept && store.sequence == newest;
+            kept |= keep;
+            keep
+        });
+    }
+}
+
+/// What one lane took from the queue: its sync's index, the last ticket applied (or the
+/// failure), and what syncs the store.
+type Taken = (u64, Result<u64, StorageError>, Option<(PathBuf, Arc<dyn Syncer>)>);
+
+/// Under the lock: waits for a batch, applies it and every batch queued behind it.
+fn take(lanes: &Mutex<Lanes>, queue: &Receiver<(u64, Writes)>, stopped: &AtomicBool) -> Option<Taken> {
+    // A panic while holding the lock leaves the store as the last write left it: keep using it.
+    let mut lanes = lanes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let first = queue.recv().ok()?;
+    if stopped.load(Ordering::Acquire) {
+        return None;
+    }
+    let mut batches: Vec<(u64, Writes)> = std::iter::once(first).chain(queue.try_iter()).collect();
+    newest_checkpoint_only(&mut batches);
+    let applied = apply_each(&mut lanes.store, batches.into_iter());
+    lanes.started += 1;
+    Some((lanes.started, applied, lanes.store.syncer()))
+}
+
+/// One lane of a writer: applies what is queued under the lock, then syncs outside it, so that
+/// the other lane can apply and sync the next writes meanwhile. Stops at the first failure:
+/// nothing after a failed write is acknowledged.
+fn lane(
+    lanes: &Mutex<Lanes>,
+    queue: &Receiver<(u64, Writes)>,
+    report: &Sender<Report>,
+    stopped: &AtomicBool,
+    wake: &dyn Fn(),
+) {
+    while let Some((index, applied, syncer)) = take(lanes, queue, stopped) {
+        let result = applied.and_then(|last| match &syncer {
+            Some((path, syncer)) => {
+                syncer.sync().map(|()| last).map_err(|e| StorageError::io(path, Problem::WriteFailed, &e))
+            }
+            None => Ok(last),
+        });
+        let failed = result.is_err();
+        if failed {
+            stopped.store(true, Ordering::Release);
+        }
+        let _ = report.send((index, result));
+        wake();
+        if failed {
+            return;
+        }
+    }
+}
+
 impl Persist {
     fn with(backend: Backend) -> Persist {
-        Persist { backend, issued: 0, durable: 0, held: VecDeque::new(), failed: None }
+        Persist {
+            backend,
+            issued: 0,
+            durable: 0,
+            synced: 0,
+            early: BTreeMap::new(),
+            held: VecDeque::new(),
+            failed: None,
+        }
     }
 
     /// Writes applied and synced on the caller's thread as they are issued.
@@ -98,32 +211,34 @@ impl Persist {
         Self::with(Backend::Inline(store))
     }
 
-    /// Writes applied by a writer thread (named after replica `id` of `stage`), which calls
-    /// `wake` after each group of writes is durable (or failed), so that the host releases what
-    /// waited for them.
+    /// Writes applied by a writer of [`sync_lanes`] threads (named after replica `id` of
+    /// `stage`), which calls `wake` after each group of writes is durable (or failed), so that
+    /// the host releases what waited for them.
     pub fn threaded(
         stage: Stage,
         id: u32,
-        mut store: ReplicaStore,
-        wake: Box<dyn Fn() + Send>,
+        store: ReplicaStore,
+        wake: Box<dyn Fn() + Send + Sync>,
     ) -> std::io::Result<Persist> {
-        let name = format!("tara-{}-{id}", stage.replica_name());
         let (jobs, queue) = crossbeam_channel::bounded::<(u64, Writes)>(WRITES_QUEUED_MAX);
         let (report, done) = crossbeam_channel::unbounded();
-        let handle = std::thread::Builder::new().name(name).spawn(move || {
-            // Group commit: everything queued while the previous sync ran goes out with one sync.
-            while let Ok(first) = queue.recv() {
-                let result = apply_all(&mut store, std::iter::once(first).chain(queue.try_iter()));
-                let failed = result.is_err();
-                let _ = report.send(result);
-                wake();
-                if failed {
-                    // Never acknowledge anything after a failed write.
-                    return;
-                }
+        let lanes = Arc::new(Mutex::new(Lanes { store, started: 0 }));
+        let (stopped, wake) = (Arc::new(AtomicBool::new(false)), Arc::<dyn Fn() + Send + Sync>::from(wake));
+        let mut handles = Vec::with_capacity(SYNC_LANES);
+        for number in 0..sync_lanes() {
+            let (lanes, queue, report, stopped, wake) =
+                (lanes.clone(), queue.clone(), report.clone(), stopped.clone(), wake.clone());
+            let name = format!("tara-{}-{id}-{number}", stage.replica_name());
+            let spawned = std::thread::Builder::new()
+                .name(name)
+                .spawn(move || lane(&lanes, &queue, &report, &stopped, wake.as_ref()));
+            match spawned {
+                Ok(handle) => handles.push(handle),
+                // The lanes started so far end when `jobs` is dropped.
+                Err(e) => return Err(e),
             }
-        })?;
-        Ok(Self::with(Backend::Thread(Writer { jobs: Some(jobs), done, handle: Some(handle) })))
+        }
+        Ok(Self::with(Backend::Thread(Writer { jobs: Some(jobs), done, handles })))
     }
 
     /// Writes queued until [`Persist::flush`] (a crash before it loses them, unacknowledged).
@@ -179,12 +294,16 @@ impl Persist {
     /// Picks up finished writes and hands every tuple they release to `emit`.
     pub fn release(&mut self, emit: &mut impl FnMut(Tuple)) -> Result<(), StorageError> {
         if let Backend::Thread(writer) = &self.backend {
-            let reports: Vec<Result<u64, StorageError>> = writer.done.try_iter().collect();
-            for report in reports {
+            let reports: Vec<Report> = writer.done.try_iter().collect();
+            for (index, report) in reports {
                 match report {
-                    Ok(ticket) => self.durable = self.durable.max(ticket),
+                    Ok(ticket) => drop(self.early.insert(index, ticket)),
                     Err(e) => self.fail(e),
                 }
+            }
+            while let Some(ticket) = self.early.remove(&(self.synced + 1)) {
+                self.synced += 1;
+                self.durable = self.durable.max(ticket);
             }
         }
         if let Some(error) = &self.failed {
@@ -231,7 +350,7 @@ impl Persist {
     pub fn finish(mut self) -> Result<(), StorageError> {
         if let Backend::Thread(writer) = &mut self.backend {
             writer.jobs.take();
-            if let Some(handle) = writer.handle.take() {
+            for handle in writer.handles.drain(..) {
                 let _ = handle.join();
             }
         }
@@ -244,7 +363,7 @@ impl Drop for Persist {
     fn drop(&mut self) {
         if let Backend::Thread(writer) = &mut self.backend {
             writer.jobs.take();
-            if let Some(handle) = writer.handle.take() {
+            for handle in writer.handles.drain(..) {
                 let _ = handle.join();
             }
         }
@@ -254,8 +373,7 @@ impl Drop for Persist {
 #[cfg(test)]
 mod tests {
     use std::path::Path;
-    use std::sync::Arc;
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     use super::*;
     use crate::protocol::{Checkpoint, Commit, LogEntry, Reply, Request};
@@ -360,5 +478,77 @@ mod tests {
         persist.flush();
         persist.release(&mut |t| sent.push(t)).unwrap();
         assert_eq!(sent, vec![Tuple::Checkpoint(Checkpoint { executor: 0, sequence: 4 })]);
+    }
+
+    /// A gate whose writer is a channel the test feeds with reports, as lanes would send them.
+    fn reported() -> (Persist, Sender<Report>) {
+        let (report, done) = crossbeam_channel::unbounded();
+        let writer = Writer { jobs: None, done, handles: Vec::new() };
+        let mut persist = Persist::with(Backend::Thread(writer));
+        persist.issued = 2;
+        persist.held.extend([(1, Tuple::Commit(commit(1))), (2, Tuple::Commit(commit(2)))]);
+        (persist, report)
+    }
+
+    /// Two syncs in flight: the second may finish first, but what it covers is released only
+    /// once the first has succeeded too, and never if the first failed (with one fd shared by
+    /// two syncs, the later sync need not report the earlier one's lost write).
+    #[test]
+    fn a_later_sync_releases_nothing_before_an_earlier_one_succeeds() {
+        let (mut persist, report) = reported();
+        let mut sent = Vec::new();
+        report.send((2, Ok(2))).unwrap();
+        persist.release(&mut |t| sent.push(t)).unwrap();
+        assert!(sent.is_empty(), "released before the earlier sync finished: {sent:?}");
+        report.send((1, Ok(1))).unwrap();
+        persist.release(&mut |t| sent.push(t)).unwrap();
+        assert_eq!(sequences(&sent), vec![1, 2]);
+
+        let (mut persist, report) = reported();
+        report.send((2, Ok(2))).unwrap();
+        let failure = StorageError::new(Path::new("/state/x"), crate::storage::Problem::WriteFailed, "lost");
+        report.send((1, Err(failure))).unwrap();
+        assert!(persist.release(&mut |t| sent.push(t)).is_err());
+        assert_eq!(sequences(&sent), vec![1, 2], "nothing more left");
+    }
+
+    /// Pipelined group commit: a write issued while a sync runs is synced by the second lane
+    /// at once, not after the first sync: two slow syncs overlap.
+    #[test]
+    fn a_write_during_a_sync_does_not_wait_for_it() {
+        let faulty = Faulty::new(MemDisk::new());
+        let disk: Arc<dyn Disk> = Arc::new(faulty.clone());
+        let store = committer_store(&disk);
+        faulty.arm(Failpoint::new("records.log", Op::Sync, 0, Action::DelayForever(400)));
+        let (wake, woken) = crossbeam_channel::unbounded();
+        let wake = Box::new(move || {
+            let _ = wake.send(());
+        });
+        let mut persist = Persist::threaded(Stage::Committer, 0, store, wake).unwrap();
+        let (start, mut sent) = (Instant::now(), Vec::new());
+        persist.send(&mut outbox(1), &mut |t| sent.push(t)).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        persist.send(&mut outbox(2), &mut |t| sent.push(t)).unwrap();
+        while sent.len() < 2 && start.elapsed() < Duration::from_secs(10) {
+            let _ = woken.recv_timeout(Duration::from_millis(50));
+            persist.release(&mut |t| sent.push(t)).unwrap();
+        }
+        assert_eq!(sequences(&sent), vec![1, 2]);
+        // Serial syncs would take 800 ms at least; overlapped, 450 ms and scheduling.
+        assert!(start.elapsed() < Duration::from_millis(750), "the syncs did not overlap: {:?}", start.elapsed());
+        persist.finish().unwrap();
+    }
+
+    /// Checkpoints queued together: only the newest is written, once.
+    #[test]
+    fn only_the_newest_queued_checkpoint_is_written() {
+        let store = |sequence| Store { executor: 0, sequence, state: Arc::new(Vec::new()) };
+        let writes =
+            |sequences: &[u64]| Writes { stores: sequences.iter().map(|s| store(*s)).collect(), ..Writes::default() };
+        let mut batches = vec![(1, writes(&[16])), (2, writes(&[32, 48])), (3, writes(&[48])), (4, Writes::default())];
+        newest_checkpoint_only(&mut batches);
+        let kept: Vec<(u64, u64)> =
+            batches.iter().flat_map(|(ticket, w)| w.stores.iter().map(move |s| (*ticket, s.sequence))).collect();
+        assert_eq!(kept, vec![(3, 48)]);
     }
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::checkpoints::CheckpointStore;
-use super::disk::Disk;
+use super::disk::{Disk, Syncer};
 use super::error::{Problem, StorageError};
 use super::records::RecordLog;
 use super::value::DurableValue;
@@ -175,6 +175,16 @@ impl ReplicaStore {
             Files::Volatile => {}
         }
         Ok(())
+    }
+
+    /// What makes the writes applied so far durable, from another thread: a record log's
+    /// syncer, or `None` if every write is durable when applied (checkpoints and values are
+    /// written by atomic, synced replacements) or nothing is kept.
+    pub fn syncer(&self) -> Option<(PathBuf, Arc<dyn Syncer>)> {
+        match &self.files {
+            Files::Records(log) => Some((log.path().to_path_buf(), log.syncer())),
+            _ => None,
+        }
     }
 
     /// Makes everything applied so far durable.

@@ -55,7 +55,7 @@ impl Storage {
     /// The gate for a replica's store: record logs and checkpoints in files get a writer thread
     /// (group commit; the worker never waits for a sync), which calls `wake` when writes are
     /// durable; everything else is written on the caller's thread.
-    pub fn gate(&self, store: ReplicaStore, id: u32, wake: Box<dyn Fn() + Send>) -> std::io::Result<Persist> {
+    pub fn gate(&self, store: ReplicaStore, id: u32, wake: Box<dyn Fn() + Send + Sync>) -> std::io::Result<Persist> {
         let files = matches!(self, Storage::Directory { .. });
         // A volatile store (a committer without durable records) writes nothing: a hand-off to a
         // thread would only add two wake-ups to every commit.
