@@ -103,6 +103,12 @@ pub struct Completion {
     pub retransmissions: u32,
 }
 
+/// A completion and the clock reading it was taken at.
+struct Completed {
+    done: Completion,
+    completed_at: Instant,
+}
+
 struct Pending {
     op: Vec<u8>,
     submitted: Instant,
@@ -213,6 +219,15 @@ impl ClientPool {
     /// Waits up to `timeout` for the next answer, retransmitting overdue commands meanwhile.
     /// `Ok(None)` means nothing completed in time.
     pub fn poll(&mut self, timeout: Duration) -> Result<Option<Completion>, ClientError> {
+        // A reply already waiting is taken without the waiting loop: under load that saves
+        // several clock readings per command; its completion's clock reading serves the
+        // retransmission check.
+        while let Ok(reply) = self.mailbox.try_recv() {
+            if let Some(completion) = self.complete(reply) {
+                self.retransmit_overdue_at(completion.completed_at)?;
+                return Ok(Some(completion.done));
+            }
+        }
         let until = Instant::now() + timeout;
         loop {
             self.retransmit_overdue()?;
@@ -221,7 +236,7 @@ impl ClientPool {
             match self.mailbox.recv_timeout(next_deadline.saturating_duration_since(now)) {
                 Ok(reply) => {
                     if let Some(completion) = self.complete(reply) {
-                        return Ok(Some(completion));
+                        return Ok(Some(completion.done));
                     }
                     if Instant::now() >= until {
                         return Ok(None);
@@ -237,22 +252,27 @@ impl ClientPool {
         }
     }
 
-    fn complete(&mut self, reply: Reply) -> Option<Completion> {
+    fn complete(&mut self, reply: Reply) -> Option<Completed> {
         let session = self.sessions.get_mut(&reply.client)?;
         let pending = session.pending.remove(&reply.timestamp)?;
         self.outstanding -= 1;
-        Some(Completion {
+        let completed_at = Instant::now();
+        let done = Completion {
             client: reply.client,
             timestamp: reply.timestamp,
             outcome: reply.outcome,
             result: reply.result,
-            latency: pending.submitted.elapsed(),
+            latency: completed_at.saturating_duration_since(pending.submitted),
             retransmissions: pending.retransmissions,
-        })
+        };
+        Some(Completed { done, completed_at })
     }
 
     fn retransmit_overdue(&mut self) -> Result<(), ClientError> {
-        let now = Instant::now();
+        self.retransmit_overdue_at(Instant::now())
+    }
+
+    fn retransmit_overdue_at(&mut self, now: Instant) -> Result<(), ClientError> {
         let sources = self.transport.routes().max(1);
         while let Some(&(deadline, client, timestamp)) = self.deadlines.front() {
             if deadline > now {
