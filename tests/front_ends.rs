@@ -44,8 +44,7 @@ fn stopping_front_end() -> FrontEnd {
         forward_through: None,
         cluster: None,
     };
-    frontend::spawn(listener, Ingress::new(2), Mailboxes::new(), control, config)
-        .expect("the front end starts")
+    frontend::spawn(listener, Ingress::new(2), Mailboxes::new(), control, config).expect("the front end starts")
 }
 
 /// A client given every front end of the local-f1 shape, including process 0's, which hosts no
@@ -63,7 +62,7 @@ fn every_front_end_takes_commands_without_retransmissions() {
         for i in 0..200u64 {
             let ticket = pool.submit(client, create(&format!("/n{i}"))).expect("submitted");
             // The pool's route of a command: (client + timestamp) mod front ends.
-            through_process_0 += usize::from((client.wrapping_add(ticket)) % 3 == 0);
+            through_process_0 += usize::from(client.wrapping_add(ticket).is_multiple_of(3));
             let done = pool.poll(Duration::from_secs(20)).expect("the cluster answers").expect("an answer in time");
             assert_eq!((done.timestamp, done.retransmissions), (ticket, 0), "command {i}");
             let answer = decode_result(&done.result).expect("a coordination result");
@@ -93,7 +92,10 @@ fn a_refused_command_goes_to_the_next_front_end_at_once() {
             failed_over += done.retransmissions;
         }
         assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
-        assert_eq!(failed_over, 1, "the first command through the stopping front end moved on once, later ones skip it");
+        assert_eq!(
+            failed_over, 1,
+            "the first command through the stopping front end moved on once, later ones skip it"
+        );
     });
 }
 
@@ -109,7 +111,10 @@ fn a_client_whose_only_front_end_refuses_fails_at_once() {
         let started = Instant::now();
         let got = client.invoke(create("/x"));
         assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
-        assert!(matches!(&got, Err(ClientError::Refused(m)) if m.contains("stopping") && m.contains(&address)), "{got:?}");
+        assert!(
+            matches!(&got, Err(ClientError::Refused(m)) if m.contains("stopping") && m.contains(&address)),
+            "{got:?}"
+        );
 
         let started = Instant::now();
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_tara"))

@@ -274,8 +274,9 @@ fn execute_supervised(run: &Run, config: &Path) -> Result<Summary, String> {
     let d = &run.description;
     let processes = d.processes(None).map_err(|e| e.to_string())?;
     // Refuse before the workload sends anything to whatever listens there now.
-    tara::cluster::supervisor::ports_free(&processes)
-        .map_err(|e| format!("cannot start the cluster of {}: {e}; to measure a running cluster, use --connect", config.display()))?;
+    tara::cluster::supervisor::ports_free(&processes).map_err(|e| {
+        format!("cannot start the cluster of {}: {e}; to measure a running cluster, use --connect", config.display())
+    })?;
     let submit = d.client_addresses().map_err(|e| e.to_string())?;
     let status = processes.iter().map(|p| p.clients.clone()).collect();
     let remote = Remote { submit, status, options: client_options(d) };

@@ -264,7 +264,9 @@ fn ask<T>(
     let mut buffer = [0u8; 16 * 1024];
     loop {
         match reader.next_frame::<ServerFrame>() {
-            Some(Ok(ServerFrame::Error(message))) => return Err(ClientError::Unreachable(format!("{addr}: {message}"))),
+            Some(Ok(ServerFrame::Error(message))) => {
+                return Err(ClientError::Unreachable(format!("{addr}: {message}")));
+            }
             Some(Ok(frame)) => {
                 if let Some(found) = answer(frame) {
                     return Ok(found);
