@@ -8,6 +8,8 @@ mod common;
 #[path = "common/procs.rs"]
 mod procs;
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::within;
@@ -15,8 +17,9 @@ use procs::LocalCluster;
 use tara::app::coordination::{CoordError, CoordOp, CoordResponse, decode_result};
 use tara::client::{Client, ClientError, ClientOptions, tcp};
 use tara::dataflow::{Control, Ingress, Mailboxes, Placement};
+use tara::net::wire::{ClientFrame, FrameReader, MAX_FRAME_BYTES, ServerFrame, encode};
 use tara::net::{FrontEnd, FrontEndConfig, frontend};
-use tara::protocol::Params;
+use tara::protocol::{Command, Outcome, Params, Reply};
 
 fn create(path: &str) -> Vec<u8> {
     CoordOp::Create { path: path.into(), data: vec![], sequential: false }.encode()
@@ -70,6 +73,47 @@ fn every_front_end_takes_commands_without_retransmissions() {
         }
         assert!(through_process_0 >= 50, "only {through_process_0} commands went in through process 0");
         assert!(cluster.remote().executors_agree(3, Duration::from_secs(30)), "the executors disagree");
+    });
+}
+
+/// Sends `command` on a new connection to `addr` and returns the first reply.
+fn submit_raw(addr: &str, command: &Command) -> Reply {
+    let mut stream = TcpStream::connect(addr).expect("the front end accepts");
+    stream.set_read_timeout(Some(Duration::from_secs(20))).expect("a read timeout");
+    stream.write_all(&encode(&ClientFrame::Submit(command.clone()))).expect("sent");
+    let (mut reader, mut buffer) = (FrameReader::new(MAX_FRAME_BYTES), [0u8; 4096]);
+    loop {
+        match reader.next_frame::<ServerFrame>() {
+            Some(Ok(ServerFrame::Reply(reply))) => return reply,
+            Some(other) => panic!("{addr} answered {other:?}"),
+            None => {}
+        }
+        let n = stream.read(&mut buffer).expect("a reply before the read timeout");
+        assert!(n > 0, "{addr} closed the connection");
+        reader.extend(&buffer[..n]);
+    }
+}
+
+/// A command sent again through another front end, the first time forwarded by the sourceless
+/// process 0 and then straight to a request source (and the other way round), takes effect
+/// once: the second answer is the cached first one, and one sequential znode exists.
+#[test]
+fn a_command_retried_through_another_front_end_takes_effect_once() {
+    within(120, || {
+        let cluster = LocalCluster::start("");
+        let op = CoordOp::Create { path: "/dup-".into(), data: vec![], sequential: true }.encode();
+        for (timestamp, order) in [(1, [0, 1]), (2, [2, 0])] {
+            let command =
+                Command { client: 0x5e5e_0000_0000_0002, timestamp, answered_below: 0, op: op.clone(), origin: None };
+            let first = submit_raw(&cluster.every[order[0]], &command);
+            let again = submit_raw(&cluster.every[order[1]], &command);
+            assert_eq!((first.outcome, again.outcome), (Outcome::Executed, Outcome::Cached), "through {order:?}");
+            assert_eq!(first.result, again.result);
+        }
+        let mut client = Client::new(tcp::pool(&cluster.every, patient()).expect("a pool"));
+        let children = client.invoke(CoordOp::GetChildren { path: "/".into() }.encode()).expect("an answer");
+        let expected = vec!["dup-0000000000".to_string(), "dup-0000000001".to_string()];
+        assert_eq!(decode_result(&children), Ok(Ok(CoordResponse::Children(expected))));
     });
 }
 

@@ -374,11 +374,14 @@ impl Probe {
                 }
             },
         };
-        let mut client = client;
+        let (mut client, started) = (client, Instant::now());
         client.set_deadline(timeout);
         let answered = client.invoke(self.op.clone()).is_ok();
         if answered {
             self.client = Some(client);
+        } else {
+            // A refusal fails at once; the next probe still comes one timeout later.
+            std::thread::sleep(timeout.saturating_sub(started.elapsed()));
         }
         answered
     }
