@@ -133,7 +133,13 @@ fn bad_frames_get_error_frames_and_others_keep_being_served() {
         let mut near_limit = TcpStream::connect(&addr).expect("a connection");
         near_limit.set_read_timeout(Some(Duration::from_secs(30))).expect("a read timeout");
         let op = create("/big", &vec![7u8; 3900]).encode();
-        let frame = encode(&ClientFrame::Submit(Command { client: RAW_CLIENTS, timestamp: 1, answered_below: 0, op }));
+        let frame = encode(&ClientFrame::Submit(Command {
+            client: RAW_CLIENTS,
+            timestamp: 1,
+            answered_below: 0,
+            op,
+            origin: None,
+        }));
         assert!(frame.len() - 4 <= 4096 && frame.len() > 3900, "{} bytes", frame.len());
         near_limit.write_all(&frame).expect("sent");
         match read_frame(&mut near_limit, &mut FrameReader::new(MAX_FRAME_BYTES)) {
@@ -168,7 +174,13 @@ fn many_commands_pipelined_on_one_connection() {
         let mut bytes = Vec::new();
         for timestamp in 1..=200u64 {
             let op = create(&format!("/pipe/n{timestamp:03}"), &timestamp.to_le_bytes()).encode();
-            bytes.extend(encode(&ClientFrame::Submit(Command { client, timestamp, answered_below: 1, op })));
+            bytes.extend(encode(&ClientFrame::Submit(Command {
+                client,
+                timestamp,
+                answered_below: 1,
+                op,
+                origin: None,
+            })));
         }
         let mut stream = connect(&cluster.sources[0]);
         stream.write_all(&bytes).expect("200 frames are sent");
@@ -221,7 +233,7 @@ fn a_thousand_connections_are_held_and_served() {
         let op = CoordOp::Exists { path: "/".into() }.encode();
         let client = |i: usize| RAW_CLIENTS + 1_000_000 + 2 * i as u64;
         for (i, stream) in streams.iter_mut().enumerate() {
-            let command = Command { client: client(i), timestamp: 1, answered_below: 0, op: op.clone() };
+            let command = Command { client: client(i), timestamp: 1, answered_below: 0, op: op.clone(), origin: None };
             stream.write_all(&encode(&ClientFrame::Submit(command))).expect("a command is sent");
         }
         for (i, stream) in streams.iter_mut().enumerate() {
@@ -235,7 +247,7 @@ fn a_thousand_connections_are_held_and_served() {
         }
         // Still all open and served: a second command on the first and the last connection.
         for i in [0, 999] {
-            let command = Command { client: client(i), timestamp: 2, answered_below: 2, op: op.clone() };
+            let command = Command { client: client(i), timestamp: 2, answered_below: 2, op: op.clone(), origin: None };
             streams[i].write_all(&encode(&ClientFrame::Submit(command))).expect("a command is sent");
             match read_frame(&mut streams[i], &mut FrameReader::new(MAX_FRAME_BYTES)) {
                 ServerFrame::Reply(reply) => assert_eq!((reply.client, reply.timestamp), (client(i), 2)),

@@ -154,7 +154,7 @@ fn client_op<'s>(
                 let op = make_op(ops, rng);
                 out.push(Submit {
                     source: source_of(client),
-                    command: Command { client, timestamp, answered_below: timestamp, op },
+                    command: Command { client, timestamp, answered_below: timestamp, op, origin: None },
                 });
             }
             let sent = give(&mut output, pulse.send_cap(0), out.into_iter());

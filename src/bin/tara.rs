@@ -176,8 +176,16 @@ struct Run {
 enum Where {
     /// An embedded cluster started for the run.
     Embedded,
-    /// A running cluster, through these front ends.
-    Connect(Vec<String>),
+    /// A running cluster: clients submit through `submit`; the executors behind `status` (every
+    /// process's front end, if the cluster said which) must agree, `executors` of them at least.
+    Connect {
+        /// The front ends given.
+        submit: Vec<String>,
+        /// The front ends asked for counters.
+        status: Vec<String>,
+        /// Executors that must report.
+        executors: usize,
+    },
     /// The description's processes, started and supervised for the run.
     Supervised(PathBuf),
 }
@@ -206,9 +214,9 @@ fn execute(run: &Run, place: &Where) -> Result<Summary, String> {
     }
     match place {
         Where::Embedded => execute_embedded(run),
-        Where::Connect(addresses) => {
-            let remote = Remote { submit: addresses.clone(), status: addresses.clone(), options: client_options(d) };
-            execute_remote(run, &remote, 0)
+        Where::Connect { submit, status, executors } => {
+            let remote = Remote { submit: submit.clone(), status: status.clone(), options: client_options(d) };
+            execute_remote(run, &remote, *executors)
         }
         Where::Supervised(config) => execute_supervised(run, config),
     }
@@ -265,6 +273,10 @@ fn execute_remote(run: &Run, remote: &Remote, executors: usize) -> Result<Summar
 fn execute_supervised(run: &Run, config: &Path) -> Result<Summary, String> {
     let d = &run.description;
     let processes = d.processes(None).map_err(|e| e.to_string())?;
+    // Refuse before the workload sends anything to whatever listens there now.
+    tara::cluster::supervisor::ports_free(&processes).map_err(|e| {
+        format!("cannot start the cluster of {}: {e}; to measure a running cluster, use --connect", config.display())
+    })?;
     let submit = d.client_addresses().map_err(|e| e.to_string())?;
     let status = processes.iter().map(|p| p.clients.clone()).collect();
     let remote = Remote { submit, status, options: client_options(d) };
@@ -357,9 +369,9 @@ struct BenchArgs {
 
 fn bench(args: BenchArgs) -> Result<bool, String> {
     let BenchArgs { config, clients, seconds, faults, out, connect, json } = args;
-    let description = load(config.as_deref())?;
+    let mut description = load(config.as_deref())?;
     let place = match (&connect, &config) {
-        (Some(list), _) => Where::Connect(list.split(',').map(|a| a.trim().to_string()).collect()),
+        (Some(list), _) => connect_to(list, &mut description, json)?,
         (None, Some(path)) if !description.process.is_empty() => Where::Supervised(path.clone()),
         _ => Where::Embedded,
     };
@@ -386,6 +398,30 @@ fn bench(args: BenchArgs) -> Result<bool, String> {
     }
     print_summary(&summary, json, serde_json::json!({ "recoveries": found, "csv": csv, "plot": svg }))?;
     Ok(summary.digests_agree && summary.errors == 0)
+}
+
+/// `tara bench --connect LIST`: the running cluster's shape and retry timeout replace the
+/// description's, from the first front end that describes its cluster; its digests are compared
+/// over every process's executors.
+fn connect_to(list: &str, description: &mut Description, json: bool) -> Result<Where, String> {
+    let submit: Vec<String> = list.split(',').map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect();
+    if submit.is_empty() {
+        return Err("--connect: give at least one front-end address, host:port[,host:port...]".into());
+    }
+    let described = submit.iter().find_map(|a| tara::client::describe(a, Duration::from_secs(2)).ok());
+    let Some(cluster) = described else {
+        if !json {
+            eprintln!("tara: no front end described its cluster; digests compare only the executors behind {list}");
+        }
+        return Ok(Where::Connect { status: submit.clone(), submit, executors: 0 });
+    };
+    let d = description;
+    (d.f, d.partitions, d.workers, d.batch_size) = (cluster.f, cluster.partitions, cluster.workers, cluster.batch_size);
+    (d.window, d.client_window, d.retry_timeout_ms) = (cluster.window, cluster.client_window, cluster.retry_timeout_ms);
+    if !json {
+        eprintln!("tara: digests compare the executors of every process ({})", cluster.front_ends.join(","));
+    }
+    Ok(Where::Connect { submit, status: cluster.front_ends, executors: 2 * cluster.f + 1 })
 }
 
 /// The runs of one partition count in a `tara bench --partitions` sweep.

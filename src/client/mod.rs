@@ -2,13 +2,14 @@
 //!
 //! A command that gets no reply within the retry timeout is retransmitted with the same
 //! `(client, timestamp)` through the next way in (request source or front end); executors detect
-//! the duplicate, so the command takes effect once. Every executor replica replies; the first
+//! the duplicate, so the command takes effect once. A command a front end refuses goes to the
+//! next one at once, and fails at once ([`ClientError::Refused`]) if every one refuses it. Every executor replica replies; the first
 //! reply wins. The same pool drives an embedded cluster ([`crate::cluster::Cluster::pool`]) and
 //! a cluster over TCP ([`connect`]).
 
 pub mod tcp;
 
-pub use tcp::{TcpTransport, connect, status};
+pub use tcp::{TcpTransport, connect, describe, status};
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -33,6 +34,21 @@ pub trait Transport: Send {
     fn submit(&mut self, route: u32, command: Command) -> Result<(), ClientError>;
     /// True once the cluster stopped for good.
     fn stopped(&self) -> bool;
+    /// Where the transport reports commands a way in refused (none by default).
+    fn refusals(&self) -> Option<Receiver<Refusal>> {
+        None
+    }
+}
+
+/// A way in refused a command: it will not answer it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// The command's client.
+    pub client: u64,
+    /// The command's timestamp.
+    pub timestamp: u64,
+    /// Why, with the way in's address.
+    pub message: String,
 }
 
 /// How a pool behaves.
@@ -67,6 +83,8 @@ pub enum ClientError {
     UnknownClient(u64),
     /// No front end could be reached.
     Unreachable(String),
+    /// Every front end refused the command (their last message); it was not sent again.
+    Refused(String),
 }
 
 impl std::fmt::Display for ClientError {
@@ -80,6 +98,7 @@ impl std::fmt::Display for ClientError {
             ClientError::Expired => f.write_str("the command fell out of the client's window and was not executed"),
             ClientError::UnknownClient(c) => write!(f, "client {c} does not belong to this pool"),
             ClientError::Unreachable(why) => write!(f, "no front end reachable: {why}"),
+            ClientError::Refused(why) => write!(f, "every front end refused the command: {why}"),
         }
     }
 }
@@ -138,6 +157,8 @@ pub struct ClientPool {
     options: ClientOptions,
     mailbox: Receiver<Reply>,
     mailbox_sender: crossbeam_channel::Sender<Reply>,
+    /// The transport's refusals (a channel that never delivers if it has none).
+    refusals: Receiver<Refusal>,
     sessions: HashMap<u64, Session>,
     /// (retransmission deadline, client, timestamp), oldest first; stale entries are skipped.
     deadlines: VecDeque<(Instant, u64, u64)>,
@@ -156,11 +177,13 @@ impl ClientPool {
     ) -> ClientPool {
         let (mailbox_sender, mailbox) = mailbox;
         let (sessions, deadlines) = (HashMap::new(), VecDeque::new());
+        let refusals = transport.refusals().unwrap_or_else(crossbeam_channel::never);
         ClientPool {
             transport,
             options,
             mailbox,
             mailbox_sender,
+            refusals,
             sessions,
             deadlines,
             outstanding: 0,
@@ -200,11 +223,12 @@ impl ClientPool {
             return Err(ClientError::WindowFull(window));
         }
         let source = ((client + timestamp) % sources) as u32;
-        let command = Command { client, timestamp, answered_below, op: op.clone() };
-        // A command that cannot be sent now still counts: the retry timer sends it again.
+        let command = Command { client, timestamp, answered_below, op: op.clone(), origin: None };
+        // A command that cannot be sent now still counts: the retry timer sends it again. One
+        // that every way in refuses fails now.
         let sent = self.transport.submit(source, command);
-        if matches!(sent, Err(ClientError::Stopped)) {
-            return Err(ClientError::Stopped);
+        if let Err(e @ (ClientError::Stopped | ClientError::Refused(_))) = sent {
+            return Err(e);
         }
         self.last_error = sent.err();
         let now = Instant::now();
@@ -222,6 +246,9 @@ impl ClientPool {
         // A reply already waiting is taken without the waiting loop: under load that saves
         // several clock readings per command; its completion's clock reading serves the
         // retransmission check.
+        while let Ok(refusal) = self.refusals.try_recv() {
+            self.fail_over(refusal)?;
+        }
         while let Ok(reply) = self.mailbox.try_recv() {
             if let Some(completion) = self.complete(reply) {
                 self.retransmit_overdue_at(completion.completed_at)?;
@@ -233,7 +260,17 @@ impl ClientPool {
             self.retransmit_overdue()?;
             let now = Instant::now();
             let next_deadline = self.deadlines.front().map_or(until, |(d, _, _)| (*d).min(until));
-            match self.mailbox.recv_timeout(next_deadline.saturating_duration_since(now)) {
+            let received = crossbeam_channel::select! {
+                recv(self.mailbox) -> reply => reply.map_err(|_| RecvTimeoutError::Disconnected),
+                recv(self.refusals) -> refusal => {
+                    if let Ok(refusal) = refusal {
+                        self.fail_over(refusal)?;
+                    }
+                    continue;
+                }
+                default(next_deadline.saturating_duration_since(now)) => Err(RecvTimeoutError::Timeout),
+            };
+            match received {
                 Ok(reply) => {
                     if let Some(completion) = self.complete(reply) {
                         return Ok(Some(completion.done));
@@ -268,30 +305,49 @@ impl ClientPool {
         Some(Completed { done, completed_at })
     }
 
+    /// Sends a refused command through the next way in now, not after its retry timeout.
+    fn fail_over(&mut self, refusal: Refusal) -> Result<(), ClientError> {
+        self.resend(refusal.client, refusal.timestamp).map(drop)
+    }
+
     fn retransmit_overdue(&mut self) -> Result<(), ClientError> {
         self.retransmit_overdue_at(Instant::now())
     }
 
     fn retransmit_overdue_at(&mut self, now: Instant) -> Result<(), ClientError> {
-        let sources = self.transport.routes().max(1);
         while let Some(&(deadline, client, timestamp)) = self.deadlines.front() {
             if deadline > now {
                 break;
             }
             self.deadlines.pop_front();
-            let Some(session) = self.sessions.get_mut(&client) else { continue };
-            let answered_below = session.answered_below();
-            let Some(pending) = session.pending.get_mut(&timestamp) else { continue };
-            pending.source = (pending.source + 1) % sources;
-            pending.retransmissions += 1;
-            let command = Command { client, timestamp, answered_below, op: pending.op.clone() };
-            match self.transport.submit(pending.source, command) {
-                Err(ClientError::Stopped) => return Err(ClientError::Stopped),
-                sent => self.last_error = sent.err(),
+            if self.resend(client, timestamp)? {
+                self.deadlines.push_back((now + self.options.retry_timeout, client, timestamp));
             }
-            self.deadlines.push_back((now + self.options.retry_timeout, client, timestamp));
         }
         Ok(())
+    }
+
+    /// Sends pending command `(client, timestamp)` again, through the next way in; false if it
+    /// is no longer pending. Fails it if every way in refuses it.
+    fn resend(&mut self, client: u64, timestamp: u64) -> Result<bool, ClientError> {
+        let routes = self.transport.routes().max(1);
+        let Some(session) = self.sessions.get_mut(&client) else { return Ok(false) };
+        let answered_below = session.answered_below();
+        let Some(pending) = session.pending.get_mut(&timestamp) else { return Ok(false) };
+        pending.source = (pending.source + 1) % routes;
+        pending.retransmissions += 1;
+        let command = Command { client, timestamp, answered_below, op: pending.op.clone(), origin: None };
+        match self.transport.submit(pending.source, command) {
+            Err(e @ (ClientError::Stopped | ClientError::Refused(_))) => {
+                session.pending.remove(&timestamp);
+                self.outstanding -= 1;
+                Err(e)
+            }
+            sent => {
+                self.last_error = sent.err();
+                Ok(true)
+            }
+        }
     }
 }
 

@@ -1,10 +1,11 @@
-//! Clients of a cluster over TCP: connect to a list of front ends, submit through any of them,
+//! Clients of a cluster over TCP: connect to a list of front ends, submit through any of them
+//! (every front end takes commands), move on to the next one at once when one refuses a command,
 //! reconnect after a restart.
 //!
 //! ```no_run
 //! use tara::app::coordination::{CoordOp, decode_result};
 //!
-//! let mut client = tara::client::connect(&["127.0.0.1:7101", "127.0.0.1:7102"])?;
+//! let mut client = tara::client::connect(&["127.0.0.1:7101", "127.0.0.1:7102", "127.0.0.1:7103"])?;
 //! let answer = client.invoke(CoordOp::GetChildren { path: "/".into() }.encode())?;
 //! println!("{:?}", decode_result(&answer)?);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -16,10 +17,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 
-use super::{Client, ClientError, ClientOptions, ClientPool, Transport};
-use crate::net::wire::{ClientFrame, FrameReader, MAX_FRAME_BYTES, ReplicaStatus, ServerFrame, encode};
+use super::{Client, ClientError, ClientOptions, ClientPool, Refusal, Transport};
+use crate::net::wire::{ClientFrame, ClusterInfo, FrameReader, MAX_FRAME_BYTES, ReplicaStatus, ServerFrame, encode};
 use crate::protocol::{Command, Reply};
 
 /// How long connecting to one front end may take.
@@ -29,8 +30,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 struct Connection {
     stream: TcpStream,
     alive: Arc<AtomicBool>,
-    /// The front end's last error frame: it refuses commands (it hosts no request source) or
-    /// rejected a frame.
+    /// The front end's last refusal of a command (its cluster is stopping, say): commands go
+    /// to other front ends while this connection lasts.
     rejected: Arc<Mutex<Option<String>>>,
 }
 
@@ -40,6 +41,8 @@ pub struct TcpTransport {
     addrs: Vec<SocketAddr>,
     connections: Vec<Option<Connection>>,
     mailbox: Option<Sender<Reply>>,
+    /// Refusals, as the reader threads receive them, for the pool.
+    refusals: (Sender<Refusal>, Receiver<Refusal>),
 }
 
 impl TcpTransport {
@@ -55,7 +58,7 @@ impl TcpTransport {
             return Err(ClientError::Unreachable("no front-end address given".into()));
         }
         let connections = resolved.iter().map(|_| None).collect();
-        Ok(TcpTransport { addrs: resolved, connections, mailbox: None })
+        Ok(TcpTransport { addrs: resolved, connections, mailbox: None, refusals: crossbeam_channel::unbounded() })
     }
 
     /// The connection to front end `route`, opened if needed.
@@ -67,52 +70,75 @@ impl TcpTransport {
             let alive = Arc::new(AtomicBool::new(true));
             let rejected = Arc::new(Mutex::new(None));
             let reader = stream.try_clone()?;
-            let (flag, mailbox, errors) = (alive.clone(), self.mailbox.clone(), rejected.clone());
+            let sinks = Sinks {
+                mailbox: self.mailbox.clone(),
+                alive: alive.clone(),
+                rejected: rejected.clone(),
+                refusals: self.refusals.0.clone(),
+                addr: self.addrs[route],
+            };
             std::thread::Builder::new()
                 .name(format!("tara-client-{}", self.addrs[route]))
-                .spawn(move || read_replies(reader, mailbox, flag, errors))?;
+                .spawn(move || read_replies(reader, sinks))?;
             self.connections[route] = Some(Connection { stream, alive, rejected });
         }
         self.connections[route].as_mut().ok_or_else(|| io::Error::other("no connection"))
     }
 }
 
-/// Feeds replies from one connection into the mailbox until it breaks.
-fn read_replies(
-    mut stream: TcpStream,
+/// Where a connection's reader thread puts what it receives.
+struct Sinks {
     mailbox: Option<Sender<Reply>>,
     alive: Arc<AtomicBool>,
     rejected: Arc<Mutex<Option<String>>>,
-) {
+    refusals: Sender<Refusal>,
+    addr: SocketAddr,
+}
+
+impl Sinks {
+    fn take(&self, frame: ServerFrame) {
+        match frame {
+            ServerFrame::Reply(reply) => {
+                if let Some(mailbox) = &self.mailbox {
+                    let _ = mailbox.send(reply);
+                }
+            }
+            ServerFrame::Refused { client, timestamp, message } => {
+                let message = format!("{}: {message}", self.addr);
+                tracing::info!("front end refused a command: {message}");
+                if let Ok(mut slot) = self.rejected.lock() {
+                    *slot = Some(message.clone());
+                }
+                let _ = self.refusals.send(Refusal { client, timestamp, message });
+            }
+            // The front end closes the connection after it: the reader sees it end.
+            ServerFrame::Error(message) => tracing::warn!("front end {} rejected a frame: {message}", self.addr),
+            ServerFrame::Status(_) | ServerFrame::Cluster(_) => {}
+        }
+    }
+}
+
+/// Feeds replies from one connection into the mailbox, and refusals to the pool, until it
+/// breaks.
+fn read_replies(mut stream: TcpStream, sinks: Sinks) {
     let mut reader = FrameReader::new(MAX_FRAME_BYTES);
     let mut buffer = [0u8; 16 * 1024];
-    while alive.load(Ordering::Acquire) {
+    while sinks.alive.load(Ordering::Acquire) {
         match stream.read(&mut buffer) {
             Ok(0) | Err(_) => break,
             Ok(n) => reader.extend(&buffer[..n]),
         }
         while let Some(frame) = reader.next_frame::<ServerFrame>() {
             match frame {
-                Ok(ServerFrame::Reply(reply)) => {
-                    if let Some(mailbox) = &mailbox {
-                        let _ = mailbox.send(reply);
-                    }
-                }
-                Ok(ServerFrame::Error(message)) => {
-                    tracing::warn!("front end rejected a frame: {message}");
-                    if let Ok(mut slot) = rejected.lock() {
-                        *slot = Some(message);
-                    }
-                }
-                Ok(ServerFrame::Status(_)) => {}
+                Ok(frame) => sinks.take(frame),
                 Err(e) => {
                     tracing::warn!("bad frame from the front end: {e}");
-                    alive.store(false, Ordering::Release);
+                    sinks.alive.store(false, Ordering::Release);
                 }
             }
         }
     }
-    alive.store(false, Ordering::Release);
+    sinks.alive.store(false, Ordering::Release);
 }
 
 impl TcpTransport {
@@ -147,11 +173,11 @@ impl Transport for TcpTransport {
 
     fn submit(&mut self, route: u32, command: Command) -> Result<(), ClientError> {
         let frame = encode(&ClientFrame::Submit(command));
-        let mut last = String::new();
+        let (mut last, mut refused) = (String::new(), 0);
         for attempt in 0..self.addrs.len() {
             let route = (route as usize + attempt) % self.addrs.len();
             if let Some(message) = self.rejection(route) {
-                last = format!("{}: {message}", self.addrs[route]);
+                (last, refused) = (message, refused + 1);
                 continue;
             }
             match self.connection(route).and_then(|c| c.stream.write_all(&frame)) {
@@ -165,11 +191,19 @@ impl Transport for TcpTransport {
                 }
             }
         }
+        // Every front end refused: waiting for the retry timeout would not change that.
+        if refused == self.addrs.len() {
+            return Err(ClientError::Refused(last));
+        }
         Err(ClientError::Unreachable(last))
     }
 
     fn stopped(&self) -> bool {
         false
+    }
+
+    fn refusals(&self) -> Option<Receiver<Refusal>> {
+        Some(self.refusals.1.clone())
     }
 }
 
@@ -198,19 +232,47 @@ pub fn connect<A: ToSocketAddrs + std::fmt::Debug>(addrs: &[A]) -> Result<Client
 
 /// The counters of the replicas hosted by the process behind the front end at `addr`.
 pub fn status(addr: &str, timeout: Duration) -> Result<Vec<ReplicaStatus>, ClientError> {
+    ask(addr, &ClientFrame::Status, timeout, |frame| match frame {
+        ServerFrame::Status(status) => Some(status),
+        _ => None,
+    })
+}
+
+/// The cluster behind the front end at `addr`, as it describes itself: its shape, its clients'
+/// retry timeout, and every process's front end.
+pub fn describe(addr: &str, timeout: Duration) -> Result<ClusterInfo, ClientError> {
+    ask(addr, &ClientFrame::Describe, timeout, |frame| match frame {
+        ServerFrame::Cluster(cluster) => Some(cluster),
+        _ => None,
+    })
+}
+
+/// Sends `question` on a new connection to `addr` and waits for the frame `answer` accepts.
+fn ask<T>(
+    addr: &str,
+    question: &ClientFrame,
+    timeout: Duration,
+    answer: impl Fn(ServerFrame) -> Option<T>,
+) -> Result<T, ClientError> {
     let unreachable = |e: io::Error| ClientError::Unreachable(format!("{addr}: {e}"));
     let target = addr.to_socket_addrs().map_err(unreachable)?.next();
     let target = target.ok_or_else(|| ClientError::Unreachable(format!("{addr} resolves to nothing")))?;
     let mut stream = TcpStream::connect_timeout(&target, timeout).map_err(unreachable)?;
     stream.set_read_timeout(Some(timeout)).map_err(unreachable)?;
-    stream.write_all(&encode(&ClientFrame::Status)).map_err(unreachable)?;
+    stream.write_all(&encode(question)).map_err(unreachable)?;
     let mut reader = FrameReader::new(MAX_FRAME_BYTES);
     let mut buffer = [0u8; 16 * 1024];
     loop {
         match reader.next_frame::<ServerFrame>() {
-            Some(Ok(ServerFrame::Status(status))) => return Ok(status),
-            Some(Ok(ServerFrame::Error(message))) => return Err(ClientError::Unreachable(message)),
-            Some(Ok(_)) => continue,
+            Some(Ok(ServerFrame::Error(message))) => {
+                return Err(ClientError::Unreachable(format!("{addr}: {message}")));
+            }
+            Some(Ok(frame)) => {
+                if let Some(found) = answer(frame) {
+                    return Ok(found);
+                }
+                continue;
+            }
             Some(Err(e)) => return Err(ClientError::Unreachable(e.to_string())),
             None => {}
         }

@@ -1,6 +1,6 @@
 //! One process of a multi-process cluster (`tara run`): timely workers talking timely's cluster
-//! protocol to the other processes, and a client front end if the process hosts a request
-//! source.
+//! protocol to the other processes, and a client front end that takes commands for every
+//! request source (forwarding those it does not host) and answers status requests.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -14,6 +14,7 @@ use super::worker::{self, Setup};
 use crate::app::Application;
 use crate::dataflow::{Control, Deployment, Ingress, Mailboxes, Placement, Stage};
 use crate::net::frontend::{self, FrontEndConfig};
+use crate::net::wire::ClusterInfo;
 
 /// How `tara run` exits: every failure has its own code, so that a supervisor can tell a
 /// failure worth a restart from one that a restart would only repeat.
@@ -164,16 +165,25 @@ where
     let timely_listener = bind(&me.timely, "timely")?;
     let replicas = local_replicas(&plan.placement, plan.index);
     let sources: Vec<u32> = replicas.iter().filter(|(s, _)| *s == Stage::Source).map(|(_, r)| *r).collect();
-    // Every process serves status requests; only those with a request source take commands.
+    // Every process takes commands: those for request sources elsewhere go through its first
+    // worker's ingress.
     let client_listener = bind(&me.clients, "clients")?;
     log_roles(&plan, &replicas);
 
     let control = plan.deployment.control.clone();
     control_out(control.clone());
-    let ingress = Ingress::new(Stage::Source.replicas(&plan.deployment.params));
+    let forward_through = (plan.index * plan.placement.threads()) as u32;
+    let ingress = Ingress::forwarding(Stage::Source.replicas(&plan.deployment.params), &[forward_through]);
     let mailboxes = Mailboxes::new();
     let params = plan.deployment.params.clone();
-    let config = FrontEndConfig { sources, params, replicas, max_frame_bytes: plan.description.max_frame_bytes };
+    let config = FrontEndConfig {
+        sources,
+        params,
+        replicas,
+        max_frame_bytes: plan.description.max_frame_bytes,
+        forward_through: Some(forward_through),
+        cluster: Some(cluster_info(&plan)),
+    };
     let front_end = frontend::spawn(client_listener, ingress.clone(), mailboxes.clone(), control.clone(), config)
         .map_err(|e| RunError::Runtime(format!("cannot start the client front end on {}: {e}", me.clients)))?;
     tracing::info!("process {}: serving clients on {}", plan.index, front_end.addr);
@@ -198,6 +208,21 @@ where
     control.stop();
     front_end.join();
     Ok(())
+}
+
+/// What the front ends tell clients about the cluster.
+fn cluster_info(plan: &Plan) -> ClusterInfo {
+    let d = &plan.description;
+    ClusterInfo {
+        f: d.f,
+        partitions: plan.deployment.params.partitions,
+        workers: plan.placement.threads(),
+        batch_size: d.batch_size,
+        window: d.window,
+        client_window: d.client_window,
+        retry_timeout_ms: d.retry_timeout_ms,
+        front_ends: plan.processes.iter().map(|p| p.clients.clone()).collect(),
+    }
 }
 
 fn log_roles(plan: &Plan, replicas: &[(Stage, u32)]) {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::config::{ConfigError, Description};
+use super::config::{ConfigError, Description, ProcessSpec};
 use super::process::exit;
 use crate::client::{Client, ClientOptions, tcp};
 
@@ -160,6 +160,20 @@ impl Incarnation {
     }
 }
 
+/// Checks that every address of `processes` can be listened on here, so that a cluster that
+/// cannot start (another one runs on these ports) is refused before anything starts or is sent.
+pub fn ports_free(processes: &[ProcessSpec]) -> Result<(), ConfigError> {
+    for address in processes.iter().flat_map(|p| [&p.timely, &p.clients]) {
+        std::net::TcpListener::bind(address).map_err(|e| {
+            ConfigError(format!(
+                "cannot listen on {address} ({e}): is another cluster running, or is the address not on this host? \
+                 `tara cluster` starts every process here; on several hosts run `tara run` on each"
+            ))
+        })?;
+    }
+    Ok(())
+}
+
 /// Supervises the cluster of `description` until `stop` is set; prints every start and
 /// restart on stderr (`tara cluster: ...`). Returns the number of restarts.
 pub fn supervise(
@@ -170,14 +184,7 @@ pub fn supervise(
     let processes = description.processes(None)?;
     description.validate()?;
     let addresses = description.client_addresses()?;
-    for address in processes.iter().flat_map(|p| [&p.timely, &p.clients]) {
-        std::net::TcpListener::bind(address).map_err(|e| {
-            ConfigError(format!(
-                "cannot listen on {address} ({e}): is another cluster running, or is the address not on this host? \
-                 `tara cluster` starts every process here; on several hosts run `tara run` on each"
-            ))
-        })?;
-    }
+    ports_free(&processes)?;
     say(&format!("{} processes, clients connect to {}", processes.len(), addresses.join(",")));
     let mut probe = Probe::new(&addresses, description, options.probe.clone());
     probe.every = processes.iter().map(|p| p.clients.clone()).collect();
@@ -367,11 +374,14 @@ impl Probe {
                 }
             },
         };
-        let mut client = client;
+        let (mut client, started) = (client, Instant::now());
         client.set_deadline(timeout);
         let answered = client.invoke(self.op.clone()).is_ok();
         if answered {
             self.client = Some(client);
+        } else {
+            // A refusal fails at once; the next probe still comes one timeout later.
+            std::thread::sleep(timeout.saturating_sub(started.elapsed()));
         }
         answered
     }

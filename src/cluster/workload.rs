@@ -38,7 +38,7 @@ impl Target for Cluster {
 /// A multi-process cluster reached through its front ends.
 #[derive(Clone, Debug)]
 pub struct Remote {
-    /// Front ends of processes that host a request source: clients submit here.
+    /// Front ends the clients submit through (any front end takes commands).
     pub submit: Vec<String>,
     /// Front ends to ask for replica counters (every process's, where known).
     pub status: Vec<String>,

@@ -23,7 +23,7 @@ pub struct TaraStreams<'s> {
     /// unless [`Deployment::emit_executed`]). Each command appears once per executor replica.
     pub executed: Stream<'s, u64, Vec<Executed>>,
     /// Every executor's reply to every command, delivered at the worker of the request source
-    /// the command came through (where its client's front end waits).
+    /// the command came through and, if a front end forwarded it, at that front end's worker.
     pub replies: Stream<'s, u64, Vec<Reply>>,
 }
 
@@ -105,13 +105,13 @@ pub fn tara<'s, A: Application + 'static>(
     Ok(TaraStreams { executed, replies })
 }
 
-/// Replies, at the worker of the request source each names (its reply sink).
+/// Replies, at the worker of the request source each names (its reply sink), and forwarded
+/// ones also at the worker of the front end that took the command.
 fn delivered_replies(routed: Tuples<'_>) -> Stream<'_, u64, Vec<Reply>> {
     routed.unary::<CapacityContainerBuilder<Vec<Reply>>, _, _, _>(by_worker(), "Replies", |_, _| {
         |input, output| {
             input.for_each(|cap, data| {
-                let replies =
-                    data.drain(..).filter_map(|r| if let Tuple::Reply(reply) = r.tuple { Some(reply) } else { None });
+                let replies = data.drain(..).filter_map(|r| r.tuple.into_reply());
                 output.session(&cap).give_iterator(replies);
             })
         }

@@ -1,4 +1,5 @@
-//! Ingress: client commands from other threads into the running dataflow (channel + activator).
+//! Ingress: client commands from other threads into the running dataflow (channel + activator),
+//! for a request source on this worker or, forwarded, for one anywhere.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -14,10 +15,10 @@ use super::placement::Stage;
 use super::pulse::{Pulse, give};
 use crate::protocol::Command;
 
-/// One request source's input queue.
+/// One input queue: a request source's, or a forwarding worker's.
 struct Queue {
-    sender: Sender<Command>,
-    receiver: Mutex<Option<Receiver<Command>>>,
+    sender: Sender<Submit>,
+    receiver: Mutex<Option<Receiver<Submit>>>,
     activator: OnceLock<SyncActivator>,
     /// Set by a submitter that owes the operator an activation; cleared by the operator before
     /// it drains, so a command sent after the drain always triggers a new activation.
@@ -29,6 +30,8 @@ struct Queue {
 pub enum IngressError {
     /// The request source index does not exist.
     NoSuchSource(u32),
+    /// The worker takes no forwarded commands.
+    NotForwarding(u32),
     /// The dataflow has stopped.
     Stopped,
 }
@@ -37,6 +40,7 @@ impl std::fmt::Display for IngressError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             IngressError::NoSuchSource(s) => write!(f, "request source {s} does not exist"),
+            IngressError::NotForwarding(w) => write!(f, "worker {w} forwards no commands"),
             IngressError::Stopped => f.write_str("the cluster has stopped"),
         }
     }
@@ -44,33 +48,60 @@ impl std::fmt::Display for IngressError {
 
 impl std::error::Error for IngressError {}
 
-/// The input queues of every request source, shared by the clients of a process.
+/// The input queues of every request source, and of the workers that forward commands to
+/// request sources elsewhere, shared by the clients of a process.
 pub struct Ingress {
+    /// One queue per request source, then one per forwarding worker.
     queues: Vec<Queue>,
+    sources: usize,
+    forwarders: Vec<u32>,
 }
 
 impl Ingress {
     /// Queues for `sources` request sources.
     pub fn new(sources: usize) -> Arc<Ingress> {
-        let queues = (0..sources)
-            .map(|_| {
-                let (sender, receiver) = crossbeam_channel::unbounded();
-                let receiver = Mutex::new(Some(receiver));
-                Queue { sender, receiver, activator: OnceLock::new(), pending: AtomicBool::new(false) }
-            })
-            .collect();
-        Arc::new(Ingress { queues })
+        Self::forwarding(sources, &[])
+    }
+
+    /// Queues for `sources` request sources, and for forwarding through the ingress operators
+    /// of `workers` (the front end of a process forwards through one of its own workers).
+    pub fn forwarding(sources: usize, workers: &[u32]) -> Arc<Ingress> {
+        let queue = |_| {
+            let (sender, receiver) = crossbeam_channel::unbounded();
+            let receiver = Mutex::new(Some(receiver));
+            Queue { sender, receiver, activator: OnceLock::new(), pending: AtomicBool::new(false) }
+        };
+        let queues = (0..sources + workers.len()).map(queue).collect();
+        Arc::new(Ingress { queues, sources, forwarders: workers.to_vec() })
     }
 
     /// Request sources served.
     pub fn sources(&self) -> usize {
-        self.queues.len()
+        self.sources
     }
 
     /// Puts `command` into the input queue of request source `source` and wakes its worker.
     pub fn submit(&self, source: u32, command: Command) -> Result<(), IngressError> {
-        let queue = self.queues.get(source as usize).ok_or(IngressError::NoSuchSource(source))?;
-        queue.sender.send(command).map_err(|_| IngressError::Stopped)?;
+        if source as usize >= self.sources {
+            return Err(IngressError::NoSuchSource(source));
+        }
+        self.enqueue(source as usize, Submit { source, command })
+    }
+
+    /// Has worker `worker`'s ingress operator send `command` into the dataflow for request
+    /// source `source`, wherever it runs; replies also come back to `worker`.
+    pub fn forward(&self, worker: u32, source: u32, mut command: Command) -> Result<(), IngressError> {
+        if source as usize >= self.sources {
+            return Err(IngressError::NoSuchSource(source));
+        }
+        let at = self.forwarders.iter().position(|w| *w == worker).ok_or(IngressError::NotForwarding(worker))?;
+        command.origin = Some(worker);
+        self.enqueue(self.sources + at, Submit { source, command })
+    }
+
+    fn enqueue(&self, index: usize, submit: Submit) -> Result<(), IngressError> {
+        let queue = &self.queues[index];
+        queue.sender.send(submit).map_err(|_| IngressError::Stopped)?;
         if !queue.pending.swap(true, Ordering::AcqRel)
             && let Some(activator) = queue.activator.get()
         {
@@ -92,13 +123,15 @@ pub fn ingress<'s>(
     let mut output = OutputBuilder::from(output);
 
     let queues = queues.clone();
-    let mut local: Vec<(u32, Receiver<Command>)> = Vec::new();
-    for source in deployment.placement.replicas_on(Stage::Source, scope.index()) {
-        let Some(queue) = queues.queues.get(source as usize) else { continue };
+    let mut local: Vec<(usize, Receiver<Submit>)> = Vec::new();
+    let sources = deployment.placement.replicas_on(Stage::Source, scope.index()).into_iter().map(|s| s as usize);
+    let forwarding = queues.forwarders.iter().position(|w| *w as usize == scope.index()).map(|at| queues.sources + at);
+    for index in sources.filter(|s| *s < queues.sources).chain(forwarding) {
+        let queue = &queues.queues[index];
         let receiver = queue.receiver.lock().ok().and_then(|mut r| r.take());
         if let Some(receiver) = receiver {
             let _ = queue.activator.set(scope.worker().sync_activator_for(info.address.to_vec()));
-            local.push((source, receiver));
+            local.push((index, receiver));
         }
     }
     let (control, epoch_ms) = (deployment.control.clone(), deployment.epoch_ms);
@@ -111,10 +144,9 @@ pub fn ingress<'s>(
                 return;
             }
             let mut busy = false;
-            for (source, receiver) in local.iter() {
-                queues.queues[*source as usize].pending.store(false, Ordering::Release);
-                let drained = receiver.try_iter().map(|command| Submit { source: *source, command });
-                busy |= give(&mut output, pulse.send_cap(0), drained);
+            for (index, receiver) in local.iter() {
+                queues.queues[*index].pending.store(false, Ordering::Release);
+                busy |= give(&mut output, pulse.send_cap(0), receiver.try_iter());
             }
             if busy {
                 pulse.note_activity();

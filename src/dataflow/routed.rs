@@ -81,7 +81,12 @@ impl Addresses {
                 let stage: Stage = route.to[0];
                 // A named replica that does not exist maps to worker 0, which does not host it.
                 let replica = topology::destination(route, &tuple, &self.params).unwrap_or(ALL_REPLICAS - 1);
-                send(Routed { worker: self.placement.worker_of(stage, replica), replica, tuple });
+                let worker = self.placement.worker_of(stage, replica);
+                // A forwarded reply also goes to the front end that took the command.
+                if let Some(origin) = tuple.origin().filter(|o| *o != worker) {
+                    send(Routed { worker: origin, replica, tuple: tuple.clone() });
+                }
+                send(Routed { worker, replica, tuple });
             }
             To::Out => send(Routed { worker: self.me, replica: ALL_REPLICAS, tuple }),
         }

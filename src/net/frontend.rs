@@ -1,13 +1,17 @@
 //! The client front end of one process: a TCP server on one event-loop thread.
 //!
-//! Clients send [`ClientFrame`]s; each submitted command goes to a request source this process
-//! hosts, and the first executor reply comes back on the connection that submitted it. A bad
-//! frame gets an error frame and closes its connection only.
+//! Clients send [`ClientFrame`]s; each submitted command goes to a request source of its
+//! client's partition, one this process hosts if there is one; otherwise the front end forwards
+//! it through the dataflow to one on another process. Either way the first executor reply comes
+//! back on the connection that submitted it, so every front end is a way in. A bad frame gets an
+//! error frame and closes its connection only; a command this front end cannot take (the cluster
+//! is stopping) gets a [`ServerFrame::Refused`], so that its client tries another at once.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -15,13 +19,15 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use super::wire::{ClientFrame, FrameReader, ReplicaStatus, ServerFrame, encode};
+use super::wire::{ClientFrame, ClusterInfo, FrameReader, ReplicaStatus, ServerFrame, encode};
 use crate::dataflow::{Control, Ingress, Mailboxes, ReplicaStats, Stage};
 use crate::protocol::topology;
 use crate::protocol::{Command, Params, Reply};
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
+/// Why a front end refuses commands once its dataflow is stopping.
+const STOPPING: &str = "the cluster is stopping; this front end takes no more commands";
 
 /// What a front end serves.
 pub struct FrontEndConfig {
@@ -34,6 +40,11 @@ pub struct FrontEndConfig {
     pub replicas: Vec<(Stage, u32)>,
     /// The largest frame accepted.
     pub max_frame_bytes: usize,
+    /// The worker of this process whose ingress forwards commands to request sources elsewhere
+    /// ([`Ingress::forward`]); `None`: commands without a local source are refused.
+    pub forward_through: Option<u32>,
+    /// What [`ClientFrame::Describe`] answers, if known.
+    pub cluster: Option<ClusterInfo>,
 }
 
 /// A running front end.
@@ -42,11 +53,20 @@ pub struct FrontEnd {
     pub addr: SocketAddr,
     handle: Option<JoinHandle<()>>,
     waker: Arc<Waker>,
+    done: Arc<AtomicBool>,
 }
 
 impl FrontEnd {
-    /// Waits for the front end to stop (it stops when the dataflow's control says so).
-    pub fn join(mut self) {
+    /// Stops the front end and waits for it. Until then it serves status requests and, once the
+    /// dataflow's control is stopped, refuses commands (so that clients go elsewhere at once).
+    pub fn join(self) {
+        drop(self);
+    }
+}
+
+impl Drop for FrontEnd {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::Release);
         let _ = self.waker.wake();
         if let Some(handle) = self.handle.take() {
             let _ = handle.join();
@@ -71,7 +91,10 @@ pub fn spawn(
     let (replies_tx, replies) = crossbeam_channel::unbounded();
     let wake = waker.clone();
     let notify: Arc<dyn Fn() + Send + Sync> = Arc::new(move || drop(wake.wake()));
+    let done = Arc::new(AtomicBool::new(false));
     let mut server = Server {
+        done: done.clone(),
+        forwarded: 0,
         poll,
         listener,
         connections: HashMap::new(),
@@ -87,7 +110,7 @@ pub fn spawn(
         notify,
     };
     let handle = std::thread::Builder::new().name(format!("tara-frontend-{addr}")).spawn(move || server.run())?;
-    Ok(FrontEnd { addr, handle: Some(handle), waker })
+    Ok(FrontEnd { addr, handle: Some(handle), waker, done })
 }
 
 struct Connection {
@@ -98,6 +121,9 @@ struct Connection {
 }
 
 struct Server {
+    done: Arc<AtomicBool>,
+    /// Commands forwarded so far: spreads them over the request sources of a partition.
+    forwarded: u32,
     poll: Poll,
     listener: TcpListener,
     connections: HashMap<Token, Connection>,
@@ -118,7 +144,7 @@ struct Server {
 impl Server {
     fn run(&mut self) {
         let mut events = Events::with_capacity(1024);
-        while !self.control.stopped() {
+        while !self.done.load(Ordering::Acquire) {
             if let Err(e) = self.poll.poll(&mut events, Some(Duration::from_millis(100)))
                 && e.kind() != io::ErrorKind::Interrupted
             {
@@ -133,6 +159,9 @@ impl Server {
                 }
             }
             self.deliver_replies();
+            if self.control.stopped() {
+                self.refuse_awaiting();
+            }
         }
     }
 
@@ -204,34 +233,67 @@ impl Server {
                 let status = self.status();
                 self.queue(token, &ServerFrame::Status(status));
             }
+            ClientFrame::Describe => {
+                let frame = match &self.config.cluster {
+                    Some(cluster) => ServerFrame::Cluster(cluster.clone()),
+                    None => ServerFrame::Error("this front end does not know its cluster's description".into()),
+                };
+                self.queue(token, &frame);
+            }
         }
     }
 
-    fn submit(&mut self, token: Token, command: Command) {
-        if self.config.sources.is_empty() {
-            self.queue(token, &ServerFrame::Error("this process hosts no request source; send commands to a front end of a process that hosts one (`tara cluster` lists them)".into()));
-            return;
+    fn submit(&mut self, token: Token, mut command: Command) {
+        // Only a front end says where replies go.
+        command.origin = None;
+        let (client, timestamp) = (command.client, command.timestamp);
+        if self.control.stopped() {
+            return self.refuse(token, client, timestamp, STOPPING.into());
         }
-        let client = command.client;
         if self.clients.insert(client, token).is_none() {
             self.mailboxes.register_with_notify(client, self.replies_tx.clone(), self.notify.clone());
         }
-        self.awaiting.insert((client, command.timestamp), token);
-        let partition = topology::partition_of_client(client, &self.config.params);
-        let ours: Vec<u32> = (self.config.sources.iter().copied())
-            .filter(|s| topology::locate(Stage::Source, *s, &self.config.params).0 == partition)
-            .collect();
-        if ours.is_empty() {
-            let message = format!(
-                "this process hosts no request source of partition {partition}, which orders client {client}'s commands; \
-                 send them to a front end of a process that hosts one (`tara graph` shows the placement)"
-            );
-            self.queue(token, &ServerFrame::Error(message));
-            return;
+        self.awaiting.insert((client, timestamp), token);
+        if let Err(message) = self.enter(command) {
+            self.awaiting.remove(&(client, timestamp));
+            self.refuse(token, client, timestamp, message);
         }
-        let source = ours[(client / self.config.params.partitions as u64 % ours.len() as u64) as usize];
-        if let Err(e) = self.ingress.submit(source, command) {
-            self.queue(token, &ServerFrame::Error(e.to_string()));
+    }
+
+    /// Hands `command` to a request source of its client's partition: one this process hosts,
+    /// or else one elsewhere, through the forwarding worker.
+    fn enter(&mut self, command: Command) -> Result<(), String> {
+        let params = &self.config.params;
+        let partition = topology::partition_of_client(command.client, params);
+        let ours: Vec<u32> = (self.config.sources.iter().copied())
+            .filter(|s| topology::locate(Stage::Source, *s, params).0 == partition)
+            .collect();
+        if !ours.is_empty() {
+            let source = ours[(command.client / params.partitions as u64 % ours.len() as u64) as usize];
+            return self.ingress.submit(source, command).map_err(|e| e.to_string());
+        }
+        let Some(worker) = self.config.forward_through else {
+            return Err(format!(
+                "this process hosts no request source of partition {partition}, which orders client {}'s \
+                 commands, and forwards none",
+                command.client
+            ));
+        };
+        self.forwarded = self.forwarded.wrapping_add(1);
+        let source = topology::source_of(command.client, self.forwarded, params);
+        self.ingress.forward(worker, source, command).map_err(|e| e.to_string())
+    }
+
+    fn refuse(&mut self, token: Token, client: u64, timestamp: u64, message: String) {
+        self.queue(token, &ServerFrame::Refused { client, timestamp, message });
+    }
+
+    /// Once the dataflow stops, the commands still waiting here will not be answered: say so, so
+    /// that their clients go elsewhere now rather than after their retry timeout.
+    fn refuse_awaiting(&mut self) {
+        let awaiting: Vec<((u64, u64), Token)> = self.awaiting.drain().collect();
+        for ((client, timestamp), token) in awaiting {
+            self.refuse(token, client, timestamp, STOPPING.into());
         }
     }
 

@@ -22,6 +22,30 @@ pub enum ClientFrame {
     Submit(Command),
     /// Report the counters of the replicas this process hosts.
     Status,
+    /// Describe the cluster: its shape, the clients' retry timeout, every front end.
+    Describe,
+}
+
+/// A cluster as its front ends describe it ([`ClientFrame::Describe`]), so that a client or a
+/// benchmark given only addresses uses the cluster's own settings.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClusterInfo {
+    /// Crash faults tolerated.
+    pub f: usize,
+    /// Partitions (Section IV).
+    pub partitions: usize,
+    /// Timely worker threads per process.
+    pub workers: usize,
+    /// Commands per request.
+    pub batch_size: usize,
+    /// Sequence numbers in flight.
+    pub window: u64,
+    /// Results the executors remember per client.
+    pub client_window: u64,
+    /// How long clients should wait before retransmitting a command.
+    pub retry_timeout_ms: u64,
+    /// The client front end of every process, in process order; each one takes commands.
+    pub front_ends: Vec<String>,
 }
 
 /// The counters of one replica, as reported by [`ClientFrame::Status`].
@@ -54,10 +78,21 @@ pub enum ServerFrame {
     Reply(Reply),
     /// The counters of this process's replicas.
     Status(Vec<ReplicaStatus>),
-    /// The last frame was rejected. After a malformed, wrong-version or oversized frame the
-    /// connection closes; a command sent to a process without a request source is refused and
-    /// the connection stays open (for status requests).
+    /// The last frame was rejected: it was malformed, of another version or oversized (the
+    /// connection then closes), or asked for something this front end cannot tell.
     Error(String),
+    /// The description of the cluster ([`ClientFrame::Describe`]).
+    Cluster(ClusterInfo),
+    /// The error frame of one command: this front end will not answer it (its cluster is
+    /// stopping, say); the connection stays open. The client sends it elsewhere at once.
+    Refused {
+        /// The command's client.
+        client: u64,
+        /// The command's timestamp.
+        timestamp: u64,
+        /// Why.
+        message: String,
+    },
 }
 
 /// Why a received frame was rejected.

@@ -528,7 +528,11 @@ impl<A: Application> Executor<A> {
                     (Outcome::Executed, result)
                 }
             };
-            out.replies.push(Reply { executor: self.id, source: request.source, client, timestamp, outcome, result });
+            let reply = Reply { executor: self.id, source: request.source, client, timestamp, outcome, result };
+            match command.origin {
+                Some(origin) => out.forwarded.push((origin, reply)),
+                None => out.replies.push(reply),
+            }
         }
     }
 

@@ -60,6 +60,9 @@ pub struct Outbox {
     pub commits: Vec<Commit>,
     /// Executors: results, to the source each command came through.
     pub replies: Vec<Reply>,
+    /// Executors: results of forwarded commands, to the source each came through and to the
+    /// worker of the front end that took it (the first of the pair).
+    pub forwarded: Vec<(u32, Reply)>,
     /// Executors: executed commands, for a consuming dataflow.
     pub executed: Vec<Executed>,
     /// Executors: checkpoint announcements, to every garbage-collection source.
@@ -119,6 +122,7 @@ impl Outbox {
         self.proposals.drain(..).for_each(|x| f(Tuple::Propose(x)));
         self.commits.drain(..).for_each(|x| f(Tuple::Commit(x)));
         self.replies.drain(..).for_each(|x| f(Tuple::Reply(x)));
+        self.forwarded.drain(..).for_each(|(origin, reply)| f(Tuple::Forwarded { origin, reply }));
         self.executed.drain(..).for_each(|x| f(Tuple::Executed(Box::new(x))));
         self.checkpoints.drain(..).for_each(|x| f(Tuple::Checkpoint(x)));
         self.stable.drain(..).for_each(|x| f(Tuple::Stable(x)));

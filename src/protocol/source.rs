@@ -229,7 +229,7 @@ impl Replica for RequestSource {
     fn on_tuple(&mut self, tuple: Tuple, now_us: u64, out: &mut Outbox) -> bool {
         match tuple {
             Tuple::Command(submit) => self.on_command(submit.command, now_us, out),
-            Tuple::Reply(reply) => self.on_reply(&reply),
+            Tuple::Reply(reply) | Tuple::Forwarded { reply, .. } => self.on_reply(&reply),
             Tuple::View(view) => self.on_view(view, now_us, out),
             _ => return false,
         }

@@ -376,6 +376,15 @@ pub enum Tuple {
     Commit(Commit),
     /// A reply.
     Reply(Reply),
+    /// A reply to a command a front end forwarded ([`super::tuple::Command::origin`]): for the
+    /// request source like [`Tuple::Reply`], and also for worker `origin`, whose front end waits
+    /// for it. Of kind [`Kind::Reply`].
+    Forwarded {
+        /// The worker of the front end that took the command.
+        origin: u32,
+        /// The reply.
+        reply: Reply,
+    },
     /// An executed command (boxed: it is the largest tuple, and rare on the request path).
     Executed(Box<Executed>),
     /// A checkpoint announcement.
@@ -406,7 +415,7 @@ impl Tuple {
             Tuple::Request { .. } => Kind::Request,
             Tuple::Propose(_) => Kind::Propose,
             Tuple::Commit(_) => Kind::Commit,
-            Tuple::Reply(_) => Kind::Reply,
+            Tuple::Reply(_) | Tuple::Forwarded { .. } => Kind::Reply,
             Tuple::Executed(_) => Kind::Executed,
             Tuple::Checkpoint(_) => Kind::Checkpoint,
             Tuple::Stable(_) => Kind::Stable,
@@ -424,7 +433,7 @@ impl Tuple {
     pub fn replica(&self) -> Option<u32> {
         match self {
             Tuple::Command(submit) => Some(submit.source),
-            Tuple::Reply(reply) => Some(reply.source),
+            Tuple::Reply(reply) | Tuple::Forwarded { reply, .. } => Some(reply.source),
             Tuple::Fetch(fetch) => Some(fetch.to),
             Tuple::Transfer(transfer) => Some(transfer.to),
             _ => None,
@@ -445,6 +454,19 @@ impl Tuple {
             _ => return None,
         };
         Some(locate(stage, replica, params).0)
+    }
+
+    /// The worker of the front end a forwarded reply is also for.
+    pub fn origin(&self) -> Option<u32> {
+        if let Tuple::Forwarded { origin, .. } = self { Some(*origin) } else { None }
+    }
+
+    /// The reply a reply tuple carries, forwarded or not.
+    pub fn into_reply(self) -> Option<Reply> {
+        match self {
+            Tuple::Reply(reply) | Tuple::Forwarded { reply, .. } => Some(reply),
+            _ => None,
+        }
     }
 
     /// The view whose leader a [`To::Leader`] tuple is for.

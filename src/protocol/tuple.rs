@@ -24,12 +24,17 @@ pub struct Command {
     /// The operation, opaque to the protocol and interpreted by the application.
     #[serde(with = "serde_bytes")]
     pub op: Vec<u8>,
+    /// The worker whose client front end took the command, if that front end forwarded it to a
+    /// request source on another worker: replies also go there, where the client's connection
+    /// waits (not in the paper, whose clients talk to a request source directly). Set by the
+    /// front end, never trusted from a client.
+    pub origin: Option<u32>,
 }
 
 impl Command {
     /// A command that makes no claim about answered commands.
     pub fn new(client: u64, timestamp: u64, op: Vec<u8>) -> Command {
-        Command { client, timestamp, answered_below: 0, op }
+        Command { client, timestamp, answered_below: 0, op, origin: None }
     }
 }
 

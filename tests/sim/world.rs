@@ -616,7 +616,7 @@ impl World {
             _ => KvOp::Delete { key },
         };
         let c = &mut self.clients[client as usize];
-        let command = Command { client: c.id, timestamp, answered_below, op: op.encode() };
+        let command = Command { client: c.id, timestamp, answered_below, op: op.encode(), origin: None };
         let route = (c.id + timestamp) as u32;
         let source = topology::source_of(c.id, route, &self.config.params);
         self.history.push(Operation { client: c.id, invoke: self.now, response: None, op, result: None });

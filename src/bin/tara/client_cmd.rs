@@ -83,6 +83,7 @@ pub fn run(connect: &str, timeout_ms: u64, op: Op) -> Result<bool, String> {
         ClientError::Timeout => {
             format!("no answer from the cluster at {connect} within {timeout_ms} ms; is it running?")
         }
+        ClientError::Refused(why) => format!("the cluster at {connect} refused the command: {why}"),
         other => format!("the cluster at {connect} did not answer: {other}"),
     })?;
     match decode_result(&answer)? {
