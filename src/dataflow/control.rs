@@ -174,9 +174,7 @@ impl Control {
 
     /// Notes that the request path is busy at `now_us` (commands, requests, commits, replies).
     pub fn note_activity(&self, now_us: u64) {
-        if self.active_us.load(Ordering::Relaxed) < now_us {
-            self.active_us.store(now_us, Ordering::Relaxed);
-        }
+        self.active_us.fetch_max(now_us, Ordering::Relaxed);
     }
 
     /// True if the request path was busy within `window_us` before `now_us`.

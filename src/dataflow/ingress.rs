@@ -148,9 +148,6 @@ pub fn ingress<'s>(
                 queues.queues[*index].pending.store(false, Ordering::Release);
                 busy |= give(&mut output, pulse.send_cap(0), receiver.try_iter());
             }
-            if busy {
-                pulse.note_activity();
-            }
             if pulse.stopping() {
                 pulse.release();
             }

@@ -103,11 +103,6 @@ impl Pulse {
         self.caps.clear();
     }
 
-    /// Notes that this operator carries request-path work now (see [`Control::note_activity`]).
-    pub fn note_activity(&self) {
-        self.control.note_activity(self.now_us);
-    }
-
     /// The clock reading of this activation, in microseconds since the dataflow started.
     pub fn now_us(&self) -> u64 {
         self.now_us
@@ -135,10 +130,8 @@ impl Pulse {
         let timer_us = deadline_us.map(|d| if d <= self.now_us { next_epoch_us } else { d });
         // On a shared boundary, so that one wake-up of the worker serves all its idle operators.
         let idle_us = (self.now_us / (IDLE_TICK_MS * 1000) + 1) * IDLE_TICK_MS * 1000;
-        let wake_us = match (sent, timer_us) {
-            (true, timer) => timer.map_or(next_epoch_us, |t| t.min(next_epoch_us)),
-            (false, timer) => timer.map_or(idle_us, |t| t.min(idle_us)),
-        };
+        let latest_us = if sent { next_epoch_us } else { idle_us };
+        let wake_us = timer_us.map_or(latest_us, |t| t.min(latest_us));
         if self.timer_at_us.is_some_and(|t| t > self.now_us && t <= wake_us) {
             return;
         }
