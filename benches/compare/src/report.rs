@@ -278,7 +278,7 @@ fn plot(path: &Path, settings: &Settings, rows: &[Row], machine: &Machine) -> Re
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
+        .position(SeriesLabelPosition::UpperRight)
         .label_font(("sans-serif", 15))
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK)
