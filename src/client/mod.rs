@@ -222,7 +222,7 @@ impl ClientPool {
         if timestamp >= answered_below + window {
             return Err(ClientError::WindowFull(window));
         }
-        let source = ((client + timestamp) % sources) as u32;
+        let source = (client.wrapping_add(timestamp) % sources) as u32;
         let command = Command { client, timestamp, answered_below, op: op.clone(), origin: None };
         // A command that cannot be sent now still counts: the retry timer sends it again. One
         // that every way in refuses fails now.
