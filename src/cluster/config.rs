@@ -315,6 +315,13 @@ impl Description {
         Ok(hosting.into_iter().map(|p| processes[p].clients.clone()).collect())
     }
 
+    /// Where the processes of a multi-process cluster keep their durable state: `state_dir`, or
+    /// `tara-state`, relative to the working directory of `tara run` / `tara cluster`. It
+    /// outlives the cluster, so a restart (or the next run) continues from it.
+    pub fn process_state_dir(&self) -> std::path::PathBuf {
+        std::path::PathBuf::from(self.state_dir.as_deref().unwrap_or("tara-state"))
+    }
+
     /// The deployment this description asks for, on `placement`, with durable state in
     /// `state_dir`: the one place where description keys become dataflow settings.
     pub fn deployment(&self, params: Params, placement: Placement, state_dir: std::path::PathBuf) -> Deployment {

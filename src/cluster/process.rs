@@ -122,7 +122,7 @@ fn plan(description: &Description, options: &ProcessOptions) -> Result<Plan, Con
     }
     let (params, _) = description.validate()?;
     let placement = description.placement_in(&params, processes.len())?;
-    let state_dir = PathBuf::from(description.state_dir.clone().unwrap_or_else(|| "tara-state".into()));
+    let state_dir = description.process_state_dir();
     let deployment = description.deployment(params, placement.clone(), state_dir);
     deployment.validate().map_err(ConfigError)?;
     Ok(Plan { description, processes, index: options.index, placement, deployment })
