@@ -614,14 +614,22 @@ fn write_timeline(timeline: &[(f64, f64)], faults: &[Fault], csv: &Path, svg: &P
     line_chart(svg, "throughput per 100 ms", "seconds", "k ops/s", &series)
 }
 
+/// Logs to stderr, filtered by RUST_LOG (else `default`); colours only on a terminal, so that
+/// a log file holds no escape codes.
+fn init_logs(default: &str) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let ansi = std::io::stderr().is_terminal();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // A process of a cluster logs its role assignment and recoveries by default; the other
     // commands only warnings, so that their progress lines stay readable. RUST_LOG overrides.
     let default = if matches!(cli.command, Command::Run { .. }) { "tara=info" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    init_logs(default);
     let outcome = match cli.command {
         Command::Demo { seconds, clients, config, faults, json } => demo(seconds, clients, config, faults, json),
         Command::Bench { config, clients, seconds, faults, out, partitions, rounds, connect, json } => {
