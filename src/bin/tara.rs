@@ -5,6 +5,8 @@
 mod client_cmd;
 #[path = "tara/multi.rs"]
 mod multi;
+#[path = "tara/status_cmd.rs"]
+mod status_cmd;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -139,6 +141,19 @@ enum Command {
         timeout_ms: u64,
         #[command(subcommand)]
         op: client_cmd::Op,
+    },
+    /// One table of every replica of a running cluster: stage, partition, view, next sequence
+    /// number, stability threshold, lag behind the most advanced replica of its stage, restarts.
+    Status {
+        /// Front ends of every process, host:port[,host:port...].
+        #[arg(long)]
+        connect: String,
+        /// Refresh the table until interrupted.
+        #[arg(long)]
+        watch: bool,
+        /// How often `--watch` refreshes, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
     },
     /// Print the TARA dataflow of a description (stages, replicas, workers, processes, loops) as
     /// Graphviz DOT.
@@ -655,6 +670,7 @@ fn main() -> ExitCode {
             Description::from_file(&path).map_err(|e| e.to_string()).and_then(|d| multi::cluster(&d, &path))
         }
         Command::Client { connect, timeout_ms, op } => client_cmd::run(&connect, timeout_ms, op),
+        Command::Status { connect, watch, interval_ms } => status_cmd::run(&connect, watch, interval_ms),
         Command::Graph { config } => load(config.as_deref()).and_then(|d| multi::graph(&d)),
     };
     match outcome {

@@ -480,6 +480,8 @@ impl Server {
                 history: get(&s.history),
                 held: get(&s.held),
                 down: s.is_down(),
+                partition: topology::locate(*stage, *replica, &self.config.params).0,
+                restarts: s.generation(),
             })
         };
         self.config.replicas.iter().filter_map(status).collect()

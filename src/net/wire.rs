@@ -71,6 +71,10 @@ pub struct ReplicaStatus {
     pub held: u64,
     /// True while crashed by fault injection.
     pub down: bool,
+    /// The partition it serves (0 for stages that are not partitioned, Section IV).
+    pub partition: u32,
+    /// Times it was restarted (by fault injection) since its process started.
+    pub restarts: u64,
 }
 
 /// From a front end to a client.
