@@ -5,6 +5,8 @@
 mod client_cmd;
 #[path = "tara/multi.rs"]
 mod multi;
+#[path = "tara/status_cmd.rs"]
+mod status_cmd;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -146,6 +148,19 @@ enum Command {
         timeout_ms: u64,
         #[command(subcommand)]
         op: client_cmd::Op,
+    },
+    /// One table of every replica of a running cluster: stage, partition, view, next sequence
+    /// number, stability threshold, lag behind the most advanced replica of its stage, restarts.
+    Status {
+        /// Front ends of every process, host:port[,host:port...].
+        #[arg(long)]
+        connect: String,
+        /// Refresh the table until interrupted.
+        #[arg(long)]
+        watch: bool,
+        /// How often `--watch` refreshes, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
     },
     /// Print the TARA dataflow of a description (stages, replicas, workers, processes, loops) as
     /// Graphviz DOT.
@@ -633,14 +648,22 @@ fn write_timeline(timeline: &[(f64, f64)], faults: &[Fault], csv: &Path, svg: &P
     line_chart(svg, "throughput per 100 ms", "seconds", "k ops/s", &series)
 }
 
+/// Logs to stderr, filtered by RUST_LOG (else `default`); colours only on a terminal, so that
+/// a log file holds no escape codes.
+fn init_logs(default: &str) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let ansi = std::io::stderr().is_terminal();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // A process of a cluster logs its role assignment and recoveries by default; the other
     // commands only warnings, so that their progress lines stay readable. RUST_LOG overrides.
     let default = if matches!(cli.command, Command::Run { .. }) { "tara=info" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    init_logs(default);
     let outcome = match cli.command {
         Command::Demo { seconds, clients, config, faults, json } => demo(seconds, clients, config, faults, json),
         Command::Bench { config, clients, seconds, faults, out, partitions, rounds, connect, json } => {
@@ -671,6 +694,7 @@ fn main() -> ExitCode {
                          (see the start line of `tara cluster`)"
                 .into()),
         },
+        Command::Status { connect, watch, interval_ms } => status_cmd::run(&connect, watch, interval_ms),
         Command::Graph { config } => load(config.as_deref()).and_then(|d| multi::graph(&d)),
     };
     match outcome {

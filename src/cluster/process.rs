@@ -183,6 +183,7 @@ where
         max_frame_bytes: plan.description.max_frame_bytes,
         forward_through: Some(forward_through),
         cluster: Some(cluster_info(&plan)),
+        limits: plan.description.limits(),
     };
     let front_end = frontend::spawn(client_listener, ingress.clone(), mailboxes.clone(), control.clone(), config)
         .map_err(|e| RunError::Runtime(format!("cannot start the client front end on {}: {e}", me.clients)))?;
