@@ -58,7 +58,7 @@ pub struct ReplicaStats {
     deaf: AtomicBool,
     /// Set by the host once it has stopped a crashed replica and its queued writes are
     /// finished: from then on nothing writes the replica's files until it restarts.
-    halted: AtomicBool,
+    pub(crate) halted: AtomicBool,
 }
 
 impl ReplicaStats {
@@ -82,21 +82,8 @@ impl ReplicaStats {
     pub fn publish(&self, c: &Counters) {
         // Each counter has the name of the field it publishes.
         macro_rules! publish { ($($field:ident),*) => { $(self.$field.store(c.$field, Ordering::Relaxed);)* } }
-        publish!(
-            next,
-            view,
-            count,
-            history,
-            in_flight_max,
-            stable,
-            transfers,
-            repairs,
-            stalls,
-            dropped,
-            stored,
-            filled,
-            lag_max
-        );
+        publish!(next, view, count, history, in_flight_max, stable, transfers);
+        publish!(repairs, stalls, dropped, stored, filled, lag_max);
         self.set_held(c.held);
     }
 
@@ -110,11 +97,6 @@ impl ReplicaStats {
     /// the crash, which the host applies at its next activation).
     pub fn is_halted(&self) -> bool {
         self.halted.load(Ordering::Acquire)
-    }
-
-    /// Records whether the host holds the replica stopped (see [`ReplicaStats::is_halted`]).
-    pub(crate) fn set_halted(&self, halted: bool) {
-        self.halted.store(halted, Ordering::Release);
     }
 
     /// The restart generation.
@@ -216,7 +198,6 @@ impl Control {
     pub fn restart(&self, stage: Stage, replica: u32) -> Result<(), String> {
         let stats = self.stats(stage, replica).ok_or_else(|| no_such(stage, replica))?;
         stats.generation.fetch_add(1, Ordering::AcqRel);
-        stats.halted.store(false, Ordering::Release);
         stats.down.store(false, Ordering::Release);
         Ok(())
     }
