@@ -79,6 +79,9 @@ pub enum ClientError {
     Timeout,
     /// The command was older than the client's window at the executors and was not executed.
     Expired,
+    /// The client's session ended at the executors (no traffic for the session timeout, or
+    /// the session table was full); the command was not executed. Use a new client.
+    SessionExpired,
     /// The client id does not belong to this pool.
     UnknownClient(u64),
     /// No front end could be reached.
@@ -96,6 +99,9 @@ impl std::fmt::Display for ClientError {
             }
             ClientError::Timeout => f.write_str("no reply before the deadline"),
             ClientError::Expired => f.write_str("the command fell out of the client's window and was not executed"),
+            ClientError::SessionExpired => {
+                f.write_str("session expired: the client's session ended and the command was not executed")
+            }
             ClientError::UnknownClient(c) => write!(f, "client {c} does not belong to this pool"),
             ClientError::Unreachable(why) => write!(f, "no front end reachable: {why}"),
             ClientError::Refused(why) => write!(f, "every front end refused the command: {why}"),
@@ -402,6 +408,7 @@ impl Client {
         let completion = self.wait(ticket)?;
         match completion.outcome {
             Outcome::Expired => Err(ClientError::Expired),
+            Outcome::SessionExpired => Err(ClientError::SessionExpired),
             _ => Ok(completion.result),
         }
     }

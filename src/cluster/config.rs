@@ -207,6 +207,7 @@ impl Description {
             view_timeout_us: self.view_timeout_ms.saturating_mul(1000),
             partitions: self.partitions,
             proposer_delay_us: self.proposer_delay_us,
+            ..Params::default()
         };
         params.validate().map_err(|e| ConfigError(e.to_string()))?;
         Ok(params)
