@@ -1,0 +1,143 @@
+//! Client sessions that expire through consensus: the executor state machine driven directly.
+//!
+//! Sessions end by log position (a session ends `session_timeout` execution slots after its
+//! latest command), so every replica that executes the same log ends the same sessions at the
+//! same slot; these tests observe that through the executors' session counters.
+
+use std::sync::Arc;
+
+use tara::app::kv::{KvOp, KvStore};
+use tara::protocol::{Command, Commit, Executor, Outbox, Outcome, Params, Request};
+
+const TIMEOUT: u64 = 1024;
+
+fn params() -> Params {
+    let params = Params { session_timeout: TIMEOUT, max_sessions: 4096, checkpoint_interval: 128, ..Params::default() };
+    params.validate().unwrap();
+    params
+}
+
+fn put(client: u64, timestamp: u64, answered_below: u64) -> Command {
+    let op = KvOp::Put { key: format!("k{}", client % 16), value: b"v".to_vec() }.encode();
+    Command { answered_below, ..Command::new(client, timestamp, op) }
+}
+
+/// Commits `commands` at `sequence` on every executor (f+1 = 2 committers vote).
+fn order(executors: &mut [Executor<KvStore>], sequence: u64, commands: Vec<Command>, out: &mut Outbox) {
+    let request = Request { source: 0, number: sequence + 1, commands: Arc::from(commands) };
+    for executor in executors.iter_mut() {
+        for committer in 0..2 {
+            executor.on_commit(Commit { committer, sequence, view: 0, request: request.clone() }, out);
+        }
+        assert_eq!(executor.next(), sequence + 1, "slot {sequence} executed");
+    }
+}
+
+fn executors(n: u32) -> Vec<Executor<KvStore>> {
+    (0..n).map(|id| Executor::new(id, &params(), KvStore::default())).collect()
+}
+
+/// 100,000 clients that each send one command and go away leave at most a timeout's worth of
+/// sessions in the table (and never more than `max_sessions`), at every replica alike.
+#[test]
+fn a_hundred_thousand_short_lived_clients_leave_the_table_bounded() {
+    let mut group = executors(3);
+    let mut out = Outbox::default();
+    let mut most = 0;
+    for client in 0..100_000u64 {
+        order(&mut group, client, vec![put(client + 1, 1, 1)], &mut out);
+        out.replies.clear();
+        most = most.max(group[0].sessions());
+    }
+    assert!(most <= TIMEOUT as usize, "the table held {most} sessions, more than a timeout's worth");
+    for executor in &group {
+        assert_eq!(executor.sessions(), TIMEOUT as usize);
+        assert_eq!(executor.sessions_ended(), 100_000 - TIMEOUT);
+        assert_eq!(executor.state_digest(), group[0].state_digest(), "replicas expire alike");
+    }
+    assert!(group[0].held() <= TIMEOUT as usize + 256, "cached results leave with their sessions");
+}
+
+/// A full table ends the least recently active session; the bound holds whatever the timeout.
+#[test]
+fn max_sessions_bounds_the_table() {
+    let params = Params { max_sessions: 100, session_timeout: 1 << 20, ..params() };
+    let mut executor = Executor::new(0, &params, KvStore::default());
+    let mut out = Outbox::default();
+    for client in 0..10_000u64 {
+        order(std::slice::from_mut(&mut executor), client, vec![put(client + 1, 1, 1)], &mut out);
+        assert!(executor.sessions() <= 100);
+    }
+    assert_eq!(executor.sessions_ended(), 10_000 - 100);
+}
+
+/// Within a live session a retransmitted duplicate is answered from the cache, not executed
+/// again; keep-alives keep the session alive; once it ended, a command that claims answers from
+/// it gets "session expired", not a second execution.
+#[test]
+fn exactly_once_within_a_session_and_a_clear_refusal_after_it() {
+    let mut group = executors(3);
+    let mut out = Outbox::default();
+    let client = 7;
+    order(&mut group, 0, vec![put(client, 1, 1)], &mut out);
+    let mut sequence = 1;
+    // Idle for three timeouts of other traffic, but sending keep-alives.
+    for round in 0..3 * TIMEOUT {
+        let mut commands = vec![put(1_000 + round, 1, 1)];
+        if round % (TIMEOUT / 2) == 0 {
+            let timestamp = 2 + round / (TIMEOUT / 2);
+            commands.push(Command::keep_alive(client, timestamp, timestamp));
+        }
+        order(&mut group, sequence, commands, &mut out);
+        sequence += 1;
+    }
+    assert!(group.iter().all(|e| e.has_session(client)), "keep-alives kept the session");
+    out.replies.clear();
+    for _ in 0..2 {
+        order(&mut group, sequence, vec![put(client, 50, 50)], &mut out);
+        sequence += 1;
+    }
+    let outcomes: Vec<Outcome> = out.replies.iter().map(|r| r.outcome).collect();
+    let expected = [[Outcome::Executed; 3], [Outcome::Cached; 3]].concat();
+    assert_eq!(outcomes, expected, "a retransmitted duplicate is not executed again");
+    let executed = group[0].executed();
+    for _ in 0..TIMEOUT {
+        order(&mut group, sequence, vec![], &mut out);
+        sequence += 1;
+    }
+    assert!(group.iter().all(|e| !e.has_session(client)), "silent for a timeout: ended at every replica");
+    out.replies.clear();
+    order(&mut group, sequence, vec![put(client, 9, 9)], &mut out);
+    let outcomes: Vec<Outcome> = out.replies.iter().map(|r| r.outcome).collect();
+    assert_eq!(outcomes, vec![Outcome::SessionExpired; 3]);
+    assert_eq!(group[0].executed(), executed, "nothing executed for an ended session");
+    assert!(!group[0].has_session(client), "a refused command opens no session");
+}
+
+/// A replica restored from a checkpoint holds the same sessions and ends the same ones at the
+/// same slot as one that executed everything.
+#[test]
+fn a_checkpoint_round_trip_keeps_sessions() {
+    let mut group = executors(1);
+    let mut out = Outbox::default();
+    let mut sequence = 0;
+    while sequence < 3 * 128 {
+        order(&mut group, sequence, vec![put(sequence % 700 + 1, sequence / 700 + 1, 1)], &mut out);
+        sequence += 1;
+    }
+    let (at, state) = group[0].newest_checkpoint().expect("checkpoints every 128 slots");
+    assert_eq!(at, 3 * 128);
+    let mut restored = Executor::new(1, &params(), KvStore::default());
+    restored.restore_checkpoint(at, state).unwrap();
+    assert_eq!(restored.sessions(), group[0].sessions());
+    assert_eq!(restored.state_digest(), group[0].state_digest());
+    let mut both = vec![group.pop().unwrap(), restored];
+    for _ in 0..2 * TIMEOUT {
+        order(&mut both, sequence, vec![], &mut out);
+        sequence += 1;
+        assert_eq!(both[0].sessions(), both[1].sessions(), "slot {sequence}");
+    }
+    assert_eq!(both[1].sessions(), 0);
+    assert_eq!(both[0].sessions_ended(), both[1].sessions_ended());
+    assert_eq!(both[0].state_digest(), both[1].state_digest());
+}
