@@ -6,6 +6,8 @@
 
 use std::sync::Arc;
 
+use tara::app::Application;
+use tara::app::coordination::{CoordOp, Coordination};
 use tara::app::kv::{KvOp, KvStore};
 use tara::protocol::{Command, Commit, Executor, Outbox, Outcome, Params, Request};
 
@@ -23,7 +25,7 @@ fn put(client: u64, timestamp: u64, answered_below: u64) -> Command {
 }
 
 /// Commits `commands` at `sequence` on every executor (f+1 = 2 committers vote).
-fn order(executors: &mut [Executor<KvStore>], sequence: u64, commands: Vec<Command>, out: &mut Outbox) {
+fn order<A: Application>(executors: &mut [Executor<A>], sequence: u64, commands: Vec<Command>, out: &mut Outbox) {
     let request = Request { source: 0, number: sequence + 1, commands: Arc::from(commands) };
     for executor in executors.iter_mut() {
         for committer in 0..2 {
@@ -139,5 +141,116 @@ fn a_checkpoint_round_trip_keeps_sessions() {
     }
     assert_eq!(both[1].sessions(), 0);
     assert_eq!(both[0].sessions_ended(), both[1].sessions_ended());
+    assert_eq!(both[0].state_digest(), both[1].state_digest());
+}
+
+/// An ephemeral znode disappears at every replica at the same slot once its session ends;
+/// a persistent one stays, and the trees stay equal.
+#[test]
+fn an_ephemeral_znode_goes_with_its_session_at_every_replica() {
+    let mut group: Vec<Executor<Coordination>> =
+        (0..3).map(|id| Executor::new(id, &params(), Coordination::default())).collect();
+    let mut out = Outbox::default();
+    let op = |path: &str, ephemeral: bool| {
+        let (path, data) = (path.to_string(), b"holder".to_vec());
+        let op = if ephemeral {
+            CoordOp::CreateEphemeral { path, data, sequential: false }
+        } else {
+            CoordOp::Create { path, data, sequential: false }
+        };
+        op.encode()
+    };
+    order(
+        &mut group,
+        0,
+        vec![Command::new(5, 1, op("/leader", true)), Command::new(6, 1, op("/config", false))],
+        &mut out,
+    );
+    assert!(group.iter().all(|e| e.app().len() == 3), "both created everywhere");
+    let mut sequence = 1;
+    while group[0].has_session(5) {
+        order(&mut group, sequence, vec![], &mut out);
+        sequence += 1;
+        let lens: Vec<usize> = group.iter().map(|e| e.app().len()).collect();
+        assert!(lens.iter().all(|l| *l == lens[0]), "slot {sequence}: replicas differ {lens:?}");
+    }
+    assert_eq!(sequence, TIMEOUT + 1, "ends exactly a timeout after its latest command");
+    for executor in &group {
+        assert_eq!(executor.app().len(), 2, "the ephemeral node is gone, the persistent one stays");
+        assert_eq!(executor.app().ephemeral().count(), 0);
+        assert_eq!(executor.state_digest(), group[0].state_digest());
+    }
+}
+
+/// An ephemeral znode whose session sends keep-alives survives many timeouts of other traffic,
+/// at every replica, and goes a timeout after its holder falls silent.
+#[test]
+fn an_ephemeral_znode_survives_while_its_session_is_kept_alive() {
+    let mut group: Vec<Executor<Coordination>> =
+        (0..3).map(|id| Executor::new(id, &params(), Coordination::default())).collect();
+    let mut out = Outbox::default();
+    let lock = CoordOp::CreateEphemeral { path: "/lock".into(), data: vec![], sequential: false }.encode();
+    order(&mut group, 0, vec![Command::new(5, 1, lock)], &mut out);
+    let mut sequence = 1;
+    let mut timestamp = 2;
+    for round in 0..4 * TIMEOUT {
+        let other = CoordOp::Exists { path: "/lock".into() }.encode();
+        let mut commands = vec![Command::new(1_000 + round, 1, other)];
+        if round % (TIMEOUT / 4) == 0 {
+            commands.push(Command::keep_alive(5, timestamp, timestamp));
+            timestamp += 1;
+        }
+        order(&mut group, sequence, commands, &mut out);
+        sequence += 1;
+    }
+    for executor in &group {
+        assert!(executor.has_session(5) && executor.app().contains("/lock"), "kept alive, kept");
+        assert!(executor.sessions() <= TIMEOUT as usize + 1, "the one-shot clients still expire");
+    }
+    let silent_from = sequence;
+    while group.iter().any(|e| e.app().contains("/lock")) {
+        order(&mut group, sequence, vec![], &mut out);
+        sequence += 1;
+        let held: Vec<bool> = group.iter().map(|e| e.app().contains("/lock")).collect();
+        assert!(held.iter().all(|h| *h == held[0]), "slot {sequence}: replicas differ {held:?}");
+    }
+    let last_keep_alive = silent_from - 1 - (4 * TIMEOUT - 1) % (TIMEOUT / 4);
+    assert_eq!(sequence, last_keep_alive + TIMEOUT + 1, "gone exactly a timeout after the last keep-alive");
+}
+
+/// A replica restored from a checkpoint holds the same ephemeral znodes with the same owners,
+/// and deletes them at the same slot as one that executed everything.
+#[test]
+fn a_checkpoint_round_trip_keeps_ephemeral_znodes_consistent() {
+    let mut original = vec![Executor::new(0, &params(), Coordination::default())];
+    let mut out = Outbox::default();
+    let ephemeral = |path: String| CoordOp::CreateEphemeral { path, data: vec![], sequential: false }.encode();
+    let mut sequence = 0;
+    while sequence < 2 * 128 {
+        // Clients 1..=100 each hold one ephemeral node, created at slots 0..100.
+        let commands = if sequence < 100 {
+            vec![Command::new(sequence + 1, 1, ephemeral(format!("/e{sequence}")))]
+        } else {
+            vec![]
+        };
+        order(&mut original, sequence, commands, &mut out);
+        sequence += 1;
+    }
+    let (at, state) = original[0].newest_checkpoint().expect("checkpoints every 128 slots");
+    assert_eq!(at, 2 * 128);
+    let mut restored = Executor::new(1, &params(), Coordination::default());
+    restored.restore_checkpoint(at, state).unwrap();
+    assert_eq!(restored.app(), original[0].app(), "same znodes, same owners");
+    assert_eq!(restored.app().ephemeral().count(), 100);
+    let mut both = vec![original.pop().unwrap(), restored];
+    for _ in 0..TIMEOUT {
+        order(&mut both, sequence, vec![], &mut out);
+        sequence += 1;
+        assert_eq!(both[0].app(), both[1].app(), "slot {sequence}");
+    }
+    for executor in &both {
+        assert_eq!(executor.app().ephemeral().count(), 0, "every owner's session ended");
+        assert_eq!(executor.app().len(), 1, "only the root is left");
+    }
     assert_eq!(both[0].state_digest(), both[1].state_digest());
 }
