@@ -2,9 +2,22 @@
 //!
 //! Sessions end by log position (a session ends `session_timeout` execution slots after its
 //! latest command), so every replica that executes the same log ends the same sessions at the
-//! same slot; these tests observe that through the executors' session counters.
+//! same slot; these tests observe that through the executors' session counters. The last test
+//! runs `tara client create --ephemeral` against a multi-process cluster on 127.0.0.1.
 
+mod common;
+#[path = "common/procs.rs"]
+mod procs;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ChildStdout, Stdio};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::within;
+use procs::LocalCluster;
+use tara::app::coordination::{CoordResponse, decode_result};
+use tara::client::Client;
 
 use tara::app::Application;
 use tara::app::coordination::{CoordOp, Coordination};
@@ -253,4 +266,100 @@ fn a_checkpoint_round_trip_keeps_ephemeral_znodes_consistent() {
         assert_eq!(executor.app().len(), 1, "only the root is left");
     }
     assert_eq!(both[0].state_digest(), both[1].state_digest());
+}
+
+/// A `tara client create --ephemeral` process, killed if the test fails.
+struct Holder {
+    child: Child,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Holder {
+    fn start(connect: &str, path: &str) -> Holder {
+        let args = ["client", "--connect", connect, "--timeout-ms", "20000", "create", "--ephemeral", path, "held"];
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tara"))
+            .args(args)
+            .args(["--keep-alive-ms", "20"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("tara client starts");
+        let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        Holder { child, stdout }
+    }
+
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("the holder's output");
+        line
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} failed");
+    }
+
+    fn wait(&mut self) -> std::process::ExitStatus {
+        let until = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < until {
+            if let Some(status) = self.child.try_wait().expect("the holder's status") {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("the holder did not exit within 30 s");
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn exists(client: &mut Client, path: &str) -> bool {
+    let bytes = client.invoke(CoordOp::Exists { path: path.into() }.encode()).expect("the cluster answers");
+    match decode_result(&bytes).expect("a coordination result") {
+        Ok(CoordResponse::Exists(stat)) => stat.is_some(),
+        other => panic!("exists answered {other:?}"),
+    }
+}
+
+/// `tara client create --ephemeral` holds its znode while it runs, through several session
+/// timeouts of other traffic; Ctrl-C deletes it at once; after kill -9 it goes when the
+/// session expires, a timeout's worth of execution slots later. Each command of the one
+/// sequential client below takes an execution slot of its own, so the kill -9'd holder's znode
+/// must be gone within a timeout's worth of those commands (plus the keep-alive in flight).
+#[test]
+fn tara_client_create_ephemeral_holds_the_znode_while_it_runs() {
+    within(300, || {
+        let cluster = LocalCluster::start(&format!("session_timeout = {TIMEOUT}"));
+        let connect = cluster.sources.join(",");
+        let mut interrupted = Holder::start(&connect, "/interrupted");
+        let mut killed = Holder::start(&connect, "/killed");
+        assert_eq!(interrupted.line(), "created /interrupted\n");
+        assert_eq!(killed.line(), "created /killed\n");
+        let mut client = Client::new(cluster.pool());
+        client.set_deadline(Duration::from_secs(30));
+        for round in 0..3 * TIMEOUT {
+            assert!(exists(&mut client, "/interrupted") && exists(&mut client, "/killed"), "round {round}: kept alive");
+        }
+        interrupted.signal("-INT");
+        assert!(interrupted.wait().success(), "Ctrl-C ends the holder cleanly");
+        assert_eq!(interrupted.line(), "deleted /interrupted\n");
+        assert!(!exists(&mut client, "/interrupted"), "Ctrl-C deleted it at once");
+        killed.signal("-KILL");
+        killed.wait();
+        assert!(exists(&mut client, "/killed"), "kill -9: the session lives on until it expires");
+        let mut commands = 1;
+        while exists(&mut client, "/killed") {
+            commands += 1;
+            assert!(commands <= TIMEOUT + 64, "still there after {commands} slots of traffic");
+        }
+        eprintln!("the kill -9'd holder's znode went after {commands} sequential commands");
+    });
 }

@@ -413,6 +413,15 @@ impl Client {
         }
     }
 
+    /// Keeps this client's session alive: an ordered command that marks the session active at
+    /// every executor and that no application sees. A client that holds ephemeral state (an
+    /// ephemeral znode) and is otherwise idle sends one well within the cluster's
+    /// `session_timeout` (counted in execution slots, so a busy cluster needs them more often).
+    /// [`ClientError::SessionExpired`] says the session (and its ephemeral state) is gone.
+    pub fn keep_alive(&mut self) -> Result<(), ClientError> {
+        self.invoke(Vec::new()).map(drop)
+    }
+
     /// Submits `op` without waiting; returns its ticket. Up to `client_window` commands may be
     /// outstanding at once.
     pub fn submit(&mut self, op: Vec<u8>) -> Result<u64, ClientError> {
