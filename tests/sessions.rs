@@ -18,6 +18,8 @@ use common::within;
 use procs::LocalCluster;
 use tara::app::coordination::{CoordResponse, decode_result};
 use tara::client::Client;
+use tara::cluster::Cluster;
+use tara::dataflow::Stage;
 
 use tara::app::Application;
 use tara::app::coordination::{CoordOp, Coordination};
@@ -361,5 +363,27 @@ fn tara_client_create_ephemeral_holds_the_znode_while_it_runs() {
             assert!(commands <= TIMEOUT + 64, "still there after {commands} slots of traffic");
         }
         eprintln!("the kill -9'd holder's znode went after {commands} sequential commands");
+    });
+}
+
+/// End to end on an embedded cluster: 3,000 one-shot clients (each command its own execution
+/// slot) leave at most `max_sessions` sessions at every executor, as their published counter
+/// shows, and the executors agree.
+#[test]
+fn one_shot_clients_of_an_embedded_cluster_leave_the_table_bounded() {
+    within(240, || {
+        let description = common::description("session_timeout = 1024\nmax_sessions = 512");
+        let cluster = Cluster::start(&description, |_| Coordination::default()).expect("the cluster starts");
+        let sessions = |executor| common::stat(&cluster, Stage::Executor, executor, |s| &s.sessions);
+        let mut most = 0;
+        for i in 0..3_000 {
+            let mut client = cluster.client();
+            client.invoke(CoordOp::Exists { path: format!("/{i}") }.encode()).expect("an answer");
+            most = most.max((0..3).map(sessions).max().unwrap_or(0));
+        }
+        assert!(most <= 512, "an executor held {most} sessions");
+        let full = common::wait_until(Duration::from_secs(60), || (0..3).all(|e| sessions(e) == 512));
+        assert!(full, "every executor ends at max_sessions: {:?}", (0..3).map(sessions).collect::<Vec<_>>());
+        assert!(cluster.stop().digests_agree());
     });
 }

@@ -49,6 +49,9 @@ pub struct ReplicaStats {
     pub filled: AtomicU64,
     /// Executors: the most execution slots committed beyond the next one while it waited.
     pub lag_max: AtomicU64,
+    /// Executors: live client sessions in the duplicate-detection table (at most
+    /// `max_sessions`).
+    pub sessions: AtomicU64,
     /// Fault injection: the replica is crashed (drops every input, emits nothing).
     down: AtomicBool,
     /// Fault injection: bumped by every restart; a replica rebuilds from durable state when it
@@ -95,7 +98,8 @@ impl ReplicaStats {
             dropped,
             stored,
             filled,
-            lag_max
+            lag_max,
+            sessions
         );
         self.set_held(c.held);
     }

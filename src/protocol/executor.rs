@@ -762,6 +762,7 @@ impl<A: Application> Replica for Executor<A> {
             transfers: self.transfers_restored,
             repairs: self.nacks_sent,
             stored: self.durable.unwrap_or(0),
+            sessions: self.clients.clients() as u64,
             ..Counters::default()
         }
     }
