@@ -80,7 +80,8 @@ pub enum ClientError {
     /// The command was older than the client's window at the executors and was not executed.
     Expired,
     /// The client's session ended at the executors (no traffic for the session timeout, or
-    /// the session table was full); the command was not executed. Use a new client.
+    /// the session table was full); the command was not executed now, though a copy of it sent
+    /// earlier may have been (its effect is unknown). Use a new client.
     SessionExpired,
     /// The client id does not belong to this pool.
     UnknownClient(u64),
@@ -100,7 +101,7 @@ impl std::fmt::Display for ClientError {
             ClientError::Timeout => f.write_str("no reply before the deadline"),
             ClientError::Expired => f.write_str("the command fell out of the client's window and was not executed"),
             ClientError::SessionExpired => {
-                f.write_str("session expired: the client's session ended and the command was not executed")
+                f.write_str("session expired: the client's session ended; the command was not executed now (an earlier copy may have been)")
             }
             ClientError::UnknownClient(c) => write!(f, "client {c} does not belong to this pool"),
             ClientError::Unreachable(why) => write!(f, "no front end reachable: {why}"),

@@ -131,8 +131,10 @@ pub enum Outcome {
     /// unknown. A client that keeps at most `client_window` commands outstanding never sees this.
     Expired,
     /// The command claims answers from a client session that has ended (the session timeout
-    /// passed without its traffic, or the table was full): it was not executed. The client must
-    /// open a new session under a new client id.
+    /// passed without its traffic, or the table was full): it was not executed now. A
+    /// retransmission whose first copy executed before the session ended also gets this, so the
+    /// command's effect is unknown, as for `Expired`. The client must open a new session under
+    /// a new client id.
     SessionExpired,
 }
 
