@@ -16,7 +16,7 @@
 //! ```
 
 use std::cell::RefCell;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -72,6 +72,18 @@ pub enum CoordOp {
     GetChildren {
         /// The path.
         path: String,
+    },
+    /// Creates a znode like [`CoordOp::Create`], owned by the client session that issues it:
+    /// deleted, at every replica at the same point of the log, when that session ends
+    /// (ZooKeeper's ephemeral nodes). Ephemeral znodes have no children.
+    CreateEphemeral {
+        /// The path (or path prefix when sequential).
+        path: String,
+        /// The initial data.
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+        /// Append the parent's sequence counter to the name.
+        sequential: bool,
     },
 }
 
@@ -210,6 +222,15 @@ pub enum CoordOpRef<'a> {
         /// The path.
         path: &'a str,
     },
+    /// See [`CoordOp::CreateEphemeral`].
+    CreateEphemeral {
+        /// The path (or path prefix when sequential).
+        path: &'a str,
+        /// The initial data.
+        data: &'a [u8],
+        /// Append the parent's sequence counter to the name.
+        sequential: bool,
+    },
 }
 
 impl CoordOp {
@@ -222,6 +243,9 @@ impl CoordOp {
             CoordOp::GetData { path } => CoordOpRef::GetData { path },
             CoordOp::Exists { path } => CoordOpRef::Exists { path },
             CoordOp::GetChildren { path } => CoordOpRef::GetChildren { path },
+            CoordOp::CreateEphemeral { path, data, sequential } => {
+                CoordOpRef::CreateEphemeral { path, data, sequential: *sequential }
+            }
         }
     }
 }
@@ -253,13 +277,15 @@ impl Znode {
 #[derive(Clone, Debug)]
 pub struct Coordination {
     nodes: FastMap<String, Znode>,
+    /// The owning client session of every ephemeral znode, by path.
+    ephemeral: BTreeMap<String, u64>,
     /// The paths in order, for snapshots; dropped by create and delete, rebuilt on demand.
     sorted: RefCell<Option<Vec<String>>>,
 }
 
 impl PartialEq for Coordination {
     fn eq(&self, other: &Self) -> bool {
-        self.nodes == other.nodes
+        self.nodes == other.nodes && self.ephemeral == other.ephemeral
     }
 }
 
@@ -269,7 +295,7 @@ impl Default for Coordination {
     fn default() -> Self {
         let mut nodes = FastMap::default();
         nodes.insert("/".to_string(), Znode::default());
-        Coordination { nodes, sorted: RefCell::new(None) }
+        Coordination { nodes, ephemeral: BTreeMap::new(), sorted: RefCell::new(None) }
     }
 }
 
@@ -333,9 +359,25 @@ impl Coordination {
         self.apply_ref(op.as_ref())
     }
 
-    /// Applies an operation decoded in place.
+    /// Applies an operation decoded in place; an ephemeral create needs a session
+    /// ([`Coordination::apply_for`]).
     pub fn apply_ref(&mut self, op: CoordOpRef<'_>) -> CoordResult {
+        self.apply_for(None, op)
+    }
+
+    /// Applies an operation of client session `client` (`None`: no session).
+    pub fn apply_for(&mut self, client: Option<u64>, op: CoordOpRef<'_>) -> CoordResult {
         match op {
+            CoordOpRef::CreateEphemeral { path, data, sequential } => {
+                let owner = client.ok_or_else(|| {
+                    CoordError::Malformed("an ephemeral znode needs a client session to own it".into())
+                })?;
+                let created = self.create(path, data, sequential)?;
+                if let CoordResponse::Created { path } = &created {
+                    self.ephemeral.insert(path.clone(), owner);
+                }
+                Ok(created)
+            }
             CoordOpRef::Create { path, data, sequential } => self.create(path, data, sequential),
             CoordOpRef::Delete { path, version } => self.delete(path, version),
             CoordOpRef::SetData { path, data, version } => self.set_data(path, data, version),
@@ -351,6 +393,16 @@ impl Coordination {
                 Ok(CoordResponse::Children(self.node(path)?.children.iter().cloned().collect()))
             }
         }
+    }
+
+    /// The ephemeral znodes and their owning sessions, in path order.
+    pub fn ephemeral(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.ephemeral.iter().map(|(path, owner)| (path.as_str(), *owner))
+    }
+
+    /// True if a znode exists at `path`.
+    pub fn contains(&self, path: &str) -> bool {
+        self.nodes.contains_key(path)
     }
 
     /// The number of znodes, the root included.
@@ -375,6 +427,9 @@ impl Coordination {
             return Err(CoordError::NodeExists(path.to_string()));
         }
         let (parent_path, _) = split(path);
+        if self.ephemeral.contains_key(parent_path) {
+            return Err(CoordError::Malformed(format!("{parent_path} is ephemeral and cannot have children")));
+        }
         let parent = self.nodes.get_mut(parent_path).ok_or_else(|| CoordError::NoParent(path.to_string()))?;
         let path = if sequential {
             let numbered = format!("{path}{:010}", parent.next_sequential);
@@ -405,6 +460,7 @@ impl Coordination {
             return Err(CoordError::NotEmpty(path.to_string()));
         }
         self.nodes.remove(path);
+        self.ephemeral.remove(path);
         self.sorted.replace(None);
         let (parent_path, name) = split(path);
         if let Some(parent) = self.nodes.get_mut(parent_path) {
@@ -427,8 +483,58 @@ impl Coordination {
 
 impl Application for Coordination {
     fn execute(&mut self, op: &[u8]) -> Vec<u8> {
+        self.execute_session(None, op)
+    }
+
+    fn execute_for(&mut self, client: u64, op: &[u8]) -> Vec<u8> {
+        self.execute_session(Some(client), op)
+    }
+
+    /// Deletes the session's ephemeral znodes (they have no children, so each deletes alone).
+    fn session_expired(&mut self, client: u64) {
+        let owned: Vec<String> = self.ephemeral.iter().filter(|(_, o)| **o == client).map(|(p, _)| p.clone()).collect();
+        for path in owned {
+            let deleted = self.delete(&path, None);
+            debug_assert!(deleted.is_ok(), "an ephemeral znode has no children");
+        }
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        let mut bytes = self.snapshot_nodes();
+        // The owners follow the nodes only when there are any: older snapshots stay readable.
+        if !self.ephemeral.is_empty() {
+            bytes.extend(bincode::serialize(&self.ephemeral).unwrap_or_default());
+        }
+        bytes
+    }
+
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError> {
+        let mut reader = snapshot;
+        let nodes: Vec<(String, Znode)> =
+            bincode::deserialize_from(&mut reader).map_err(|e| RestoreError(e.to_string()))?;
+        let ephemeral: BTreeMap<String, u64> = if reader.is_empty() {
+            BTreeMap::new()
+        } else {
+            bincode::deserialize(reader).map_err(|e| RestoreError(e.to_string()))?
+        };
+        let nodes: FastMap<String, Znode> = nodes.into_iter().collect();
+        if !nodes.contains_key("/") {
+            return Err(RestoreError("the snapshot has no root znode".into()));
+        }
+        if let Some(path) = ephemeral.keys().find(|p| !nodes.contains_key(*p)) {
+            return Err(RestoreError(format!("the snapshot names a missing ephemeral znode {path}")));
+        }
+        self.nodes = nodes;
+        self.ephemeral = ephemeral;
+        self.sorted.replace(None);
+        Ok(())
+    }
+}
+
+impl Coordination {
+    fn execute_session(&mut self, client: Option<u64>, op: &[u8]) -> Vec<u8> {
         let result = match bincode::deserialize::<CoordOpRef<'_>>(op) {
-            Ok(op) => self.apply_ref(op),
+            Ok(op) => self.apply_for(client, op),
             Err(e) => {
                 Err(CoordError::Malformed(format!("cannot decode coordination operation ({} bytes): {e}", op.len())))
             }
@@ -436,7 +542,7 @@ impl Application for Coordination {
         bincode::serialize(&result).unwrap_or_default()
     }
 
-    fn snapshot(&self) -> Vec<u8> {
+    fn snapshot_nodes(&self) -> Vec<u8> {
         let mut sorted = self.sorted.borrow_mut();
         let paths = sorted.get_or_insert_with(|| {
             let mut paths: Vec<String> = self.nodes.keys().cloned().collect();
@@ -445,17 +551,6 @@ impl Application for Coordination {
         });
         let nodes: Vec<(&String, &Znode)> = paths.iter().filter_map(|p| self.nodes.get_key_value(p)).collect();
         bincode::serialize(&nodes).unwrap_or_default()
-    }
-
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError> {
-        let nodes: Vec<(String, Znode)> = bincode::deserialize(snapshot).map_err(|e| RestoreError(e.to_string()))?;
-        let nodes: FastMap<String, Znode> = nodes.into_iter().collect();
-        if !nodes.contains_key("/") {
-            return Err(RestoreError("the snapshot has no root znode".into()));
-        }
-        self.nodes = nodes;
-        self.sorted.replace(None);
-        Ok(())
     }
 }
 
@@ -589,5 +684,32 @@ mod tests {
     fn errors_read_clearly() {
         let e = CoordError::BadVersion { path: "/a".into(), expected: 1, actual: 2 };
         assert_eq!(e.to_string(), "bad version: /a is at version 2, the operation expected 1");
+    }
+
+    /// Ephemeral znodes belong to the session that created them, go when it ends, survive
+    /// snapshots with their owners, have no children, and need a session.
+    #[test]
+    fn ephemeral_znodes_end_with_their_session() {
+        let mut c = Coordination::default();
+        let ephemeral = |path: &str| CoordOp::CreateEphemeral { path: path.into(), data: vec![], sequential: false };
+        let in_session = |c: &mut Coordination, client: u64, op: CoordOp| {
+            decode_result(&c.execute_for(client, &op.encode())).unwrap()
+        };
+        assert!(matches!(run(&mut c, ephemeral("/e")), Err(CoordError::Malformed(_))), "no session, no owner");
+        in_session(&mut c, 1, create("/locks")).unwrap();
+        in_session(&mut c, 1, ephemeral("/locks/a")).unwrap();
+        in_session(&mut c, 2, ephemeral("/locks/b")).unwrap();
+        assert!(matches!(in_session(&mut c, 2, create("/locks/b/x")), Err(CoordError::Malformed(_))));
+        let mut copy = Coordination::default();
+        copy.restore(&c.snapshot()).unwrap();
+        assert_eq!(copy, c, "owners survive the snapshot");
+        for tree in [&mut c, &mut copy] {
+            tree.session_expired(1);
+            assert!(tree.node("/locks/a").is_err());
+            assert!(tree.node("/locks/b").is_ok() && tree.node("/locks").is_ok(), "others' and persistent nodes stay");
+        }
+        assert_eq!(c.ephemeral().collect::<Vec<_>>(), vec![("/locks/b", 2)]);
+        run(&mut c, CoordOp::Delete { path: "/locks/b".into(), version: None }).unwrap();
+        assert_eq!(c.ephemeral().count(), 0, "a deleted ephemeral node forgets its owner");
     }
 }

@@ -15,6 +15,17 @@ pub trait Application {
     /// Applies one operation and returns its result. Malformed operations must be answered
     /// with an error result, never a panic: operation bytes come from clients.
     fn execute(&mut self, op: &[u8]) -> Vec<u8>;
+    /// Applies one operation of client session `client`; the default ignores the client.
+    /// Services with per-session state (ephemeral nodes) override it.
+    fn execute_for(&mut self, client: u64, op: &[u8]) -> Vec<u8> {
+        let _ = client;
+        self.execute(op)
+    }
+    /// Client session `client` ended, at the same point of the log at every replica: drop
+    /// whatever state lives only as long as the session. The default keeps everything.
+    fn session_expired(&mut self, client: u64) {
+        let _ = client;
+    }
     /// The whole state as bytes; `restore` on a fresh instance must recreate it exactly.
     fn snapshot(&self) -> Vec<u8>;
     /// Replaces the state with one produced by `snapshot`.

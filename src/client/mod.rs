@@ -79,6 +79,10 @@ pub enum ClientError {
     Timeout,
     /// The command was older than the client's window at the executors and was not executed.
     Expired,
+    /// The client's session ended at the executors (no traffic for the session timeout, or
+    /// the session table was full); the command was not executed now, though a copy of it sent
+    /// earlier may have been (its effect is unknown). Use a new client.
+    SessionExpired,
     /// The client id does not belong to this pool.
     UnknownClient(u64),
     /// No front end could be reached.
@@ -96,6 +100,9 @@ impl std::fmt::Display for ClientError {
             }
             ClientError::Timeout => f.write_str("no reply before the deadline"),
             ClientError::Expired => f.write_str("the command fell out of the client's window and was not executed"),
+            ClientError::SessionExpired => {
+                f.write_str("session expired: the client's session ended; the command was not executed now (an earlier copy may have been)")
+            }
             ClientError::UnknownClient(c) => write!(f, "client {c} does not belong to this pool"),
             ClientError::Unreachable(why) => write!(f, "no front end reachable: {why}"),
             ClientError::Refused(why) => write!(f, "every front end refused the command: {why}"),
@@ -402,8 +409,18 @@ impl Client {
         let completion = self.wait(ticket)?;
         match completion.outcome {
             Outcome::Expired => Err(ClientError::Expired),
+            Outcome::SessionExpired => Err(ClientError::SessionExpired),
             _ => Ok(completion.result),
         }
+    }
+
+    /// Keeps this client's session alive: an ordered command that marks the session active at
+    /// every executor and that no application sees. A client that holds ephemeral state (an
+    /// ephemeral znode) and is otherwise idle sends one well within the cluster's
+    /// `session_timeout` (counted in execution slots, so a busy cluster needs them more often).
+    /// [`ClientError::SessionExpired`] says the session (and its ephemeral state) is gone.
+    pub fn keep_alive(&mut self) -> Result<(), ClientError> {
+        self.invoke(Vec::new()).map(drop)
     }
 
     /// Submits `op` without waiting; returns its ticket. Up to `client_window` commands may be

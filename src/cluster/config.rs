@@ -39,6 +39,12 @@ pub struct Description {
     pub checkpoint_interval: u64,
     /// Commands one client may have outstanding.
     pub client_window: u64,
+    /// Client sessions an executor holds at most; opening one more ends the least recently
+    /// active session.
+    pub max_sessions: usize,
+    /// A client session ends, with its ephemeral znodes, once this many execution slots
+    /// passed since its latest command or keep-alive.
+    pub session_timeout: u64,
     /// How often operators advance their timely capabilities, in milliseconds.
     pub epoch_ms: u64,
     /// A client retransmits a command without reply after this long.
@@ -156,6 +162,8 @@ impl Default for Description {
             window: params.window,
             checkpoint_interval: params.checkpoint_interval,
             client_window: params.client_window,
+            max_sessions: params.max_sessions,
+            session_timeout: params.session_timeout,
             epoch_ms: 5,
             retry_timeout_ms: 1000,
             view_timeout_ms: params.view_timeout_us / 1000,
@@ -217,6 +225,8 @@ impl Description {
             view_timeout_us: self.view_timeout_ms.saturating_mul(1000),
             partitions: self.partitions,
             proposer_delay_us: self.proposer_delay_us,
+            max_sessions: self.max_sessions,
+            session_timeout: self.session_timeout,
         };
         params.validate().map_err(|e| ConfigError(e.to_string()))?;
         Ok(params)

@@ -49,6 +49,9 @@ pub struct ReplicaStats {
     pub filled: AtomicU64,
     /// Executors: the most execution slots committed beyond the next one while it waited.
     pub lag_max: AtomicU64,
+    /// Executors: live client sessions in the duplicate-detection table (at most
+    /// `max_sessions`).
+    pub sessions: AtomicU64,
     /// Fault injection: the replica is crashed (drops every input, emits nothing).
     down: AtomicBool,
     /// Fault injection: bumped by every restart; a replica rebuilds from durable state when it
@@ -83,7 +86,7 @@ impl ReplicaStats {
         // Each counter has the name of the field it publishes.
         macro_rules! publish { ($($field:ident),*) => { $(self.$field.store(c.$field, Ordering::Relaxed);)* } }
         publish!(next, view, count, history, in_flight_max, stable, transfers);
-        publish!(repairs, stalls, dropped, stored, filled, lag_max);
+        publish!(repairs, stalls, dropped, stored, filled, lag_max, sessions);
         self.set_held(c.held);
     }
 

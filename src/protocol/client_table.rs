@@ -1,6 +1,28 @@
-//! Duplicate detection for executors (Section III-C): per-client executed timestamps and results.
+//! Duplicate detection for executors (Section III-C): per-client executed timestamps and
+//! results, kept in client sessions that expire at the same point of the log at every replica.
+//!
+//! # Sessions
+//!
+//! A client's entry is its session. A command of an unknown client opens one if the client
+//! claims no answers yet (its `answered_below` is at most the first timestamp, 1); a command
+//! that claims answers from a session the table does not hold gets [`Verdict::SessionExpired`]:
+//! its session ended, and executing it could execute an answered command a second time. Every
+//! command, keep-alives included, marks its session active at the execution slot that ordered
+//! it. Before executing slot `s`, an executor ends every session last active at or below
+//! `s - session_timeout`; when a new session would exceed `max_sessions`, the least recently
+//! active one ends first.
+//!
+//! Safety: the slots are the consensus log (Section III-C), so every replica executes the same
+//! commands at the same slots from the same state; expiry is a function of that state and of
+//! the slot alone (ties broken by client id), so every replica ends the same sessions at the
+//! same point of the log, and a checkpoint taken before slot `s` (Section III-D) holds exactly
+//! the sessions that a replica executing everything holds there. Within a live session the
+//! table is unchanged, so exactly-once holds as before. After expiry, a client that had an
+//! answer is refused; a client that never heard an answer and stays silent for the whole
+//! timeout may see its first commands execute again, which the timeout (far above any
+//! retransmission delay) and keep-alives rule out in practice.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
@@ -17,7 +39,13 @@ pub enum Verdict<'a> {
     /// Answered before and forgotten (the client acknowledged it), or older than the client's
     /// window: neither executed now nor known.
     Expired,
+    /// The command claims answers from a session that has ended: not executed.
+    SessionExpired,
 }
+
+/// The first timestamp of a session: a command whose `answered_below` is at most this claims
+/// no answers, and may open a session.
+pub const FIRST_TIMESTAMP: u64 = 1;
 
 /// One client's duplicate-detection state.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -29,6 +57,8 @@ struct Session {
     /// Results of executed commands the client may still ask for again, by timestamp (sorted;
     /// usually one or a few entries, most inserts at the back).
     results: VecDeque<(u64, ByteBuf)>,
+    /// The execution slot of the session's latest command.
+    active: u64,
 }
 
 impl Session {
@@ -55,10 +85,22 @@ impl Session {
 /// was executed exactly when its result is remembered. Each command carries
 /// `answered_below`, the client's acknowledgement of every answer below it; results below it
 /// are forgotten. A client with one outstanding command thus costs one remembered result.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+///
+/// Sessions end as the log advances (see the module documentation): the table holds at most
+/// `max_sessions` of them.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ClientTable {
     window: u64,
+    max_sessions: usize,
+    timeout: u64,
     sessions: FastMap<u64, Session>,
+    /// `(active, client)` of every session, oldest first: the expiry order.
+    by_activity: BTreeSet<(u64, u64)>,
+    /// Sessions ended since the last [`ClientTable::take_ended`], in the order they ended.
+    #[serde(skip)]
+    ended: Vec<u64>,
+    /// Sessions ended over the table's lifetime.
+    ended_total: u64,
 }
 
 /// One client's state, found once per command.
@@ -102,17 +144,78 @@ impl ClientEntry<'_> {
 }
 
 impl ClientTable {
-    /// An empty table that remembers at most `window` results per client.
-    pub fn new(window: u64) -> ClientTable {
-        ClientTable { window, sessions: FastMap::default() }
+    /// An empty table that remembers at most `window` results per client, holds at most
+    /// `max_sessions` sessions, and ends a session `timeout` execution slots after its latest
+    /// command.
+    pub fn new(window: u64, max_sessions: usize, timeout: u64) -> ClientTable {
+        assert!(max_sessions > 0 && timeout > 0, "validated parameters");
+        ClientTable {
+            window,
+            max_sessions,
+            timeout,
+            sessions: FastMap::default(),
+            by_activity: BTreeSet::new(),
+            ended: Vec::new(),
+            ended_total: 0,
+        }
     }
 
-    /// The state of `client` (created empty for a new client).
-    pub fn entry(&mut self, client: u64) -> ClientEntry<'_> {
-        ClientEntry { session: self.sessions.entry(client).or_default(), window: self.window }
+    /// The session of `client` for a command with `timestamp` and `answered_below`, ordered at
+    /// execution slot `now`: marked active at `now`, opened if the command claims no answers,
+    /// `None` if it claims answers from a session the table does not hold (it has ended).
+    pub fn session(&mut self, client: u64, timestamp: u64, answered_below: u64, now: u64) -> Option<ClientEntry<'_>> {
+        if let Some(session) = self.sessions.get_mut(&client) {
+            self.by_activity.remove(&(session.active, client));
+            session.active = session.active.max(now);
+            self.by_activity.insert((session.active, client));
+        } else {
+            if answered_below.min(timestamp) > FIRST_TIMESTAMP {
+                return None;
+            }
+            while self.sessions.len() >= self.max_sessions {
+                self.end_oldest();
+            }
+            self.sessions.insert(client, Session { active: now, ..Session::default() });
+            self.by_activity.insert((now, client));
+        }
+        debug_assert_eq!(self.sessions.len(), self.by_activity.len());
+        let session = self.sessions.get_mut(&client)?;
+        Some(ClientEntry { session, window: self.window })
     }
 
-    /// Clients known to the table.
+    /// Ends every session whose latest command is `timeout` or more slots before `now` (done
+    /// before executing slot `now`, at every replica alike).
+    pub fn expire(&mut self, now: u64) {
+        while self.by_activity.first().is_some_and(|(active, _)| active.saturating_add(self.timeout) <= now) {
+            self.end_oldest();
+        }
+    }
+
+    fn end_oldest(&mut self) {
+        let Some((_, client)) = self.by_activity.pop_first() else { return };
+        let removed = self.sessions.remove(&client);
+        assert!(removed.is_some(), "the activity index names only held sessions");
+        self.ended.push(client);
+        self.ended_total += 1;
+    }
+
+    /// The sessions ended since the last call, in the order they ended (for the application's
+    /// session-expiry hook).
+    pub fn take_ended(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.ended)
+    }
+
+    /// Sessions ended over the table's lifetime (by timeout or to stay within `max_sessions`).
+    pub fn ended_total(&self) -> u64 {
+        self.ended_total
+    }
+
+    /// True if `client` has a live session.
+    pub fn has_session(&self, client: u64) -> bool {
+        self.sessions.contains_key(&client)
+    }
+
+    /// Clients known to the table: its live sessions.
     pub fn clients(&self) -> usize {
         self.sessions.len()
     }
@@ -122,13 +225,26 @@ impl ClientTable {
         self.sessions.values().map(|s| s.results.len()).sum()
     }
 
+    /// Checks a decoded table (from a checkpoint): the activity index matches the sessions.
+    pub fn validate(&self) -> Result<(), String> {
+        let indexed =
+            self.by_activity.iter().all(|(active, c)| self.sessions.get(c).is_some_and(|s| s.active == *active));
+        if self.by_activity.len() != self.sessions.len() || !indexed {
+            return Err("client table: the activity index does not match the sessions".into());
+        }
+        if self.sessions.len() > self.max_sessions || self.window == 0 || self.timeout == 0 {
+            return Err("client table: out of its bounds".into());
+        }
+        Ok(())
+    }
+
     /// A digest of the table that does not depend on hash-map order.
     pub fn digest(&self) -> u64 {
         let mut clients: Vec<(&u64, &Session)> = self.sessions.iter().collect();
         clients.sort_unstable_by_key(|(c, _)| **c);
         let mut hash = digest_bytes(b"clients");
         for (client, session) in clients {
-            for number in [*client, session.highest, session.answered_below] {
+            for number in [*client, session.highest, session.answered_below, session.active] {
                 hash = digest_extend(hash, &number.to_le_bytes());
             }
             for (timestamp, result) in &session.results {
@@ -143,20 +259,29 @@ impl ClientTable {
 mod tests {
     use super::*;
 
+    fn entry(t: &mut ClientTable, client: u64) -> ClientEntry<'_> {
+        t.session(client, 1, 0, 0).unwrap()
+    }
+
+    fn table(window: u64) -> ClientTable {
+        ClientTable::new(window, 1 << 20, 1 << 20)
+    }
+
     fn check(t: &mut ClientTable, client: u64, timestamp: u64) -> Option<Vec<u8>> {
-        match t.entry(client).check(timestamp) {
+        match entry(t, client).check(timestamp) {
             Verdict::Execute => None,
             Verdict::Cached(r) => Some(r.to_vec()),
             Verdict::Expired => Some(b"expired".to_vec()),
+            Verdict::SessionExpired => Some(b"session expired".to_vec()),
         }
     }
 
     /// Section III-C: t_cmd <= t_exec returns the cached result instead of executing again.
     #[test]
     fn a_duplicate_gets_the_cached_result() {
-        let mut t = ClientTable::new(4);
+        let mut t = table(4);
         assert_eq!(check(&mut t, 7, 1), None);
-        t.entry(7).record(1, b"one".to_vec());
+        entry(&mut t, 7).record(1, b"one".to_vec());
         assert_eq!(check(&mut t, 7, 1), Some(b"one".to_vec()));
         assert_eq!(check(&mut t, 7, 2), None);
         assert_eq!(check(&mut t, 8, 1), None, "clients are independent");
@@ -165,19 +290,19 @@ mod tests {
     /// Pipelined commands may execute out of timestamp order; each executes exactly once.
     #[test]
     fn out_of_order_commands_inside_the_window_execute_once() {
-        let mut t = ClientTable::new(4);
-        t.entry(7).record(3, b"three".to_vec());
+        let mut t = table(4);
+        entry(&mut t, 7).record(3, b"three".to_vec());
         assert_eq!(check(&mut t, 7, 2), None, "2 was not executed yet");
-        t.entry(7).record(2, b"two".to_vec());
+        entry(&mut t, 7).record(2, b"two".to_vec());
         assert_eq!(check(&mut t, 7, 2), Some(b"two".to_vec()));
         assert_eq!(check(&mut t, 7, 3), Some(b"three".to_vec()));
     }
 
     #[test]
     fn results_leave_the_window() {
-        let mut t = ClientTable::new(2);
+        let mut t = table(2);
         for ts in 1..=5 {
-            t.entry(7).record(ts, vec![ts as u8]);
+            entry(&mut t, 7).record(ts, vec![ts as u8]);
         }
         assert_eq!(t.results_held(), 2);
         assert_eq!(check(&mut t, 7, 3), Some(b"expired".to_vec()));
@@ -187,27 +312,63 @@ mod tests {
     /// Acknowledged results are forgotten, and their commands are never executed again.
     #[test]
     fn acknowledged_results_are_forgotten() {
-        let mut t = ClientTable::new(64);
+        let mut t = table(64);
         for ts in 1..=3 {
-            t.entry(7).record(ts, vec![ts as u8]);
+            entry(&mut t, 7).record(ts, vec![ts as u8]);
         }
-        t.entry(7).acknowledge(3);
+        entry(&mut t, 7).acknowledge(3);
         assert_eq!(t.results_held(), 1);
         assert_eq!(check(&mut t, 7, 1), Some(b"expired".to_vec()), "answered, forgotten, not executed again");
         assert_eq!(check(&mut t, 7, 3), Some(vec![3]));
-        t.entry(7).acknowledge(2);
+        entry(&mut t, 7).acknowledge(2);
         assert_eq!(t.results_held(), 1, "acknowledgements never move back");
     }
 
     #[test]
     fn digests_ignore_insertion_order() {
-        let (mut a, mut b) = (ClientTable::new(4), ClientTable::new(4));
+        let (mut a, mut b) = (table(4), table(4));
         for c in 0..50 {
-            a.entry(c).record(1, vec![c as u8]);
-            b.entry(49 - c).record(1, vec![(49 - c) as u8]);
+            entry(&mut a, c).record(1, vec![c as u8]);
+            entry(&mut b, 49 - c).record(1, vec![(49 - c) as u8]);
         }
         assert_eq!(a.digest(), b.digest());
-        b.entry(3).record(2, vec![]);
+        entry(&mut b, 3).record(2, vec![]);
         assert_ne!(a.digest(), b.digest());
+    }
+
+    /// Sessions end `timeout` slots after their latest command, oldest first, and a command
+    /// that claims answers from an ended session is refused, not executed again.
+    #[test]
+    fn sessions_expire_by_log_position() {
+        let mut t = ClientTable::new(4, 100, 10);
+        t.session(1, 1, 1, 0).unwrap().record(1, b"a".to_vec());
+        t.session(2, 1, 1, 5).unwrap().record(1, b"b".to_vec());
+        t.expire(9);
+        assert_eq!(t.clients(), 2);
+        t.expire(10);
+        assert_eq!((t.clients(), t.take_ended()), (1, vec![1]));
+        assert!(t.session(1, 2, 2, 11).is_none(), "claims an answer from an ended session");
+        assert!(!t.has_session(1), "a refused command opens nothing");
+        t.session(2, 2, 2, 12).unwrap();
+        t.expire(20);
+        assert!(t.has_session(2), "traffic keeps a session alive");
+        t.expire(22);
+        assert_eq!((t.clients(), t.take_ended(), t.ended_total()), (0, vec![2], 2));
+        t.validate().unwrap();
+    }
+
+    /// A full table ends its least recently active session to open a new one.
+    #[test]
+    fn a_full_table_ends_the_oldest_session() {
+        let mut t = ClientTable::new(4, 3, 1000);
+        for client in 0..5 {
+            t.session(client, 1, 0, client).unwrap();
+        }
+        t.session(2, 2, 2, 10).unwrap();
+        t.session(9, 1, 0, 11).unwrap();
+        assert_eq!(t.clients(), 3);
+        assert_eq!(t.take_ended(), vec![0, 1, 3]);
+        assert!(t.has_session(2) && t.has_session(4) && t.has_session(9));
+        t.validate().unwrap();
     }
 }

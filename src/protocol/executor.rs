@@ -166,7 +166,7 @@ impl<A: Application> Executor<A> {
             // Each partition may run `window` slots ahead of the threshold in its own numbering.
             slots: Window::new(0, 2 * params.window * params.partitions as u64),
             app,
-            clients: ClientTable::new(params.client_window),
+            clients: ClientTable::new(params.client_window, params.max_sessions, params.session_timeout),
             checkpoints: VecDeque::new(),
             durable: None,
             history: digest_bytes(b"tara"),
@@ -256,6 +256,22 @@ impl<A: Application> Executor<A> {
     /// Slots held in the window plus results held for duplicate detection (state, for bounds).
     pub fn held(&self) -> usize {
         self.slots.occupied() + self.clients.results_held()
+    }
+
+    /// Live client sessions in the duplicate-detection table (at most `max_sessions`).
+    pub fn sessions(&self) -> usize {
+        self.clients.clients()
+    }
+
+    /// Client sessions ended so far (by timeout or to stay within `max_sessions`), counting
+    /// those ended before the checkpoint this replica restored.
+    pub fn sessions_ended(&self) -> u64 {
+        self.clients.ended_total()
+    }
+
+    /// True if `client` has a live session at this replica.
+    pub fn has_session(&self, client: u64) -> bool {
+        self.clients.has_session(client)
     }
 
     /// Times this replica caught up by restoring a peer's checkpoint.
@@ -393,6 +409,7 @@ impl<A: Application> Executor<A> {
         self.history = decoded.history;
         self.executed = decoded.executed;
         self.agreed = decoded.agreed;
+        decoded.clients.validate()?;
         if !self.mutated(Mutation::CheckpointForgetsClients) {
             self.clients = decoded.clients;
         }
@@ -499,10 +516,22 @@ impl<A: Application> Executor<A> {
         if let Some(agreed) = self.agreed.get_mut(request.source as usize) {
             *agreed = (*agreed).max(request.number);
         }
+        // Sessions end by log position, before the slot executes: the same at every replica.
+        self.clients.expire(sequence);
+        self.end_sessions();
         let skip_duplicate_check = self.mutated(Mutation::SkipDuplicateCheck);
         for (index, command) in request.commands.iter().enumerate() {
             let (client, timestamp) = (command.client, command.timestamp);
-            let mut entry = self.clients.entry(client);
+            // Opening a session may end the least recently active one; the application hears
+            // of it before this command executes.
+            let opened = self.clients.session(client, timestamp, command.answered_below, sequence).is_some();
+            self.end_sessions();
+            let session =
+                if opened { self.clients.session(client, timestamp, command.answered_below, sequence) } else { None };
+            let Some(mut entry) = session else {
+                self.reply(request.source, command, Outcome::SessionExpired, Vec::new(), out);
+                continue;
+            };
             // A command cannot acknowledge its own answer: a client that claims so is wrong, and
             // its command must still execute.
             entry.acknowledge(command.answered_below.min(timestamp));
@@ -510,8 +539,11 @@ impl<A: Application> Executor<A> {
             let (outcome, result) = match verdict {
                 Verdict::Cached(result) => (Outcome::Cached, result.to_vec()),
                 Verdict::Expired => (Outcome::Expired, Vec::new()),
+                Verdict::SessionExpired => (Outcome::SessionExpired, Vec::new()),
                 Verdict::Execute => {
-                    let result = self.app.execute(&command.op);
+                    // A keep-alive only marks its session active; the application never sees it.
+                    let result =
+                        if command.is_keep_alive() { Vec::new() } else { self.app.execute_for(client, &command.op) };
                     entry.record(timestamp, result.clone());
                     self.chain(sequence, command, &result);
                     if self.emit_executed {
@@ -528,11 +560,23 @@ impl<A: Application> Executor<A> {
                     (Outcome::Executed, result)
                 }
             };
-            let reply = Reply { executor: self.id, source: request.source, client, timestamp, outcome, result };
-            match command.origin {
-                Some(origin) => out.forwarded.push((origin, reply)),
-                None => out.replies.push(reply),
-            }
+            self.reply(request.source, command, outcome, result, out);
+        }
+    }
+
+    fn reply(&self, source: u32, command: &Command, outcome: Outcome, result: Vec<u8>, out: &mut Outbox) {
+        let (client, timestamp) = (command.client, command.timestamp);
+        let reply = Reply { executor: self.id, source, client, timestamp, outcome, result };
+        match command.origin {
+            Some(origin) => out.forwarded.push((origin, reply)),
+            None => out.replies.push(reply),
+        }
+    }
+
+    /// Tells the application of every session that ended (its ephemeral state goes with it).
+    fn end_sessions(&mut self) {
+        for client in self.clients.take_ended() {
+            self.app.session_expired(client);
         }
     }
 
@@ -718,6 +762,7 @@ impl<A: Application> Replica for Executor<A> {
             transfers: self.transfers_restored,
             repairs: self.nacks_sent,
             stored: self.durable.unwrap_or(0),
+            sessions: self.clients.clients() as u64,
             ..Counters::default()
         }
     }
@@ -824,10 +869,10 @@ mod tests {
         let mut e = executor();
         let mut out = Outbox::default();
         let command = Command { answered_below: 99, ..put(1, 5, "a") };
-        let r = request(1, vec![command]);
+        let r = request(1, vec![put(1, 1, "a"), command]);
         e.on_commit(commit(0, 0, 0, &r), &mut out);
         e.on_commit(commit(1, 0, 0, &r), &mut out);
-        assert_eq!(out.replies[0].outcome, Outcome::Executed);
+        assert_eq!(out.replies[1].outcome, Outcome::Executed);
     }
 
     /// Section III-D: a checkpoint is taken before executing s with s mod CP == 0.

@@ -10,6 +10,10 @@ pub const WINDOW_MAX: u64 = 1 << 20;
 pub const BATCH_SIZE_MAX: usize = 1 << 16;
 /// Upper bound of the number of commands one client may have outstanding.
 pub const CLIENT_WINDOW_MAX: u64 = 1 << 16;
+/// Upper bound of the client sessions an executor holds.
+pub const MAX_SESSIONS_MAX: usize = 1 << 24;
+/// Lower bound of the session timeout, in execution slots.
+pub const SESSION_TIMEOUT_MIN: u64 = 1024;
 /// Upper bound of the number of partitions: every partition adds f+1 sources and proposers and
 /// 2f+1 committers and controllers, and executors hold a window of `window` slots per partition.
 pub const PARTITIONS_MAX: usize = 64;
@@ -39,6 +43,12 @@ pub struct Params {
     /// Results remembered per client for duplicate detection: a client may have at most this
     /// many commands outstanding.
     pub client_window: u64,
+    /// Client sessions an executor holds at most; opening one more ends the least recently
+    /// active session.
+    pub max_sessions: usize,
+    /// A client session ends when this many execution slots passed since its latest command
+    /// (keep-alives included); at least [`SESSION_TIMEOUT_MIN`] and the executors' window.
+    pub session_timeout: u64,
     /// Controllers start a new view when executors make no progress for this long while work is
     /// outstanding (Section III-E). Progress reports go out four times per timeout.
     pub view_timeout_us: u64,
@@ -59,6 +69,8 @@ impl Default for Params {
             batch_timeout_us: 0,
             checkpoint_interval: 128,
             client_window: 64,
+            max_sessions: 1 << 16,
+            session_timeout: 1 << 20,
             view_timeout_us: 500_000,
             partitions: 1,
             proposer_delay_us: 0,
@@ -192,6 +204,22 @@ impl Params {
                 format!("must be between 1 and {CLIENT_WINDOW_MAX}, got {}", self.client_window),
             );
         }
+        if self.max_sessions == 0 || self.max_sessions > MAX_SESSIONS_MAX {
+            return error(
+                "max_sessions",
+                format!("must be between 1 and {MAX_SESSIONS_MAX}, got {}", self.max_sessions),
+            );
+        }
+        let least = SESSION_TIMEOUT_MIN.max(self.window * self.partitions as u64);
+        if self.session_timeout < least {
+            return error(
+                "session_timeout",
+                format!(
+                    "must be at least {least} execution slots (and the window x partitions), got {}",
+                    self.session_timeout
+                ),
+            );
+        }
         Ok(())
     }
 }
@@ -215,6 +243,8 @@ mod tests {
             (Params { checkpoint_interval: 512, ..Params::default() }, "checkpoint_interval"),
             (Params { checkpoint_interval: 0, ..Params::default() }, "checkpoint_interval"),
             (Params { client_window: 0, ..Params::default() }, "client_window"),
+            (Params { max_sessions: 0, ..Params::default() }, "max_sessions"),
+            (Params { session_timeout: 10, ..Params::default() }, "session_timeout"),
             (Params { view_timeout_us: 10, ..Params::default() }, "view_timeout_ms"),
             (Params { partitions: 0, ..Params::default() }, "partitions"),
             (Params { partitions: PARTITIONS_MAX + 1, ..Params::default() }, "partitions"),

@@ -172,6 +172,8 @@ pub struct Counters {
     /// Executors: the most execution slots committed beyond the next one while the next one
     /// waited (how far the slowest partition held the others back in the merge).
     pub lag_max: u64,
+    /// Executors: live client sessions in the duplicate-detection table.
+    pub sessions: u64,
 }
 
 /// What storage read back for a replica at its (re)start.

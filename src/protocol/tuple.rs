@@ -36,6 +36,17 @@ impl Command {
     pub fn new(client: u64, timestamp: u64, op: Vec<u8>) -> Command {
         Command { client, timestamp, answered_below: 0, op, origin: None }
     }
+
+    /// A keep-alive: ordered like any command, it keeps the client's session alive and never
+    /// reaches the application (its operation is empty, and its result is empty).
+    pub fn keep_alive(client: u64, timestamp: u64, answered_below: u64) -> Command {
+        Command { client, timestamp, answered_below, op: Vec::new(), origin: None }
+    }
+
+    /// True for a keep-alive (an empty operation, which no application takes).
+    pub fn is_keep_alive(&self) -> bool {
+        self.op.is_empty()
+    }
 }
 
 /// A client command on its way to request source `source` (the paper's request input queue).
@@ -119,6 +130,12 @@ pub enum Outcome {
     /// ([`crate::protocol::Params::client_window`]); it was not executed and its result is
     /// unknown. A client that keeps at most `client_window` commands outstanding never sees this.
     Expired,
+    /// The command claims answers from a client session that has ended (the session timeout
+    /// passed without its traffic, or the table was full): it was not executed now. A
+    /// retransmission whose first copy executed before the session ended also gets this, so the
+    /// command's effect is unknown, as for `Expired`. The client must open a new session under
+    /// a new client id.
+    SessionExpired,
 }
 
 /// The result of a command, sent by every executor towards the client (Section III-C).

@@ -112,6 +112,7 @@ impl SimConfig {
             view_timeout_us: rng.random_range(20_000..100_000),
             partitions,
             proposer_delay_us: 0,
+            ..Params::default()
         };
         let faulty = rng.random_bool(0.9);
         let clients: usize = rng.random_range(1..=4);
