@@ -18,30 +18,39 @@ use tara::app::kv::{KvOp, KvStore};
 use tara::cluster::{Cluster, Options};
 use tara::dataflow::Stage;
 
+/// How long a test waits for an event it expects (a view change, the service resuming): long
+/// enough for a loaded machine; a healthy cluster needs well under a second.
+const EVENT: Duration = Duration::from_secs(60);
+
+/// The view executor 0 is in.
+fn view(cluster: &Cluster) -> u64 {
+    stat(cluster, Stage::Executor, 0, |s| &s.view)
+}
+
 /// The active proposer crashes in the middle of a workload; the controllers start a
 /// new view, the new proposer takes over from the committers' records, and the service goes on.
 /// Every request committed before the view change keeps its sequence number, the history is
 /// linearizable, and the executors agree.
 #[test]
 fn a_proposer_crash_changes_the_view_and_loses_nothing() {
-    within(120, || {
+    within(300, || {
         let (executed_tx, executed) = crossbeam_channel::unbounded();
         let d = description("view_timeout_ms = 100\nbatch_size = 4");
         let options = Options { executed: Some(executed_tx), ..Options::default() };
         let cluster = Cluster::start_with(&d, |_| KvStore::default(), options).unwrap();
         let start = Instant::now();
         let mut clients = Recorder::new(&cluster, 6, 5, 7, start);
-        clients.run_for(Duration::from_millis(300));
+        assert!(clients.run_until(EVENT, |c| c.completed() >= 50), "the service never served");
         cluster.control().crash(Stage::Proposer, 0).unwrap();
         let before = clients.completed();
-        clients.run_for(Duration::from_millis(800));
-        assert!(stat(&cluster, Stage::Executor, 0, |s| &s.view) >= 1, "no view change");
-        assert!(clients.completed() > before + 50, "the service did not resume");
+        assert!(clients.run_until(EVENT, |_| view(&cluster) >= 1), "no view change");
+        assert!(clients.run_until(EVENT, |c| c.completed() > before + 50), "the service did not resume");
         cluster.control().restart(Stage::Proposer, 0).unwrap();
-        clients.run_for(Duration::from_millis(300));
-        assert!(clients.drain(Duration::from_secs(10)) && clients.read_all(Duration::from_secs(10)));
+        let after = clients.completed();
+        assert!(clients.run_until(EVENT, |c| c.completed() > after + 20), "no progress after the restart");
+        assert!(clients.drain(EVENT) && clients.read_all(EVENT));
         linearizability::check(clients.history()).unwrap();
-        assert!(cluster.quiesce(Duration::from_secs(30)));
+        assert!(cluster.quiesce(EVENT));
         assert!(cluster.stop().digests_agree());
         let positions = positions_agree(&executed).unwrap();
         assert!(positions > 100, "only {positions} positions");
@@ -49,29 +58,34 @@ fn a_proposer_crash_changes_the_view_and_loses_nothing() {
 }
 
 /// The paper's Figure 8 with small times: proposer 0 crashes and is restarted
-/// automatically; then proposer 1, the new leader, crashes; the service continues after both.
+/// automatically 300 ms later; then the new leader crashes; the service continues after both.
+/// Each crash waits for the event it depends on (the view change and the service resuming),
+/// not for a point in time.
 #[test]
 fn two_successive_proposer_crashes_with_automatic_restart() {
-    within(120, || {
+    within(300, || {
         let d = description("view_timeout_ms = 100\nbatch_size = 4");
         let cluster = Cluster::start(&d, |_| KvStore::default()).unwrap();
-        let faults = vec!["proposers:0@200+300".parse().unwrap(), "proposers:1@900".parse().unwrap()];
-        let scheduler = tara::cluster::faults::schedule(cluster.control().clone(), faults);
         let start = Instant::now();
         let mut clients = Recorder::new(&cluster, 6, 5, 11, start);
-        let mut completed = Vec::new();
-        for _ in 0..4 {
-            clients.run_for(Duration::from_millis(400));
-            completed.push(clients.completed());
-        }
-        let _ = scheduler.join();
-        let progress: Vec<usize> = completed.windows(2).map(|w| w[1] - w[0]).collect();
-        assert!(progress.iter().all(|p| *p > 20), "a phase made no progress: {progress:?}");
-        assert!(stat(&cluster, Stage::Executor, 0, |s| &s.view) >= 2, "two view changes expected");
-        cluster.control().restart(Stage::Proposer, 1).unwrap();
-        assert!(clients.drain(Duration::from_secs(10)) && clients.read_all(Duration::from_secs(10)));
+        assert!(clients.run_until(EVENT, |c| c.completed() >= 50), "the service never served");
+        let faults = vec!["proposers:0@0+300".parse().unwrap()];
+        let scheduler = tara::cluster::faults::schedule(cluster.control().clone(), faults);
+        let before = clients.completed();
+        assert!(clients.run_until(EVENT, |c| view(&cluster) >= 1 && c.completed() > before + 20), "no resumption");
+        assert!(clients.run_until(EVENT, |_| scheduler.is_finished()), "the restart never happened");
+        scheduler.join().unwrap();
+        // The leader of the current view (proposer 1 unless a view change timed out meanwhile).
+        let (first_view, before) = (view(&cluster), clients.completed());
+        let leader = tara::protocol::leader_of(first_view, 2);
+        cluster.control().crash(Stage::Proposer, leader).unwrap();
+        let resumed = clients.run_until(EVENT, |c| view(&cluster) > first_view && c.completed() > before + 20);
+        assert!(resumed, "no resumption after the second crash (view {})", view(&cluster));
+        assert!(view(&cluster) >= 2, "two view changes expected");
+        cluster.control().restart(Stage::Proposer, leader).unwrap();
+        assert!(clients.drain(EVENT) && clients.read_all(EVENT));
         linearizability::check(clients.history()).unwrap();
-        assert!(cluster.quiesce(Duration::from_secs(30)));
+        assert!(cluster.quiesce(EVENT));
         assert!(cluster.stop().digests_agree());
     });
 }
@@ -90,7 +104,7 @@ fn amnesia_scenario(durable_records: bool) -> bool {
     let cluster = Cluster::start(&d, |_| KvStore::default()).unwrap();
     let control = cluster.control().clone();
     let mut client = cluster.client();
-    client.set_deadline(Duration::from_secs(20));
+    client.set_deadline(EVENT);
     let put = |k: &str, v: &str| KvOp::Put { key: k.into(), value: v.as_bytes().to_vec() }.encode();
     for i in 0..3 {
         client.invoke(put("warm", &i.to_string())).unwrap();
@@ -100,9 +114,7 @@ fn amnesia_scenario(durable_records: bool) -> bool {
     client.invoke(put("x", "committed")).unwrap();
     control.crash(Stage::Committer, 1).unwrap();
     control.restart(Stage::Committer, 1).unwrap();
-    assert!(
-        wait_until(Duration::from_secs(5), || stat(&cluster, Stage::Committer, 1, |s| &s.held) > 0 || !durable_records)
-    );
+    assert!(wait_until(EVENT, || stat(&cluster, Stage::Committer, 1, |s| &s.held) > 0 || !durable_records));
     control.crash(Stage::Committer, 0).unwrap();
     control.set_deaf(Stage::Committer, 2, false).unwrap();
     control.crash(Stage::Proposer, 0).unwrap();
@@ -112,14 +124,14 @@ fn amnesia_scenario(durable_records: bool) -> bool {
     control.restart(Stage::Proposer, 0).unwrap();
     // Executors that never converge are broken agreement too (one of them may be stuck on a
     // slot the others filled differently).
-    let quiet = cluster.quiesce(Duration::from_secs(30));
+    let quiet = cluster.quiesce(EVENT);
     quiet && cluster.stop().digests_agree()
 }
 
 /// With durable records the amnesia case is harmless...
 #[test]
 fn durable_records_prevent_amnesia() {
-    within(120, || assert!(amnesia_scenario(true), "executors diverged although records are durable"));
+    within(300, || assert!(amnesia_scenario(true), "executors diverged although records are durable"));
 }
 
 /// ...and without them the same scenario breaks agreement, which shows the test above would
@@ -128,7 +140,7 @@ fn durable_records_prevent_amnesia() {
 /// (it did in the first try in most runs; one CI run in about ten needed a second).
 #[test]
 fn without_durable_records_the_amnesia_case_breaks_agreement() {
-    within(300, || assert!((0..3).any(|_| !amnesia_scenario(false)), "the scenario never exposed amnesia in 3 tries"));
+    within(600, || assert!((0..3).any(|_| !amnesia_scenario(false)), "the scenario never exposed amnesia in 3 tries"));
 }
 
 /// One seeded run: random crashes and restarts of any replica (never more than f of a stage
@@ -170,11 +182,11 @@ fn fault_run(seed: u64) -> Result<(), String> {
         control.restart(stage, replica)?;
     }
     clients.run_for(Duration::from_millis(100));
-    if !clients.drain(Duration::from_secs(20)) || !clients.read_all(Duration::from_secs(20)) {
+    if !clients.drain(EVENT) || !clients.read_all(EVENT) {
         return Err("commands did not complete after the faults stopped".into());
     }
     linearizability::check(clients.history())?;
-    if !cluster.quiesce(Duration::from_secs(30)) {
+    if !cluster.quiesce(EVENT) {
         return Err("executors did not converge".into());
     }
     if !cluster.stop().digests_agree() {
@@ -197,7 +209,7 @@ fn random_fault_schedules() {
     let started = Instant::now();
     for seed in &seeds {
         let seed = *seed;
-        let result = within(120, move || fault_run(seed));
+        let result = within(300, move || fault_run(seed));
         if let Err(e) = result {
             panic!(
                 "fault run with seed {seed} failed: {e}\nreplay: TARA_FAULT_SEED={seed} cargo test --release --test view_change random_fault_schedules -- --nocapture"

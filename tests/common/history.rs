@@ -85,6 +85,20 @@ impl Recorder {
         }
     }
 
+    /// Runs every client in a closed loop until `done` holds (checked between answers and at
+    /// least every 50 ms) or `timeout` passes; returns whether `done` held. Tests wait for an
+    /// observed event this way instead of asserting what a fixed phase achieved.
+    pub fn run_until(&mut self, timeout: Duration, mut done: impl FnMut(&Recorder) -> bool) -> bool {
+        let until = Instant::now() + timeout;
+        while Instant::now() < until {
+            if done(self) {
+                return true;
+            }
+            self.run_for(Duration::from_millis(50).min(until.saturating_duration_since(Instant::now())));
+        }
+        done(self)
+    }
+
     /// Waits until every outstanding command is answered; false if some are not within `timeout`.
     pub fn drain(&mut self, timeout: Duration) -> bool {
         let until = Instant::now() + timeout;

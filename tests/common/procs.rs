@@ -89,13 +89,23 @@ impl LocalCluster {
         let (config, description) = write_description(dir.path(), extra);
         let every = description.process.iter().map(|p| p.clients.clone()).collect();
         let sources = description.client_addresses().expect("front ends");
-        let mut supervisor = Command::new(env!("CARGO_BIN_EXE_tara"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tara"));
+        command
             .args(["cluster", "--config", &config])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("tara cluster starts");
+            .stderr(Stdio::piped());
+        #[cfg(target_os = "linux")]
+        // SAFETY: prctl is async-signal-safe. If the test process ends without dropping the
+        // cluster (a `within` timeout), the supervisor dies with it, and its processes with it.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut supervisor = command.spawn().expect("tara cluster starts");
         let log = Arc::new(Mutex::new(Vec::new()));
         let (stderr, lines) = (supervisor.stderr.take().expect("piped stderr"), log.clone());
         std::thread::spawn(move || {
