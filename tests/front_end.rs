@@ -362,6 +362,17 @@ fn invalid_descriptions_and_hostfiles_are_rejected_clearly() {
         let foreign = write(dir.path(), "foreign.toml", &description("f = 1", &state, &foreign));
         fails_with(&["run", "--config", &foreign, "--process", "0"], "cannot listen for timely on 192.0.2.1:7000");
 
+        // Process 0's metrics would listen on its own client address.
+        let clash = format!("f = 1\nmetrics_addr = {:?}", processes[0].1);
+        let clash = write(dir.path(), "clash.toml", &description(&clash, &state, &processes));
+        fails_with(
+            &["run", "--config", &clash, "--process", "0"],
+            &format!("[[process]] 0: address {} is used twice", processes[0].1),
+        );
+        let zero =
+            write(dir.path(), "zero.toml", &description("f = 1\nmetrics_addr = \"127.0.0.1:0\"", &state, &processes));
+        fails_with(&["run", "--config", &zero, "--process", "0"], "`metrics_addr`: name a port");
+
         let f0 = write(dir.path(), "f0.toml", &description("f = 0", &state, &processes));
         fails_with(&["run", "--config", &f0, "--process", "0"], "`f`: must be at least 1");
 

@@ -93,6 +93,9 @@ pub struct Description {
     pub connect_timeout_ms: u64,
     /// The processes of a multi-process cluster, in timely's process order (`[[process]]`).
     pub process: Vec<ProcessSpec>,
+    /// `tara run`: where process 0 serves its Prometheus metrics (`host:port`); process `i`
+    /// listens on the same host at port + `i`. Absent: no metrics endpoint.
+    pub metrics_addr: Option<String>,
 }
 
 /// `[[process]]`: one process of a multi-process cluster.
@@ -185,6 +188,7 @@ impl Default for Description {
             probe_timeout_ms: 3000,
             connect_timeout_ms: 30_000,
             process: Vec::new(),
+            metrics_addr: None,
         }
     }
 }
@@ -319,7 +323,8 @@ impl Description {
         }
         let mut seen = std::collections::HashSet::new();
         for (i, p) in processes.iter().enumerate() {
-            for address in [&p.timely, &p.clients] {
+            let metrics = self.metrics_address(i)?.map(|a| a.to_string());
+            for address in [&p.timely, &p.clients].into_iter().chain(metrics.as_ref()) {
                 address.parse::<std::net::SocketAddr>().map_err(|e| {
                     ConfigError(format!("[[process]] {i}: {address:?} is not host:port with a numeric address ({e})"))
                 })?;
@@ -331,6 +336,30 @@ impl Description {
             }
         }
         Ok(processes)
+    }
+
+    /// Where process `index` serves its Prometheus metrics: `metrics_addr` with its port
+    /// raised by `index`; `None` without `metrics_addr`.
+    ///
+    /// ```
+    /// use tara::cluster::Description;
+    /// let d = Description::from_toml("metrics_addr = \"127.0.0.1:9100\"").unwrap();
+    /// assert_eq!(d.metrics_address(2).unwrap().unwrap().to_string(), "127.0.0.1:9102");
+    /// assert!(Description::default().metrics_address(0).unwrap().is_none());
+    /// ```
+    pub fn metrics_address(&self, index: usize) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        let Some(base) = &self.metrics_addr else { return Ok(None) };
+        let mut address: std::net::SocketAddr = base.parse().map_err(|e| {
+            ConfigError(format!("`metrics_addr`: {base:?} is not host:port with a numeric address ({e})"))
+        })?;
+        let port = u16::try_from(address.port() as usize + index).map_err(|_| {
+            ConfigError(format!("`metrics_addr`: port {} + process index {index} is past 65535", address.port()))
+        })?;
+        if address.port() == 0 {
+            return Err(ConfigError("`metrics_addr`: name a port (process `i` listens on port + `i`), not 0".into()));
+        }
+        address.set_port(port);
+        Ok(Some(address))
     }
 
     /// The client front-end addresses of the processes that host a request source: where

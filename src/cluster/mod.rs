@@ -7,6 +7,8 @@ pub mod faults;
 pub mod graph;
 mod mesh;
 #[cfg(feature = "cli")]
+pub mod metrics;
+#[cfg(feature = "cli")]
 pub mod plot;
 pub mod process;
 pub mod supervisor;

@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use mio::net::{TcpListener, TcpStream};
@@ -198,7 +198,7 @@ struct Server {
     next_token: usize,
     /// Commands waiting for their first reply, and the connections that submitted them (more
     /// than one if a client resubmitted a command on another connection).
-    awaiting: HashMap<(u64, u64), Vec<Token>>,
+    awaiting: HashMap<(u64, u64), Awaiting>,
     /// Per client: its entries in `awaiting`; its mailbox is registered while there are any.
     clients: HashMap<u64, usize>,
     counters: FrontEndCounters,
@@ -209,6 +209,14 @@ struct Server {
     replies: Receiver<Reply>,
     replies_tx: Sender<Reply>,
     notify: Arc<dyn Fn() + Send + Sync>,
+}
+
+/// One command waiting for its first reply.
+struct Awaiting {
+    /// When a connection first submitted it (its latency counts from here).
+    since: Instant,
+    /// The connections to answer.
+    tokens: Vec<Token>,
 }
 
 impl Server {
@@ -363,7 +371,7 @@ impl Server {
         if self.control.stopped() {
             return self.refuse(token, key.0, key.1, STOPPING.into());
         }
-        let again = self.awaiting.get(&key).is_some_and(|tokens| tokens.contains(&token));
+        let again = self.awaiting.get(&key).is_some_and(|waiting| waiting.tokens.contains(&token));
         if !again && !self.await_reply(token, key) {
             self.counters.busy += 1;
             let message = format!(
@@ -389,7 +397,11 @@ impl Server {
             return false;
         }
         connection.outstanding += 1;
-        self.awaiting.entry(key).or_default().push(token);
+        self.awaiting
+            .entry(key)
+            .or_insert_with(|| Awaiting { since: Instant::now(), tokens: Vec::new() })
+            .tokens
+            .push(token);
         let entries = self.clients.entry(key.0).or_insert(0);
         *entries += 1;
         if *entries == 1 {
@@ -400,11 +412,11 @@ impl Server {
 
     /// Undoes [`Server::await_reply`] for one connection.
     fn forget(&mut self, token: Token, key: (u64, u64)) {
-        if let Some(tokens) = self.awaiting.get_mut(&key)
-            && let Some(at) = tokens.iter().position(|t| *t == token)
+        if let Some(waiting) = self.awaiting.get_mut(&key)
+            && let Some(at) = waiting.tokens.iter().position(|t| *t == token)
         {
-            tokens.swap_remove(at);
-            if tokens.is_empty() {
+            waiting.tokens.swap_remove(at);
+            if waiting.tokens.is_empty() {
                 self.awaiting.remove(&key);
             }
             self.released(token, key.0);
@@ -457,9 +469,9 @@ impl Server {
     /// Once the dataflow stops, the commands still waiting here will not be answered: say so, so
     /// that their clients go elsewhere now rather than after their retry timeout.
     fn refuse_awaiting(&mut self) {
-        let awaiting: Vec<((u64, u64), Vec<Token>)> = self.awaiting.drain().collect();
-        for ((client, timestamp), tokens) in awaiting {
-            for token in tokens {
+        let awaiting: Vec<((u64, u64), Awaiting)> = self.awaiting.drain().collect();
+        for ((client, timestamp), waiting) in awaiting {
+            for token in waiting.tokens {
                 self.released(token, client);
                 self.refuse(token, client, timestamp, STOPPING.into());
             }
@@ -505,9 +517,11 @@ impl Server {
     fn deliver_replies(&mut self) {
         let replies: Vec<Reply> = self.replies.try_iter().collect();
         for reply in replies {
-            let Some(tokens) = self.awaiting.remove(&(reply.client, reply.timestamp)) else { continue };
+            let Some(waiting) = self.awaiting.remove(&(reply.client, reply.timestamp)) else { continue };
+            let micros = u64::try_from(waiting.since.elapsed().as_micros()).unwrap_or(u64::MAX);
+            self.counters.observe_latency(micros);
             let frame = encode(&ServerFrame::Reply(reply.clone()));
-            for token in tokens {
+            for token in waiting.tokens {
                 self.released(token, reply.client);
                 self.counters.replied += 1;
                 self.queue_bytes(token, &frame);
@@ -563,11 +577,11 @@ impl Server {
             let _ = self.poll.registry().deregister(&mut connection.stream);
         }
         let mut released = Vec::new();
-        self.awaiting.retain(|(client, _), tokens| {
-            let before = tokens.len();
-            tokens.retain(|t| *t != token);
-            released.extend(std::iter::repeat_n(*client, before - tokens.len()));
-            !tokens.is_empty()
+        self.awaiting.retain(|(client, _), waiting| {
+            let before = waiting.tokens.len();
+            waiting.tokens.retain(|t| *t != token);
+            released.extend(std::iter::repeat_n(*client, before - waiting.tokens.len()));
+            !waiting.tokens.is_empty()
         });
         for client in released {
             self.released(token, client);

@@ -5,4 +5,4 @@ pub mod frontend;
 pub mod wire;
 
 pub use frontend::{FrontEnd, FrontEndConfig, Limits};
-pub use wire::{ClientFrame, FrontEndCounters, ReplicaStatus, ServerFrame};
+pub use wire::{ClientFrame, FrontEndCounters, LATENCY_BOUNDS_US, ReplicaStatus, ServerFrame};

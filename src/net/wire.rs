@@ -143,6 +143,41 @@ pub struct FrontEndCounters {
     pub submitted: u64,
     /// Replies sent to the connections awaiting them.
     pub replied: u64,
+    /// Commands answered, by how long the first reply took since the command's first submission
+    /// to this front end: entry `i` counts those above bound `i - 1` and within bound `i` of
+    /// [`LATENCY_BOUNDS_US`]; the last entry counts those above every bound. Empty until the
+    /// first reply.
+    pub latency_buckets: Vec<u64>,
+    /// The sum of those latencies, in microseconds.
+    pub latency_sum_us: u64,
+}
+
+/// The upper bounds, in microseconds, of the buckets of [`FrontEndCounters::latency_buckets`]:
+/// from a quarter of a millisecond (a reply of an idle cluster on one host) to 10 s (a retry
+/// after a failover).
+pub const LATENCY_BOUNDS_US: [u64; 16] = [
+    250, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000, 500_000, 1_000_000, 2_000_000, 5_000_000,
+    10_000_000, 30_000_000,
+];
+
+impl FrontEndCounters {
+    /// Counts one command answered `micros` after its submission.
+    ///
+    /// ```
+    /// use tara::net::FrontEndCounters;
+    /// let mut counters = FrontEndCounters::default();
+    /// counters.observe_latency(300);
+    /// counters.observe_latency(u64::MAX);
+    /// assert_eq!(counters.latency_buckets[1], 1, "300 µs is within the second bound (500 µs)");
+    /// assert_eq!(counters.latency_buckets.last(), Some(&1), "above every bound");
+    /// assert_eq!(counters.latency_buckets.iter().sum::<u64>(), 2);
+    /// ```
+    pub fn observe_latency(&mut self, micros: u64) {
+        self.latency_buckets.resize(LATENCY_BOUNDS_US.len() + 1, 0);
+        let bucket = LATENCY_BOUNDS_US.partition_point(|bound| *bound < micros);
+        self.latency_buckets[bucket] += 1;
+        self.latency_sum_us = self.latency_sum_us.saturating_add(micros);
+    }
 }
 
 /// Why a received frame was rejected.

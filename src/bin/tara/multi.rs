@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tara::app::coordination::{CoordOp, Coordination};
-use tara::cluster::Description;
 use tara::cluster::process::{ProcessOptions, RunError, exit, run_process};
 use tara::cluster::supervisor::{SupervisorOptions, supervise};
+use tara::cluster::{ConfigError, Description};
 
 /// What the health probe runs: a read through the whole consensus path.
 pub fn probe_op() -> Vec<u8> {
@@ -28,6 +28,7 @@ pub fn run(description: &Description, options: &ProcessOptions) -> Result<bool, 
             eprintln!("tara run: {text}");
         }
     }));
+    serve_metrics(description, options.index)?;
     run_process(
         description,
         options,
@@ -56,6 +57,24 @@ pub fn run(description: &Description, options: &ProcessOptions) -> Result<bool, 
         },
     )?;
     Ok(true)
+}
+
+/// Serves the Prometheus endpoint of process `index` if the description has `metrics_addr`
+/// (port + `index`); a bad or taken address is a configuration error, named before anything
+/// starts.
+fn serve_metrics(description: &Description, index: usize) -> Result<(), RunError> {
+    let (Some(address), Some(process)) = (description.metrics_address(index)?, description.process.get(index)) else {
+        return Ok(());
+    };
+    let listener = std::net::TcpListener::bind(address).map_err(|e| {
+        RunError::Config(ConfigError(format!(
+            "`metrics_addr`: cannot listen for metrics on {address} (process {index}: port + {index}): {e}"
+        )))
+    })?;
+    tara::cluster::metrics::spawn(listener, index, process.clients.clone())
+        .map_err(|e| RunError::Runtime(format!("cannot start the metrics endpoint: {e}")))?;
+    tracing::info!("process {index}: metrics on http://{address}/metrics");
+    Ok(())
 }
 
 /// `tara cluster`: every process of the description on this host, restarted as a whole when
