@@ -46,6 +46,7 @@ fn stopping_front_end() -> FrontEnd {
         max_frame_bytes: tara::net::wire::MAX_FRAME_BYTES,
         forward_through: None,
         cluster: None,
+        limits: tara::net::Limits::default(),
     };
     frontend::spawn(listener, Ingress::new(2), Mailboxes::new(), control, config).expect("the front end starts")
 }

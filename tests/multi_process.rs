@@ -292,6 +292,11 @@ fn tara(args: &[&str]) -> std::process::Output {
 fn the_client_command_runs_every_operation_with_clear_errors() {
     within(180, || {
         let cluster = LocalCluster::start("");
+        // The start line says where the durable state is, and that it outlives the run.
+        let start = cluster.lines("clients connect to").pop().expect("a start line");
+        let state = cluster.dir.path().join("state");
+        assert!(start.contains(&format!("durable state in {}", state.display())), "{start}");
+        assert!(start.contains("--fresh"), "{start}");
         let connect = cluster.sources.join(",");
         let run = |args: &[&str]| {
             let mut all = vec!["client", "--connect", &connect, "--timeout-ms", "10000"];
@@ -309,7 +314,13 @@ fn the_client_command_runs_every_operation_with_clear_errors() {
         assert_eq!(code, Some(1));
         assert!(err.contains("bad version: /app is at version 1"), "{err}");
         assert_eq!(run(&["ls", "/app"]).1, "job-0000000000\n");
-        assert_eq!(run(&["exists", "/nope"]).1, "false\n");
+        // `exists` answers like `test`: 0 if the znode exists, 1 if not.
+        assert_eq!(run(&["exists", "/nope"]), (Some(1), "false\n".into(), String::new()));
+        assert_eq!(run(&["exists", "/app"]).0, Some(0));
+        // Global options may also follow the operation.
+        let out = tara(&["client", "get", "/app", "--connect", &connect, "--timeout-ms", "10000"]);
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "bye\nversion 1, 1 children\n");
         let (code, _, err) = run(&["delete", "/app"]);
         assert_eq!(code, Some(1));
         assert!(err.contains("not empty"), "{err}");

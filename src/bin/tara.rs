@@ -5,6 +5,8 @@
 mod client_cmd;
 #[path = "tara/multi.rs"]
 mod multi;
+#[path = "tara/status_cmd.rs"]
+mod status_cmd;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -60,7 +62,7 @@ enum Command {
     /// With --partitions, measure the throughput for each number of partitions instead, one
     /// embedded cluster per run, and plot it against the partition count (the paper's Figure 7):
     ///
-    ///   tara bench --config dataflows/fig7.toml --partitions 1,2,4,8 --rounds 3
+    ///   tara bench --config dataflows/fig7.toml --partitions 1,2,4,8 --rounds 3 --out papers
     ///
     /// writes papers/fig7.csv and papers/fig7.svg (median of the rounds per partition count).
     Bench {
@@ -76,8 +78,8 @@ enum Command {
         /// Crash a replica during the run (repeatable): STAGE:REPLICA@CRASH_MS[+RESTART_AFTER_MS].
         #[arg(long = "fault")]
         faults: Vec<Fault>,
-        /// Where to write <description>-throughput.csv and .svg, or <description>.csv and .svg
-        /// with --partitions (default: papers/ if present).
+        /// The folder for <description>-throughput.csv and .svg, or <description>.csv and .svg
+        /// with --partitions (default: target/tara-bench, so that runs stay out of the sources).
         #[arg(long)]
         out: Option<PathBuf>,
         /// Sweep the number of partitions (comma-separated, e.g. 1,2,4,8): one run of an
@@ -127,18 +129,38 @@ enum Command {
         /// Description file with the [[process]] list; default: dataflows/local-f1.toml.
         #[arg(long)]
         config: Option<PathBuf>,
-    },
-    /// One coordination-service operation against a running cluster over TCP.
-    Client {
-        /// Front ends, host:port[,host:port...]; a command without answer is retried through
-        /// the next one.
+        /// Start from an empty state directory: remove `state_dir` first (only if it holds
+        /// nothing but tara's replica directories). Without it, the cluster continues from the
+        /// durable state of earlier runs.
         #[arg(long)]
-        connect: String,
+        fresh: bool,
+    },
+    /// One coordination-service operation against a running cluster over TCP. Exit code: 0
+    /// for an answer (`exists`: the znode exists), 1 for a service error (`exists`: it does
+    /// not), 2 if the cluster cannot be reached or refuses the command.
+    Client {
+        /// Front ends, host:port[,host:port...] (required; before or after the operation); a
+        /// command without answer is retried through the next one.
+        #[arg(long, global = true)]
+        connect: Option<String>,
         /// Give up after this long without an answer.
-        #[arg(long, default_value_t = 10_000)]
+        #[arg(long, global = true, default_value_t = 10_000)]
         timeout_ms: u64,
         #[command(subcommand)]
         op: client_cmd::Op,
+    },
+    /// One table of every replica of a running cluster: stage, partition, view, next sequence
+    /// number, stability threshold, lag behind the most advanced replica of its stage, restarts.
+    Status {
+        /// Front ends of every process, host:port[,host:port...].
+        #[arg(long)]
+        connect: String,
+        /// Refresh the table until interrupted.
+        #[arg(long)]
+        watch: bool,
+        /// How often `--watch` refreshes, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
     },
     /// Print the TARA dataflow of a description (stages, replicas, workers, processes, loops) as
     /// Graphviz DOT.
@@ -323,6 +345,14 @@ fn faults_of(description: &Description, extra: Vec<Fault>) -> Result<Vec<Fault>,
 
 fn demo(seconds: u64, clients: usize, config: Option<PathBuf>, faults: Vec<Fault>, json: bool) -> Result<bool, String> {
     let description = load(config.as_deref())?;
+    if !description.process.is_empty() {
+        let path = config.as_deref().map_or_else(|| DEFAULT_CONFIG.into(), |p| p.display().to_string());
+        return Err(format!(
+            "`tara demo` runs an embedded cluster on this process's threads, but {path} describes a \
+             multi-process cluster ([[process]] entries): start it with `tara cluster --config {path}` \
+             and measure it with `tara bench --config {path}`"
+        ));
+    }
     let faults = faults_of(&description, faults)?;
     let summary = execute(&Run { description, clients, seconds, faults, json, sample_ms: None }, &Where::Embedded)?;
     print_summary(&summary, json, serde_json::Value::Null)?;
@@ -382,8 +412,7 @@ fn bench(args: BenchArgs) -> Result<bool, String> {
     let run = Run { description, clients, seconds, faults: faults.clone(), json, sample_ms: Some(100) };
     let summary = execute(&run, &place)?;
     let stem = config.as_deref().and_then(|p| p.file_stem()).and_then(|s| s.to_str()).unwrap_or("embedded-f1");
-    let dir =
-        out.unwrap_or_else(|| if Path::new("papers").is_dir() { PathBuf::from("papers") } else { PathBuf::from(".") });
+    let dir = output_dir(out)?;
     let (csv, svg) = (dir.join(format!("{stem}-throughput.csv")), dir.join(format!("{stem}-throughput.svg")));
     write_timeline(&summary.timeline, &faults, &csv, &svg)?;
     let found = recoveries(&summary.timeline, &faults, view_timeout_ms);
@@ -398,6 +427,13 @@ fn bench(args: BenchArgs) -> Result<bool, String> {
     }
     print_summary(&summary, json, serde_json::json!({ "recoveries": found, "csv": csv, "plot": svg }))?;
     Ok(summary.digests_agree && summary.errors == 0)
+}
+
+/// The folder `tara bench` writes into: `--out`, or target/tara-bench; created if missing.
+fn output_dir(out: Option<PathBuf>) -> Result<PathBuf, String> {
+    let dir = out.unwrap_or_else(|| Path::new("target").join("tara-bench"));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create the output folder {}: {e}", dir.display()))?;
+    Ok(dir)
 }
 
 /// `tara bench --connect LIST`: the running cluster's shape and retry timeout replace the
@@ -491,9 +527,7 @@ fn sweep(args: BenchArgs, partitions: &[usize], rounds: usize) -> Result<bool, S
         }
     }
     let stem = args.config.as_deref().and_then(|p| p.file_stem()).and_then(|s| s.to_str()).unwrap_or("partitions");
-    let dir = args
-        .out
-        .unwrap_or_else(|| if Path::new("papers").is_dir() { PathBuf::from("papers") } else { PathBuf::from(".") });
+    let dir = output_dir(args.out)?;
     let (csv, svg) = (dir.join(format!("{stem}.csv")), dir.join(format!("{stem}.svg")));
     write_sweep(&points, &description, &csv, &svg)?;
     report_sweep(&points, rounds, args.json, &csv, &svg)
@@ -614,14 +648,22 @@ fn write_timeline(timeline: &[(f64, f64)], faults: &[Fault], csv: &Path, svg: &P
     line_chart(svg, "throughput per 100 ms", "seconds", "k ops/s", &series)
 }
 
+/// Logs to stderr, filtered by RUST_LOG (else `default`); colours only on a terminal, so that
+/// a log file holds no escape codes.
+fn init_logs(default: &str) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let ansi = std::io::stderr().is_terminal();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // A process of a cluster logs its role assignment and recoveries by default; the other
     // commands only warnings, so that their progress lines stay readable. RUST_LOG overrides.
     let default = if matches!(cli.command, Command::Run { .. }) { "tara=info" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    init_logs(default);
     let outcome = match cli.command {
         Command::Demo { seconds, clients, config, faults, json } => demo(seconds, clients, config, faults, json),
         Command::Bench { config, clients, seconds, faults, out, partitions, rounds, connect, json } => {
@@ -642,11 +684,17 @@ fn main() -> ExitCode {
                 }
             };
         }
-        Command::Cluster { config } => {
+        Command::Cluster { config, fresh } => {
             let path = config.unwrap_or_else(|| PathBuf::from(DEFAULT_CLUSTER_CONFIG));
-            Description::from_file(&path).map_err(|e| e.to_string()).and_then(|d| multi::cluster(&d, &path))
+            Description::from_file(&path).map_err(|e| e.to_string()).and_then(|d| multi::cluster(&d, &path, fresh))
         }
-        Command::Client { connect, timeout_ms, op } => client_cmd::run(&connect, timeout_ms, op),
+        Command::Client { connect, timeout_ms, op } => match connect {
+            Some(connect) => client_cmd::run(&connect, timeout_ms, op),
+            None => Err("`tara client` needs --connect ADDR[,ADDR...]: the front ends of a running cluster \
+                         (see the start line of `tara cluster`)"
+                .into()),
+        },
+        Command::Status { connect, watch, interval_ms } => status_cmd::run(&connect, watch, interval_ms),
         Command::Graph { config } => load(config.as_deref()).and_then(|d| multi::graph(&d)),
     };
     match outcome {

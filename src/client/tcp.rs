@@ -2,6 +2,10 @@
 //! (every front end takes commands), move on to the next one at once when one refuses a command,
 //! reconnect after a restart.
 //!
+//! A front end at one of its bounds answers [`ServerFrame::Busy`]: the client backs off. The
+//! command stays pending and is sent again after the retry timeout, through the next front end;
+//! nothing fails and nothing is lost. Each busy frame is logged as a warning.
+//!
 //! ```no_run
 //! use tara::app::coordination::{CoordOp, decode_result};
 //!
@@ -113,7 +117,13 @@ impl Sinks {
             }
             // The front end closes the connection after it: the reader sees it end.
             ServerFrame::Error(message) => tracing::warn!("front end {} rejected a frame: {message}", self.addr),
-            ServerFrame::Status(_) | ServerFrame::Cluster(_) => {}
+            // Busy is back-pressure, not a fault: the command stays pending, and the pool sends
+            // it again after its retry timeout, through the next front end (a busy connection
+            // is closed by its front end and reopened on demand).
+            ServerFrame::Busy { command, message } => {
+                tracing::warn!("front end {} is busy ({command:?}): {message}", self.addr);
+            }
+            ServerFrame::Status(_) | ServerFrame::Cluster(_) | ServerFrame::Counters(_) => {}
         }
     }
 }
@@ -228,6 +238,14 @@ pub fn pool<A: ToSocketAddrs + std::fmt::Debug>(
 /// One client reaching the front ends at `addrs`, with default options.
 pub fn connect<A: ToSocketAddrs + std::fmt::Debug>(addrs: &[A]) -> Result<Client, ClientError> {
     Ok(Client::new(pool(addrs, ClientOptions::default())?))
+}
+
+/// The counters and bounds of the front end at `addr`.
+pub fn counters(addr: &str, timeout: Duration) -> Result<crate::net::FrontEndCounters, ClientError> {
+    ask(addr, &ClientFrame::Counters, timeout, |frame| match frame {
+        ServerFrame::Counters(counters) => Some(counters),
+        _ => None,
+    })
 }
 
 /// The counters of the replicas hosted by the process behind the front end at `addr`.

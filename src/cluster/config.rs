@@ -75,6 +75,13 @@ pub struct Description {
     pub state_dir: Option<String>,
     /// The largest client frame a front end accepts, in bytes.
     pub max_frame_bytes: usize,
+    /// Connections one front end serves at once.
+    pub max_connections: usize,
+    /// Commands awaiting their reply per front-end connection.
+    pub max_outstanding: usize,
+    /// Bytes buffered per front-end connection (received plus to send); at least twice
+    /// `max_frame_bytes`.
+    pub max_connection_bytes: usize,
     /// `tara cluster`: how often the supervisor checks that the cluster answers.
     pub probe_interval_ms: u64,
     /// `tara cluster`: how long a probe may go unanswered before the cluster is restarted.
@@ -167,6 +174,9 @@ impl Default for Description {
             fault: Vec::new(),
             state_dir: None,
             max_frame_bytes: crate::net::wire::MAX_FRAME_BYTES,
+            max_connections: crate::net::Limits::default().max_connections,
+            max_outstanding: crate::net::Limits::default().max_outstanding,
+            max_connection_bytes: crate::net::Limits::default().max_connection_bytes,
             probe_interval_ms: 500,
             probe_timeout_ms: 3000,
             connect_timeout_ms: 30_000,
@@ -228,6 +238,15 @@ impl Description {
         Placement::new(params, processes, self.workers, &self.placement.listed()).map_err(|e| ConfigError(e.0))
     }
 
+    /// The bounds of every front end.
+    pub fn limits(&self) -> crate::net::Limits {
+        crate::net::Limits {
+            max_connections: self.max_connections,
+            max_outstanding: self.max_outstanding,
+            max_connection_bytes: self.max_connection_bytes,
+        }
+    }
+
     /// Checks everything; the error names the field and the fix.
     pub fn validate(&self) -> Result<(Params, Placement), ConfigError> {
         let params = self.params()?;
@@ -245,6 +264,7 @@ impl Description {
         if self.max_frame_bytes < 1024 {
             return Err(ConfigError(format!("`max_frame_bytes`: must be at least 1024, got {}", self.max_frame_bytes)));
         }
+        self.limits().validate(self.max_frame_bytes).map_err(ConfigError)?;
         if self.probe_timeout_ms == 0 || self.probe_interval_ms == 0 || self.connect_timeout_ms == 0 {
             return Err(ConfigError(
                 "`probe_interval_ms`, `probe_timeout_ms` and `connect_timeout_ms`: must be at least 1".into(),
@@ -318,6 +338,13 @@ impl Description {
         hosting.sort_unstable();
         hosting.dedup();
         Ok(hosting.into_iter().map(|p| processes[p].clients.clone()).collect())
+    }
+
+    /// Where the processes of a multi-process cluster keep their durable state: `state_dir`, or
+    /// `tara-state`, relative to the working directory of `tara run` / `tara cluster`. It
+    /// outlives the cluster, so a restart (or the next run) continues from it.
+    pub fn process_state_dir(&self) -> std::path::PathBuf {
+        std::path::PathBuf::from(self.state_dir.as_deref().unwrap_or("tara-state"))
     }
 
     /// The deployment this description asks for, on `placement`, with durable state in

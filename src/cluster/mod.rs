@@ -6,10 +6,12 @@ pub mod embedded;
 pub mod faults;
 pub mod graph;
 mod mesh;
+#[cfg(feature = "cli")]
 pub mod plot;
 pub mod process;
 pub mod supervisor;
 mod worker;
+#[cfg(feature = "cli")]
 pub mod workload;
 
 pub use crate::client::{Client, ClientError, ClientPool, Completion};

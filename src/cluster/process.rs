@@ -122,7 +122,7 @@ fn plan(description: &Description, options: &ProcessOptions) -> Result<Plan, Con
     }
     let (params, _) = description.validate()?;
     let placement = description.placement_in(&params, processes.len())?;
-    let state_dir = PathBuf::from(description.state_dir.clone().unwrap_or_else(|| "tara-state".into()));
+    let state_dir = description.process_state_dir();
     let deployment = description.deployment(params, placement.clone(), state_dir);
     deployment.validate().map_err(ConfigError)?;
     Ok(Plan { description, processes, index: options.index, placement, deployment })
@@ -183,6 +183,7 @@ where
         max_frame_bytes: plan.description.max_frame_bytes,
         forward_through: Some(forward_through),
         cluster: Some(cluster_info(&plan)),
+        limits: plan.description.limits(),
     };
     let front_end = frontend::spawn(client_listener, ingress.clone(), mailboxes.clone(), control.clone(), config)
         .map_err(|e| RunError::Runtime(format!("cannot start the client front end on {}: {e}", me.clients)))?;

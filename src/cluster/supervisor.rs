@@ -185,7 +185,13 @@ pub fn supervise(
     description.validate()?;
     let addresses = description.client_addresses()?;
     ports_free(&processes)?;
-    say(&format!("{} processes, clients connect to {}", processes.len(), addresses.join(",")));
+    say(&format!(
+        "{} processes, clients connect to {}; durable state in {} (kept across runs: an earlier run's \
+         znodes come back; `--fresh` starts empty)",
+        processes.len(),
+        addresses.join(","),
+        description.process_state_dir().display()
+    ));
     let mut probe = Probe::new(&addresses, description, options.probe.clone());
     probe.every = processes.iter().map(|p| p.clients.clone()).collect();
     // A start may take the peers' connection timeout, then a view change.

@@ -56,6 +56,9 @@ pub struct ReplicaStats {
     generation: AtomicU64,
     /// Fault injection: the replica's consensus input (requests, proposals, commits) is lost.
     deaf: AtomicBool,
+    /// Set by the host once it has stopped a crashed replica and its queued writes are
+    /// finished: from then on nothing writes the replica's files until it restarts.
+    halted: AtomicBool,
 }
 
 impl ReplicaStats {
@@ -100,6 +103,18 @@ impl ReplicaStats {
     /// True while the replica is crashed.
     pub fn is_down(&self) -> bool {
         self.down.load(Ordering::Acquire)
+    }
+
+    /// True once a crash took effect: the host stopped the replica and finished its queued
+    /// writes, so its files stay as they are until a restart ([`Control::crash`] only asks for
+    /// the crash, which the host applies at its next activation).
+    pub fn is_halted(&self) -> bool {
+        self.halted.load(Ordering::Acquire)
+    }
+
+    /// Records whether the host holds the replica stopped (see [`ReplicaStats::is_halted`]).
+    pub(crate) fn set_halted(&self, halted: bool) {
+        self.halted.store(halted, Ordering::Release);
     }
 
     /// The restart generation.
@@ -188,7 +203,8 @@ impl Control {
     }
 
     /// Crashes a replica: from its next activation it drops every input and emits nothing, and
-    /// it forgets everything that is not durable.
+    /// it forgets everything that is not durable. The crash takes effect asynchronously:
+    /// [`ReplicaStats::is_halted`] tells when it has (its writer finished, its files at rest).
     pub fn crash(&self, stage: Stage, replica: u32) -> Result<(), String> {
         let stats = self.stats(stage, replica).ok_or_else(|| no_such(stage, replica))?;
         stats.down.store(true, Ordering::Release);
@@ -200,6 +216,7 @@ impl Control {
     pub fn restart(&self, stage: Stage, replica: u32) -> Result<(), String> {
         let stats = self.stats(stage, replica).ok_or_else(|| no_such(stage, replica))?;
         stats.generation.fetch_add(1, Ordering::AcqRel);
+        stats.halted.store(false, Ordering::Release);
         stats.down.store(false, Ordering::Release);
         Ok(())
     }

@@ -118,6 +118,7 @@ impl<S: Replica, M: FnMut(u32) -> S> Replicas<S, M> {
         slot.out = Outbox::default();
         // A failure was reported when it happened; finishing waits for the queued writes.
         drop(slot.persist.take().map(Persist::finish));
+        slot.stats.set_halted(slot.stats.is_down());
     }
 
     fn start(&mut self, index: usize, control: &Control) {

@@ -6,8 +6,19 @@
 //! back on the connection that submitted it, so every front end is a way in. A bad frame gets an
 //! error frame and closes its connection only; a command this front end cannot take (the cluster
 //! is stopping) gets a [`ServerFrame::Refused`], so that its client tries another at once.
+//!
+//! Every buffer is bounded ([`Limits`]): connections per front end, commands outstanding per
+//! connection and bytes buffered per connection. Over a bound the client gets a
+//! [`ServerFrame::Busy`] naming it, or (bytes) the front end stops reading from that connection
+//! until its client has read what was sent to it; other connections are not affected. The
+//! ingress queues into the dataflow hold only commands that some connection awaits, so they
+//! hold at most `max_connections × max_outstanding` commands.
+//!
+//! A reply for `(client, timestamp)` goes only to the connections that submitted that command
+//! (a client that fails over resubmits it on another one), never to another connection that
+//! merely claims the same client id.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,7 +30,7 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use super::wire::{ClientFrame, ClusterInfo, FrameReader, ReplicaStatus, ServerFrame, encode};
+use super::wire::{ClientFrame, ClusterInfo, FrameReader, FrontEndCounters, ReplicaStatus, ServerFrame, encode};
 use crate::dataflow::{Control, Ingress, Mailboxes, ReplicaStats, Stage};
 use crate::protocol::topology;
 use crate::protocol::{Command, Params, Reply};
@@ -28,6 +39,52 @@ const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
 /// Why a front end refuses commands once its dataflow is stopping.
 const STOPPING: &str = "the cluster is stopping; this front end takes no more commands";
+
+/// The bounds of one front end, each a key of the cluster's description.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections open at once (`max_connections`); one more gets [`ServerFrame::Busy`] and
+    /// is closed.
+    pub max_connections: usize,
+    /// Commands awaiting their reply per connection (`max_outstanding`); one more gets
+    /// [`ServerFrame::Busy`] and is not submitted.
+    pub max_outstanding: usize,
+    /// Bytes buffered per connection, received and to send (`max_connection_bytes`). The front
+    /// end reads from a connection only while it holds less than half of this; a client that
+    /// does not read its replies, so that one more would pass the bound, is disconnected.
+    pub max_connection_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits { max_connections: 4096, max_outstanding: 4096, max_connection_bytes: 2 << 20 }
+    }
+}
+
+impl Limits {
+    /// Checks the bounds against the largest frame accepted; the error names the key and the fix.
+    ///
+    /// ```
+    /// use tara::net::Limits;
+    /// assert!(Limits::default().validate(1 << 20).is_ok());
+    /// let small = Limits { max_connection_bytes: 1 << 20, ..Limits::default() };
+    /// assert!(small.validate(1 << 20).unwrap_err().contains("max_connection_bytes"));
+    /// ```
+    pub fn validate(&self, max_frame_bytes: usize) -> Result<(), String> {
+        if self.max_connections == 0 || self.max_outstanding == 0 {
+            return Err("`max_connections` and `max_outstanding`: must be at least 1".into());
+        }
+        // Half of the bound is for input, which must fit one whole frame; the rest for replies.
+        if self.max_connection_bytes < 2 * max_frame_bytes {
+            return Err(format!(
+                "`max_connection_bytes`: must be at least twice `max_frame_bytes` ({}), got {}",
+                2 * max_frame_bytes,
+                self.max_connection_bytes
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// What a front end serves.
 pub struct FrontEndConfig {
@@ -45,6 +102,8 @@ pub struct FrontEndConfig {
     pub forward_through: Option<u32>,
     /// What [`ClientFrame::Describe`] answers, if known.
     pub cluster: Option<ClusterInfo>,
+    /// The bounds on connections, outstanding commands and buffered bytes.
+    pub limits: Limits,
 }
 
 /// A running front end.
@@ -101,6 +160,7 @@ pub fn spawn(
         next_token: 2,
         awaiting: HashMap::new(),
         clients: HashMap::new(),
+        counters: FrontEndCounters::default(),
         ingress,
         mailboxes,
         control,
@@ -118,6 +178,14 @@ struct Connection {
     reader: FrameReader,
     out: Vec<u8>,
     closing: bool,
+    /// Commands of this connection awaiting their reply.
+    outstanding: usize,
+}
+
+impl Connection {
+    fn buffered(&self) -> usize {
+        self.reader.buffered() + self.out.len()
+    }
 }
 
 struct Server {
@@ -128,10 +196,12 @@ struct Server {
     listener: TcpListener,
     connections: HashMap<Token, Connection>,
     next_token: usize,
-    /// Commands waiting for their first reply, and the connection that submitted them.
-    awaiting: HashMap<(u64, u64), Token>,
-    /// The connection each client last used.
-    clients: HashMap<u64, Token>,
+    /// Commands waiting for their first reply, and the connections that submitted them (more
+    /// than one if a client resubmitted a command on another connection).
+    awaiting: HashMap<(u64, u64), Vec<Token>>,
+    /// Per client: its entries in `awaiting`; its mailbox is registered while there are any.
+    clients: HashMap<u64, usize>,
+    counters: FrontEndCounters,
     ingress: Arc<Ingress>,
     mailboxes: Arc<Mailboxes>,
     control: Arc<Control>,
@@ -168,6 +238,16 @@ impl Server {
     fn accept(&mut self) {
         loop {
             match self.listener.accept() {
+                Ok((mut stream, _)) if self.connections.len() >= self.config.limits.max_connections => {
+                    self.counters.refused_connections += 1;
+                    let message = format!(
+                        "busy: this front end serves its limit of {} connections (`max_connections`); \
+                         try another front end or later",
+                        self.config.limits.max_connections
+                    );
+                    // Best effort on a fresh socket; the connection closes either way.
+                    let _ = stream.write_all(&encode(&ServerFrame::Busy { command: None, message }));
+                }
                 Ok((mut stream, _)) => {
                     let token = Token(self.next_token);
                     self.next_token += 1;
@@ -175,7 +255,10 @@ impl Server {
                     let interest = Interest::READABLE | Interest::WRITABLE;
                     if self.poll.registry().register(&mut stream, token, interest).is_ok() {
                         let reader = FrameReader::new(self.config.max_frame_bytes);
-                        self.connections.insert(token, Connection { stream, reader, out: Vec::new(), closing: false });
+                        self.connections.insert(
+                            token,
+                            Connection { stream, reader, out: Vec::new(), closing: false, outstanding: 0 },
+                        );
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -188,29 +271,48 @@ impl Server {
     }
 
     fn serve(&mut self, token: Token, readable: bool, writable: bool) {
-        if readable && !self.read(token) {
+        if (readable || writable) && !self.read(token) {
             self.close(token);
             return;
         }
-        if writable || readable {
-            self.flush(token);
+        self.flush(token);
+        // Flushing made room: read what waits (reading may have paused at the byte bound).
+        if writable && !self.read(token) {
+            self.close(token);
         }
     }
 
-    /// Reads what is available and handles every complete frame; false if the peer is gone.
+    /// Reads what is available, while the connection holds less than half of its byte bound,
+    /// and handles every complete frame; false if the peer is gone. When the bound stops it,
+    /// the kernel's buffers fill and the client's writes block: TCP's own backpressure.
     fn read(&mut self, token: Token) -> bool {
+        let room_for = self.config.limits.max_connection_bytes / 2;
         let mut buffer = [0u8; 16 * 1024];
         loop {
+            self.handle_frames(token);
             let Some(connection) = self.connections.get_mut(&token) else { return false };
-            match connection.stream.read(&mut buffer) {
+            let room = room_for.saturating_sub(connection.buffered()).min(buffer.len());
+            if room == 0 || connection.closing {
+                return true;
+            }
+            match connection.stream.read(&mut buffer[..room]) {
                 Ok(0) => return false,
-                Ok(n) => connection.reader.extend(&buffer[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Ok(n) => {
+                    connection.reader.extend(&buffer[..n]);
+                    self.note_buffered(token);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return false,
             }
         }
-        while let Some(connection) = self.connections.get_mut(&token).filter(|c| !c.closing) {
+    }
+
+    /// Handles the complete frames received, while what this connection has to send stays
+    /// under half of its byte bound (the rest waits until its client reads).
+    fn handle_frames(&mut self, token: Token) {
+        let room_for = self.config.limits.max_connection_bytes / 2;
+        while let Some(connection) = self.connections.get_mut(&token).filter(|c| !c.closing && c.out.len() < room_for) {
             match connection.reader.next_frame::<ClientFrame>() {
                 None => break,
                 Some(Ok(frame)) => self.handle(token, frame),
@@ -223,7 +325,14 @@ impl Server {
                 }
             }
         }
-        true
+    }
+
+    /// Keeps the high-water mark of one connection's buffered bytes.
+    fn note_buffered(&mut self, token: Token) {
+        if let Some(connection) = self.connections.get(&token) {
+            let bytes = connection.buffered() as u64;
+            self.counters.peak_connection_bytes = self.counters.peak_connection_bytes.max(bytes);
+        }
     }
 
     fn handle(&mut self, token: Token, frame: ClientFrame) {
@@ -232,6 +341,10 @@ impl Server {
             ClientFrame::Status => {
                 let status = self.status();
                 self.queue(token, &ServerFrame::Status(status));
+            }
+            ClientFrame::Counters => {
+                let counters = self.counters();
+                self.queue(token, &ServerFrame::Counters(counters));
             }
             ClientFrame::Describe => {
                 let frame = match &self.config.cluster {
@@ -246,17 +359,70 @@ impl Server {
     fn submit(&mut self, token: Token, mut command: Command) {
         // Only a front end says where replies go.
         command.origin = None;
-        let (client, timestamp) = (command.client, command.timestamp);
+        let key = (command.client, command.timestamp);
         if self.control.stopped() {
-            return self.refuse(token, client, timestamp, STOPPING.into());
+            return self.refuse(token, key.0, key.1, STOPPING.into());
         }
-        if self.clients.insert(client, token).is_none() {
-            self.mailboxes.register_with_notify(client, self.replies_tx.clone(), self.notify.clone());
+        let again = self.awaiting.get(&key).is_some_and(|tokens| tokens.contains(&token));
+        if !again && !self.await_reply(token, key) {
+            self.counters.busy += 1;
+            let message = format!(
+                "busy: this connection has its limit of {} commands awaiting replies (`max_outstanding`); \
+                 send it again once some are answered",
+                self.config.limits.max_outstanding
+            );
+            return self.queue(token, &ServerFrame::Busy { command: Some(key), message });
         }
-        self.awaiting.insert((client, timestamp), token);
-        if let Err(message) = self.enter(command) {
-            self.awaiting.remove(&(client, timestamp));
-            self.refuse(token, client, timestamp, message);
+        match self.enter(command) {
+            Ok(()) => self.counters.submitted += 1,
+            Err(message) => {
+                self.forget(token, key);
+                self.refuse(token, key.0, key.1, message);
+            }
+        }
+    }
+
+    /// Notes that `token` awaits the reply to `key`; false if that connection is at its bound.
+    fn await_reply(&mut self, token: Token, key: (u64, u64)) -> bool {
+        let Some(connection) = self.connections.get_mut(&token) else { return false };
+        if connection.outstanding >= self.config.limits.max_outstanding {
+            return false;
+        }
+        connection.outstanding += 1;
+        self.awaiting.entry(key).or_default().push(token);
+        let entries = self.clients.entry(key.0).or_insert(0);
+        *entries += 1;
+        if *entries == 1 {
+            self.mailboxes.register_with_notify(key.0, self.replies_tx.clone(), self.notify.clone());
+        }
+        true
+    }
+
+    /// Undoes [`Server::await_reply`] for one connection.
+    fn forget(&mut self, token: Token, key: (u64, u64)) {
+        if let Some(tokens) = self.awaiting.get_mut(&key)
+            && let Some(at) = tokens.iter().position(|t| *t == token)
+        {
+            tokens.swap_remove(at);
+            if tokens.is_empty() {
+                self.awaiting.remove(&key);
+            }
+            self.released(token, key.0);
+        }
+    }
+
+    /// One entry of `token` for `client` left `awaiting`.
+    fn released(&mut self, token: Token, client: u64) {
+        if let Some(connection) = self.connections.get_mut(&token) {
+            assert!(connection.outstanding > 0, "a connection's outstanding count matches `awaiting`");
+            connection.outstanding -= 1;
+        }
+        if let Some(entries) = self.clients.get_mut(&client) {
+            *entries -= 1;
+            if *entries == 0 {
+                self.clients.remove(&client);
+                self.mailboxes.unregister(client);
+            }
         }
     }
 
@@ -291,9 +457,12 @@ impl Server {
     /// Once the dataflow stops, the commands still waiting here will not be answered: say so, so
     /// that their clients go elsewhere now rather than after their retry timeout.
     fn refuse_awaiting(&mut self) {
-        let awaiting: Vec<((u64, u64), Token)> = self.awaiting.drain().collect();
-        for ((client, timestamp), token) in awaiting {
-            self.refuse(token, client, timestamp, STOPPING.into());
+        let awaiting: Vec<((u64, u64), Vec<Token>)> = self.awaiting.drain().collect();
+        for ((client, timestamp), tokens) in awaiting {
+            for token in tokens {
+                self.released(token, client);
+                self.refuse(token, client, timestamp, STOPPING.into());
+            }
         }
     }
 
@@ -311,25 +480,60 @@ impl Server {
                 history: get(&s.history),
                 held: get(&s.held),
                 down: s.is_down(),
+                partition: topology::locate(*stage, *replica, &self.config.params).0,
+                restarts: s.generation(),
             })
         };
         self.config.replicas.iter().filter_map(status).collect()
     }
 
+    fn counters(&self) -> FrontEndCounters {
+        let limits = &self.config.limits;
+        let connections = self.connections.values();
+        FrontEndCounters {
+            connections: self.connections.len() as u64,
+            max_connections: limits.max_connections as u64,
+            outstanding: self.connections.values().map(|c| c.outstanding as u64).sum(),
+            max_outstanding: limits.max_outstanding as u64,
+            buffered_bytes: connections.map(|c| c.buffered() as u64).sum(),
+            max_connection_bytes: limits.max_connection_bytes as u64,
+            ..self.counters.clone()
+        }
+    }
+
+    /// Sends each reply to the connections that submitted its command, and to no other.
     fn deliver_replies(&mut self) {
         let replies: Vec<Reply> = self.replies.try_iter().collect();
         for reply in replies {
-            if let Some(token) = self.awaiting.remove(&(reply.client, reply.timestamp)) {
-                self.queue(token, &ServerFrame::Reply(reply));
+            let Some(tokens) = self.awaiting.remove(&(reply.client, reply.timestamp)) else { continue };
+            let frame = encode(&ServerFrame::Reply(reply.clone()));
+            for token in tokens {
+                self.released(token, reply.client);
+                self.counters.replied += 1;
+                self.queue_bytes(token, &frame);
             }
         }
     }
 
     fn queue(&mut self, token: Token, frame: &ServerFrame) {
-        if let Some(connection) = self.connections.get_mut(&token) {
-            connection.out.extend_from_slice(&encode(frame));
-            self.flush(token);
+        self.queue_bytes(token, &encode(frame));
+    }
+
+    /// Queues an encoded frame; a connection whose client reads so little that the frame would
+    /// pass its byte bound is closed (its commands can be resubmitted elsewhere).
+    fn queue_bytes(&mut self, token: Token, frame: &[u8]) {
+        let bound = self.config.limits.max_connection_bytes;
+        let Some(connection) = self.connections.get_mut(&token) else { return };
+        if connection.buffered() + frame.len() > bound {
+            self.counters.overruns += 1;
+            tracing::warn!(
+                "front end: closed a connection that does not read its replies (`max_connection_bytes` = {bound})"
+            );
+            return self.close(token);
         }
+        connection.out.extend_from_slice(frame);
+        self.note_buffered(token);
+        self.flush(token);
     }
 
     /// Writes what the socket takes; closes a connection marked closing once it is flushed.
@@ -358,11 +562,15 @@ impl Server {
         if let Some(mut connection) = self.connections.remove(&token) {
             let _ = self.poll.registry().deregister(&mut connection.stream);
         }
-        self.awaiting.retain(|_, t| *t != token);
-        let gone: HashSet<u64> = self.clients.iter().filter(|(_, t)| **t == token).map(|(c, _)| *c).collect();
-        for client in gone {
-            self.clients.remove(&client);
-            self.mailboxes.unregister(client);
+        let mut released = Vec::new();
+        self.awaiting.retain(|(client, _), tokens| {
+            let before = tokens.len();
+            tokens.retain(|t| *t != token);
+            released.extend(std::iter::repeat_n(*client, before - tokens.len()));
+            !tokens.is_empty()
+        });
+        for client in released {
+            self.released(token, client);
         }
     }
 }

@@ -4,5 +4,5 @@
 pub mod frontend;
 pub mod wire;
 
-pub use frontend::{FrontEnd, FrontEndConfig};
-pub use wire::{ClientFrame, ReplicaStatus, ServerFrame};
+pub use frontend::{FrontEnd, FrontEndConfig, Limits};
+pub use wire::{ClientFrame, FrontEndCounters, ReplicaStatus, ServerFrame};

@@ -24,6 +24,8 @@ pub enum ClientFrame {
     Status,
     /// Describe the cluster: its shape, the clients' retry timeout, every front end.
     Describe,
+    /// Report the counters and bounds of this front end ([`ServerFrame::Counters`]).
+    Counters,
 }
 
 /// A cluster as its front ends describe it ([`ClientFrame::Describe`]), so that a client or a
@@ -69,6 +71,10 @@ pub struct ReplicaStatus {
     pub held: u64,
     /// True while crashed by fault injection.
     pub down: bool,
+    /// The partition it serves (0 for stages that are not partitioned, Section IV).
+    pub partition: u32,
+    /// Times it was restarted (by fault injection) since its process started.
+    pub restarts: u64,
 }
 
 /// From a front end to a client.
@@ -93,6 +99,50 @@ pub enum ServerFrame {
         /// Why.
         message: String,
     },
+    /// The front end is at one of its bounds and did not take what it names; nothing else is
+    /// affected. `command: Some((client, timestamp))`: the connection has as many commands
+    /// outstanding as it may (`max_outstanding`); the command was not submitted, and the client
+    /// may send it again later (to this or another front end). `command: None`: the front end
+    /// serves as many connections as it may (`max_connections`); it closes this one.
+    Busy {
+        /// The command not taken, if the bound is a connection's.
+        command: Option<(u64, u64)>,
+        /// Which bound, and what to do.
+        message: String,
+    },
+    /// The counters of this front end ([`ClientFrame::Counters`]).
+    Counters(FrontEndCounters),
+}
+
+/// What a front end holds and did, against its bounds ([`ClientFrame::Counters`]).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FrontEndCounters {
+    /// Connections open now.
+    pub connections: u64,
+    /// The bound on open connections (`max_connections`).
+    pub max_connections: u64,
+    /// Connections refused because `max_connections` were open.
+    pub refused_connections: u64,
+    /// Commands submitted and waiting for their reply now, over every connection.
+    pub outstanding: u64,
+    /// The bound on outstanding commands per connection (`max_outstanding`).
+    pub max_outstanding: u64,
+    /// Commands answered with [`ServerFrame::Busy`] because their connection was at
+    /// `max_outstanding`.
+    pub busy: u64,
+    /// Bytes buffered now (received but not handled, plus queued to send), over every connection.
+    pub buffered_bytes: u64,
+    /// The most bytes one connection ever had buffered.
+    pub peak_connection_bytes: u64,
+    /// The bound on bytes buffered per connection (`max_connection_bytes`).
+    pub max_connection_bytes: u64,
+    /// Connections closed because their client did not read its replies, so that sending one
+    /// more would have passed `max_connection_bytes`.
+    pub overruns: u64,
+    /// Commands taken into the dataflow.
+    pub submitted: u64,
+    /// Replies sent to the connections awaiting them.
+    pub replied: u64,
 }
 
 /// Why a received frame was rejected.

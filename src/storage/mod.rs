@@ -36,6 +36,6 @@ pub use faults::{Action, Failpoint, Faulty, Op};
 pub use memory::MemDisk;
 pub use persist::Persist;
 pub use records::{LoadedLog, RecordLog};
-pub use replica::{Opened, ReplicaStore, replica_dir};
+pub use replica::{Opened, ReplicaStore, remove_state_dir, replica_dir};
 pub use state::Storage;
 pub use value::DurableValue;

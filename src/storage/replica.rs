@@ -21,6 +21,52 @@ pub fn replica_dir(root: &Path, stage: Stage, id: u32) -> Option<PathBuf> {
     (stage != Stage::Gc).then(|| root.join(format!("{}-{id}", stage.replica_name())))
 }
 
+/// Whether `name` is one that tara gives a replica directory (`committer-0`, `proposer-1.init`).
+fn is_replica_dir_name(name: &str) -> bool {
+    Stage::ALL.iter().any(|stage| {
+        name.strip_prefix(stage.replica_name())
+            .and_then(|rest| rest.strip_prefix('-'))
+            .map(|rest| rest.strip_suffix(".init").unwrap_or(rest))
+            .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+    })
+}
+
+/// Removes the state directory `root` for a fresh start (`tara cluster --fresh`), but only if
+/// it holds nothing but replica directories: a mistyped `state_dir` that names a user's own
+/// folder is refused with the first entry that tara did not write. Returns how many replica
+/// directories were removed (0 if `root` did not exist).
+///
+/// ```
+/// let root = tempfile::tempdir().unwrap();
+/// std::fs::create_dir(root.path().join("committer-0")).unwrap();
+/// assert_eq!(tara::storage::replica::remove_state_dir(root.path()), Ok(1));
+/// assert!(!root.path().exists());
+/// ```
+pub fn remove_state_dir(root: &Path) -> Result<usize, String> {
+    let entries = match std::fs::read_dir(root) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(format!("cannot read the state directory {}: {e}", root.display())),
+    };
+    let mut count = 0;
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("cannot read the state directory {}: {e}", root.display()))?;
+        let name = entry.file_name();
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if !is_dir || !name.to_str().is_some_and(is_replica_dir_name) {
+            return Err(format!(
+                "{} is not a tara state directory (it holds {}, which tara did not write); \
+                 not removing it: check `state_dir`",
+                root.display(),
+                entry.path().display()
+            ));
+        }
+        count += 1;
+    }
+    std::fs::remove_dir_all(root).map_err(|e| format!("cannot remove the state directory {}: {e}", root.display()))?;
+    Ok(count)
+}
+
 /// What the operator can do when a stage's durable state is unusable.
 fn advice(stage: Stage) -> &'static str {
     match stage {
@@ -248,6 +294,26 @@ mod tests {
         let disk: Arc<dyn Disk> = Arc::new(MemDisk::new());
         let starts: Vec<Recovered> = (0..3).map(|_| open(&disk, Stage::Source).unwrap().recovered).collect();
         assert_eq!(starts, (1..=3).map(|n| Recovered::Value(Some(n))).collect::<Vec<_>>());
+    }
+
+    /// A fresh start removes only what tara wrote: a folder with any other entry is refused.
+    #[test]
+    fn a_fresh_start_removes_only_a_state_directory() {
+        let root = tempfile::tempdir().unwrap();
+        for name in ["committer-0", "executor-12", "proposer-1.init", "source-3"] {
+            std::fs::create_dir(root.path().join(name)).unwrap();
+        }
+        std::fs::write(root.path().join("notes.txt"), b"mine").unwrap();
+        let refused = remove_state_dir(root.path()).unwrap_err();
+        assert!(refused.contains("notes.txt") && refused.contains("not a tara state directory"), "{refused}");
+        assert!(root.path().join("committer-0").exists(), "nothing is removed when refused");
+        std::fs::remove_file(root.path().join("notes.txt")).unwrap();
+        std::fs::create_dir(root.path().join("committer-x")).unwrap();
+        assert!(remove_state_dir(root.path()).is_err(), "a name tara never gives is refused");
+        std::fs::remove_dir(root.path().join("committer-x")).unwrap();
+        assert_eq!(remove_state_dir(root.path()), Ok(4));
+        assert!(!root.path().exists());
+        assert_eq!(remove_state_dir(root.path()), Ok(0), "an absent directory is already fresh");
     }
 
     /// A replica whose directory exists but whose file is gone must not start as new.

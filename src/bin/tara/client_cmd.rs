@@ -25,6 +25,7 @@ pub enum Op {
         path: String,
     },
     /// Replace a znode's data (only at --version V if given).
+    #[command(override_usage = "tara client --connect <ADDRS> set <PATH> <DATA> [--version <V>]")]
     Set {
         /// The path.
         path: String,
@@ -35,6 +36,7 @@ pub enum Op {
         version: Option<u32>,
     },
     /// Delete a znode without children (only at --version V if given).
+    #[command(override_usage = "tara client --connect <ADDRS> delete <PATH> [--version <V>]")]
     Delete {
         /// The path.
         path: String,
@@ -47,7 +49,7 @@ pub enum Op {
         /// The path.
         path: String,
     },
-    /// Tell whether a znode exists.
+    /// Tell whether a znode exists: prints true or false and exits with 0 or 1, as `test` does.
     Exists {
         /// The path.
         path: String,
@@ -88,8 +90,10 @@ pub fn run(connect: &str, timeout_ms: u64, op: Op) -> Result<bool, String> {
     })?;
     match decode_result(&answer)? {
         Ok(response) => {
+            // `exists` answers like `test`: exit 1 when the znode is absent, for scripts.
+            let found = !matches!(response, CoordResponse::Exists(None));
             print_response(response);
-            Ok(true)
+            Ok(found)
         }
         Err(error) => {
             eprintln!("error: {error}");

@@ -60,7 +60,12 @@ pub fn run(description: &Description, options: &ProcessOptions) -> Result<bool, 
 
 /// `tara cluster`: every process of the description on this host, restarted as a whole when
 /// one dies or the cluster stops answering, until Ctrl-C.
-pub fn cluster(description: &Description, config: &Path) -> Result<bool, String> {
+pub fn cluster(description: &Description, config: &Path, fresh: bool) -> Result<bool, String> {
+    if fresh {
+        let dir = description.process_state_dir();
+        let removed = tara::storage::remove_state_dir(&dir)?;
+        tara::cluster::supervisor::say(&format!("--fresh: removed {} ({removed} replica directories)", dir.display()));
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     ctrlc::set_handler(move || flag.store(true, Ordering::Release))
