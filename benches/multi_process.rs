@@ -8,16 +8,17 @@
 //! Writes `papers/multi-process.csv`, `papers/multi-process.svg`, `papers/kill-9.csv` and
 //! `papers/kill-9.svg`.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+#[allow(dead_code)]
+#[path = "common/supervised.rs"]
+mod supervised;
 
-use tara::app::coordination::{CoordOp, Coordination};
-use tara::client::{Client, ClientOptions, tcp};
+use std::path::Path;
+use std::time::Duration;
+
+use supervised::{KillPlan, Supervised, local_description, workload};
+use tara::app::coordination::Coordination;
 use tara::cluster::plot::{Series, line_chart};
-use tara::cluster::supervisor::{SupervisorOptions, supervise};
-use tara::cluster::workload::{self, Remote, Summary, Target, Workload};
+use tara::cluster::workload::{self, Summary, Target};
 use tara::cluster::{Cluster, Description};
 
 #[global_allocator]
@@ -25,104 +26,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn env_list(name: &str, default: &str) -> Vec<u64> {
     std::env::var(name).unwrap_or_else(|_| default.into()).split(',').filter_map(|x| x.trim().parse().ok()).collect()
-}
-
-/// `n` distinct free ports, all held while they are chosen.
-fn free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<std::net::TcpListener> =
-        (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port")).collect();
-    held.iter().map(|l| l.local_addr().expect("an address").port()).collect()
-}
-
-/// `dataflows/local-f1.toml` on free ports, with its state in `dir`.
-fn local_description(dir: &Path) -> PathBuf {
-    let mut text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("dataflows/local-f1.toml"))
-        .expect("dataflows/local-f1.toml");
-    text =
-        text.lines().filter(|l| !l.starts_with("state_dir") && !l.contains("127.0.0.1")).collect::<Vec<_>>().join("\n");
-    text = text.replace("[[process]]", "");
-    text.push_str(&format!("\nstate_dir = {:?}\n", dir.join("state").to_str().expect("UTF-8")));
-    for pair in free_ports(6).chunks(2) {
-        text.push_str(&format!(
-            "[[process]]\ntimely = \"127.0.0.1:{}\"\nclients = \"127.0.0.1:{}\"\n",
-            pair[0], pair[1]
-        ));
-    }
-    let path = dir.join("local.toml");
-    std::fs::write(&path, text).expect("the description is written");
-    path
-}
-
-/// A supervised local cluster for the length of a closure.
-struct Supervised {
-    description: Description,
-    remote: Remote,
-    stop: Arc<AtomicBool>,
-    pids: Arc<Mutex<Vec<u32>>>,
-    handle: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Supervised {
-    fn start(config: &Path) -> Supervised {
-        let description = Description::from_file(config).expect("the description parses");
-        let submit = description.client_addresses().expect("front ends");
-        let status = description.process.iter().map(|p| p.clients.clone()).collect();
-        let options = ClientOptions { client_window: 64, retry_timeout: Duration::from_millis(300) };
-        let remote = Remote { submit, status, options };
-        let pids = Arc::new(Mutex::new(Vec::new()));
-        let supervisor = SupervisorOptions {
-            program: PathBuf::from(env!("CARGO_BIN_EXE_tara")),
-            config: config.to_path_buf(),
-            probe: CoordOp::Exists { path: "/".into() }.encode(),
-            max_restarts: Some(20),
-            pids: pids.clone(),
-        };
-        let stop = Arc::new(AtomicBool::new(false));
-        let (d, flag) = (description.clone(), stop.clone());
-        let handle = std::thread::spawn(move || {
-            if let Err(e) = supervise(&d, &supervisor, flag) {
-                eprintln!("supervisor: {e}");
-            }
-        });
-        let cluster = Supervised { description, remote, stop, pids, handle: Some(handle) };
-        assert!(cluster.first_answer(Duration::from_secs(60)).is_some(), "the cluster never served");
-        cluster
-    }
-
-    /// How long until a fresh client gets an answer (each attempt waits 50 ms).
-    fn first_answer(&self, limit: Duration) -> Option<Duration> {
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            let Ok(pool) = tcp::pool(&self.remote.submit, self.remote.options.clone()) else { continue };
-            let mut client = Client::new(pool);
-            client.set_deadline(Duration::from_millis(50));
-            if client.invoke(CoordOp::Exists { path: "/".into() }.encode()).is_ok() {
-                return Some(start.elapsed());
-            }
-        }
-        None
-    }
-}
-
-impl Drop for Supervised {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(handle) = self.handle.take() {
-            let _ = handle.join();
-        }
-    }
-}
-
-fn workload(clients: u64, seconds: u64, description: &Description, sample_ms: Option<u64>) -> Workload {
-    Workload {
-        clients: clients as usize,
-        duration: Duration::from_secs(seconds),
-        payload_bytes: description.payload_bytes,
-        pool_znodes: description.pool_znodes,
-        seed: 3,
-        progress: false,
-        sample_ms,
-    }
 }
 
 fn run(target: &dyn Target, description: &Description, clients: u64, seconds: u64) -> Summary {
@@ -163,7 +66,10 @@ fn main() {
         }
     }
     write_throughput(&papers, &rows);
-    kill_9_under_load(&supervised, &papers);
+    match supervised::kill_9_under_load(&supervised, &papers, &KillPlan::standard(), "") {
+        Ok(_) => println!("wrote papers/kill-9.csv, papers/kill-9-recovery.csv and papers/kill-9.svg"),
+        Err(e) => panic!("kill -9: {e}"),
+    }
 }
 
 fn write_throughput(papers: &Path, rows: &[(&str, u64, Summary)]) {
@@ -186,57 +92,6 @@ fn write_throughput(papers: &Path, rows: &[(&str, u64, Summary)]) {
     let svg = papers.join("multi-process.svg");
     match line_chart(&svg, "throughput vs median latency", "throughput (k ops/s)", "p50 latency (ms)", &series) {
         Ok(()) => println!("wrote papers/multi-process.csv and papers/multi-process.svg"),
-        Err(e) => eprintln!("plot failed: {e}"),
-    }
-}
-
-/// Kills process 1, 2 and 0 (SIGKILL) at 3, 8 and 13 s of a 18 s run with 16 clients; records
-/// the throughput every 100 ms and, per kill, the time until a fresh client is answered again.
-fn kill_9_under_load(cluster: &Supervised, papers: &Path) {
-    let kills = [(3.0, 1usize), (8.0, 2), (13.0, 0)];
-    let load = workload(16, 18, &cluster.description, Some(100));
-    let start = Instant::now();
-    let (summary, recoveries) = std::thread::scope(|scope| {
-        let killer = scope.spawn(|| {
-            let mut recoveries = Vec::new();
-            for (at, process) in kills {
-                std::thread::sleep(Duration::from_secs_f64(at).saturating_sub(start.elapsed()));
-                let pid = cluster.pids.lock().expect("pids")[process];
-                // SAFETY: kill(2) on a child of the supervisor, by pid.
-                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-                let back = cluster.first_answer(Duration::from_secs(30));
-                println!("kill -9 of process {process} at {at} s: first answer after {:?}", back);
-                recoveries.push((at, process, back));
-            }
-            recoveries
-        });
-        let summary = workload::run(&cluster.remote, &load).expect("the workload survives the kills");
-        (summary, killer.join().expect("the killer"))
-    });
-    assert_eq!(summary.errors, 0, "wrong answers");
-    assert!(cluster.remote.executors_agree(3, Duration::from_secs(30)), "executors disagree after the kills");
-    let mut csv = String::from("seconds,ops_per_second\n");
-    for (t, rate) in &summary.timeline {
-        csv.push_str(&format!("{t:.1},{rate:.0}\n"));
-    }
-    let _ = std::fs::write(papers.join("kill-9.csv"), csv);
-    let mut recovery_csv = String::from("kill_at_seconds,process,first_answer_ms\n");
-    for (at, process, back) in &recoveries {
-        let ms = back.map_or(String::from("never"), |d| d.as_millis().to_string());
-        recovery_csv.push_str(&format!("{at},{process},{ms}\n"));
-    }
-    let _ = std::fs::write(papers.join("kill-9-recovery.csv"), recovery_csv);
-    let top = summary.timeline.iter().map(|(_, r)| *r).fold(0.0, f64::max) / 1000.0;
-    let mut series = vec![Series {
-        label: "throughput (16 TCP clients)".into(),
-        points: summary.timeline.iter().map(|(t, r)| (*t, r / 1000.0)).collect(),
-    }];
-    for (at, process, _) in &recoveries {
-        series.push(Series { label: format!("kill -9 process {process}"), points: vec![(*at, 0.0), (*at, top)] });
-    }
-    let svg = papers.join("kill-9.svg");
-    match line_chart(&svg, "throughput per 100 ms around kill -9", "seconds", "k ops/s", &series) {
-        Ok(()) => println!("wrote papers/kill-9.csv, papers/kill-9-recovery.csv and papers/kill-9.svg"),
         Err(e) => eprintln!("plot failed: {e}"),
     }
 }

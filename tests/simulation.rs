@@ -226,7 +226,7 @@ fn mutations_are_caught() {
         (Mutation::ExecuteOutOfOrder, &["exactly-once", "digests agree"]),
         // A restored executor without its client table executes retransmissions again, or
         // refuses the commands of sessions it no longer holds (session expired) that the other
-        // executors execute: its history diverges.
+        // executors execute: its history diverges (seen first with `max_in_flight` bounds).
         (Mutation::CheckpointForgetsClients, &["exactly-once", "digests agree"]),
         // A source that never flushes never proposes: a liveness bug, caught as one.
         (Mutation::SourceNeverFlushes, &["liveness"]),

@@ -57,6 +57,9 @@ pub struct Description {
     /// The throttled proposer of the paper's Figure 7: at least this long between two proposals
     /// of one proposer, in microseconds (0: no throttle).
     pub proposer_delay_us: u64,
+    /// Consensus instances proposed and not yet committed, at most (1 to `window`; absent:
+    /// `window`). 1 is the sequential baseline of the paper's Section VI-B.
+    pub max_in_flight: Option<u64>,
     /// Committers sync their record log before sending commits (the protection against the
     /// "amnesia" case of Section III-E). Switching it off is faster and unsafe if a committer
     /// process can lose its memory.
@@ -172,6 +175,7 @@ impl Default for Description {
             view_timeout_ms: params.view_timeout_us / 1000,
             partitions: params.partitions,
             proposer_delay_us: params.proposer_delay_us,
+            max_in_flight: params.max_in_flight,
             durable_records: true,
             payload_bytes: 64,
             pool_znodes: 1000,
@@ -231,6 +235,7 @@ impl Description {
             proposer_delay_us: self.proposer_delay_us,
             max_sessions: self.max_sessions,
             session_timeout: self.session_timeout,
+            max_in_flight: self.max_in_flight,
         };
         params.validate().map_err(|e| ConfigError(e.to_string()))?;
         Ok(params)
@@ -422,6 +427,7 @@ mod tests {
             ("f = 0", "`f`: must be at least 1"),
             ("window = 0", "`window`"),
             ("window = 64\ncheckpoint_interval = 128", "`checkpoint_interval`"),
+            ("window = 64\ncheckpoint_interval = 32\nmax_in_flight = 65", "`max_in_flight`"),
             ("workers = 0", "`workers`"),
             ("batch_size = 0", "`batch_size`"),
             ("batch_timeout_ms = -1.0", "`batch_timeout_ms`"),

@@ -40,17 +40,22 @@ fn edges() -> Vec<Edge> {
     let mut edges = Vec::new();
     for route in ROUTES.iter() {
         let from = route.from.map_or("clients", Stage::name);
-        let label = match route.loop_name() {
-            Some(name) => format!("{:?} ({name})", route.kind),
-            None => format!("{:?}", route.kind),
+        let plain = format!("{:?}", route.kind);
+        // A receiver upstream of the sender closes a loop; commits also travel forward (through
+        // the Merge, to the executors) and back (to the proposers, for `max_in_flight`).
+        let label = |to: &Stage| match (route.loop_name(), route.from.is_some_and(|f| to.index() <= f.index())) {
+            (Some(name), true) => (format!("{plain} ({name})"), true),
+            _ => (plain.clone(), false),
         };
         if route.kind == MERGED {
-            edges.push((from, MERGE, label.clone(), route.is_loop()));
+            edges.push((from, MERGE, plain.clone(), false));
         }
         for to in route.to {
+            let (label, dashed) = label(to);
             match route.kind {
-                MERGED => edges.push((MERGE, to.name(), format!("{label} (merged)"), route.is_loop())),
-                _ => edges.push((from, to.name(), label.clone(), route.is_loop())),
+                // Only the executors' commits pass the Merge; proposers take them directly.
+                MERGED if *to == Stage::Executor => edges.push((MERGE, to.name(), format!("{label} (merged)"), dashed)),
+                _ => edges.push((from, to.name(), label, dashed)),
             }
         }
         if route.to_clients {

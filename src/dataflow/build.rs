@@ -80,7 +80,9 @@ pub fn tara<'s, A: Application + 'static>(
                 Kind::Command => Input::Commands(submissions.clone()),
                 Kind::Reply => Input::Replies(replies_back.clone()),
                 // Section IV: commits pass the Merge on their way into the executors.
-                Kind::Commit => Input::Routed(Kind::Commit, merge::operator(wires.get(Kind::Commit), deployment)),
+                Kind::Commit if stage == Stage::Executor => {
+                    Input::Routed(Kind::Commit, merge::operator(wires.get(Kind::Commit), deployment))
+                }
                 kind => Input::Routed(kind, wires.get(kind)),
             })
             .collect();

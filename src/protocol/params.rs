@@ -58,6 +58,11 @@ pub struct Params {
     /// A proposer waits at least this long between two proposals (the resource-constrained
     /// proposer of the paper's Figure 7); 0 means no throttle.
     pub proposer_delay_us: u64,
+    /// Consensus instances a proposer keeps proposed and not yet committed, at most; `None`
+    /// means `window` (full pipelining). `Some(1)` orders one instance at a time, as BFT-SMaRt
+    /// does (the sequential baseline of Section VI-B), while the window and the checkpoint
+    /// interval stay as they are.
+    pub max_in_flight: Option<u64>,
 }
 
 impl Default for Params {
@@ -74,6 +79,7 @@ impl Default for Params {
             view_timeout_us: 500_000,
             partitions: 1,
             proposer_delay_us: 0,
+            max_in_flight: None,
         }
     }
 }
@@ -128,6 +134,11 @@ impl Params {
     pub fn report_interval_us(&self) -> u64 {
         (self.view_timeout_us / 4).max(1)
     }
+    /// Consensus instances proposed and not yet committed, at most (`max_in_flight`, by
+    /// default the window).
+    pub fn in_flight_bound(&self) -> u64 {
+        self.max_in_flight.unwrap_or(self.window)
+    }
     /// Matching votes needed: f+1 (a majority of 2f+1).
     pub fn quorum(&self) -> usize {
         self.f + 1
@@ -162,6 +173,18 @@ impl Params {
                     "must be between 1 and the window ({}), got {}: the window only moves when \
                      executors checkpoint, so a checkpoint must fit in it; window / 2 is a good value",
                     self.window, self.checkpoint_interval
+                ),
+            );
+        }
+        if let Some(bound) = self.max_in_flight
+            && (bound == 0 || bound > self.window)
+        {
+            return error(
+                "max_in_flight",
+                format!(
+                    "must be between 1 and the window ({}), got {bound}: 1 orders one instance at a \
+                     time (the sequential baseline), leaving it out pipelines the whole window",
+                    self.window
                 ),
             );
         }
@@ -247,6 +270,8 @@ mod tests {
             (Params { session_timeout: 10, ..Params::default() }, "session_timeout"),
             (Params { view_timeout_us: 10, ..Params::default() }, "view_timeout_ms"),
             (Params { partitions: 0, ..Params::default() }, "partitions"),
+            (Params { max_in_flight: Some(0), ..Params::default() }, "max_in_flight"),
+            (Params { max_in_flight: Some(257), ..Params::default() }, "max_in_flight"),
             (Params { partitions: PARTITIONS_MAX + 1, ..Params::default() }, "partitions"),
             (Params { proposer_delay_us: PROPOSER_DELAY_MAX_US + 1, ..Params::default() }, "proposer_delay_us"),
         ];
@@ -254,6 +279,16 @@ mod tests {
             let err = params.validate().unwrap_err();
             assert_eq!(err.field, field, "{err}");
         }
+    }
+
+    #[test]
+    fn the_in_flight_bound_defaults_to_the_window() {
+        assert_eq!(Params::default().in_flight_bound(), 256);
+        let sequential = Params { max_in_flight: Some(1), ..Params::default() };
+        sequential.validate().unwrap();
+        assert_eq!(sequential.in_flight_bound(), 1);
+        let full = Params { max_in_flight: Some(256), ..Params::default() };
+        full.validate().unwrap();
     }
 
     #[test]

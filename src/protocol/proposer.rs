@@ -7,7 +7,7 @@ use super::params::Params;
 use super::quorum::Announced;
 use super::replica::{Counters, Outbox, Recovered, Replica};
 use super::topology::{Partition, Stage, Tuple, leader_of};
-use super::tuple::{Nack, Propose, Record, Request, Stable, View};
+use super::tuple::{Commit, Nack, Propose, Record, Request, Stable, View};
 use super::window::Window;
 
 /// Proposals repeated for one nack.
@@ -20,6 +20,13 @@ const NACK_BURST: u64 = 16;
 /// as long as the window `[s_stable, s_stable + window)` has room (Sections III-C, III-D, VI-B).
 /// Requests that find the window full wait in arrival order and go out when the stability
 /// threshold rises.
+///
+/// `max_in_flight` (default: the window) bounds the instances proposed in this view and not yet
+/// committed, that is, not yet attested by f+1 committers, whose commits the proposer hears
+/// too. With 1 the proposer starts an instance only once the previous one is decided, as
+/// BFT-SMaRt does (Section VI-B); the bound counts commits, not the stability threshold, because
+/// the threshold rises only at checkpoints and a bound on it would also throttle by the
+/// checkpoint interval.
 ///
 /// When a view change makes it the proposer of view `v` (Section III-E), it first waits for
 /// records from f+1 distinct committers, re-proposes in `v`, for every slot they cover, the
@@ -47,6 +54,13 @@ pub struct Proposer {
     next_sequence: u64,
     stable: Announced,
     waiting: VecDeque<Request>,
+    /// Instances proposed and not yet committed, at most (`max_in_flight`).
+    max_in_flight: u64,
+    /// The committers (bit mask, by index in the partition) that committed each instance of
+    /// this view above `committed`.
+    commits: Window<u64>,
+    /// Every instance below this is committed in this view or below the threshold.
+    committed: u64,
     /// The proposals of this view above the threshold, kept to answer [`Nack`]s.
     sent: Window<Propose>,
     in_flight_max: u64,
@@ -99,6 +113,9 @@ impl Proposer {
             next_sequence: 0,
             stable: Announced::new(params.gc_sources(), params.quorum(), 0),
             waiting: VecDeque::new(),
+            max_in_flight: params.in_flight_bound(),
+            commits: Window::new(0, params.window),
+            committed: 0,
             sent: Window::new(0, 2 * params.window),
             in_flight_max: 0,
             proposed: 0,
@@ -166,6 +183,22 @@ impl Proposer {
         self.next_sequence - self.stable().min(self.next_sequence)
     }
 
+    /// Proposed instances not yet committed (bounded by `max_in_flight`).
+    pub fn uncommitted(&self) -> u64 {
+        self.next_sequence - self.committed_below().min(self.next_sequence)
+    }
+
+    /// Every instance below this is committed or below the stability threshold.
+    fn committed_below(&self) -> u64 {
+        self.committed.max(self.stable())
+    }
+
+    /// The next instance fits in the window and in the bound on uncommitted instances.
+    fn has_room(&self) -> bool {
+        self.next_sequence < self.stable() + self.window
+            && self.next_sequence < self.committed_below() + self.max_in_flight
+    }
+
     /// The largest number of instances that were in flight at once: above 1 shows pipelining.
     pub fn in_flight_max(&self) -> u64 {
         self.in_flight_max
@@ -225,6 +258,27 @@ impl Proposer {
         }
     }
 
+    /// A committer's commit (Section III-C): with f+1 distinct committers for an instance of
+    /// this view, the instance is decided and frees room under `max_in_flight`.
+    pub fn on_commit(&mut self, commit: Commit, out: &mut Outbox) {
+        let Some(committer) = self.partition.own(commit.committer, self.committers) else { return };
+        if commit.view != self.view || commit.sequence < self.committed_below() {
+            return;
+        }
+        self.commits.advance(self.committed_below());
+        let Some(mask) = self.commits.get_or_insert_with(commit.sequence, || 0) else { return };
+        *mask |= 1u64 << committer;
+        let before = self.committed_below();
+        while self.commits.get(self.committed_below()).is_some_and(|m| m.count_ones() as usize >= self.quorum) {
+            self.committed = self.committed_below() + 1;
+        }
+        if self.committed_below() > before {
+            self.commits.advance(self.committed_below());
+            self.progressed = true;
+            self.propose_waiting(out);
+        }
+    }
+
     /// A view announcement (Section III-E). Entering a higher view, the proposer of that view
     /// starts collecting records; every other proposer falls silent and forgets its queue.
     pub fn on_view(&mut self, view: View) {
@@ -236,12 +290,19 @@ impl Proposer {
         self.view = adopted;
         self.waiting.clear();
         self.sent = Window::new(self.stable(), self.sent_capacity());
+        self.forget_commits();
         let ours = leader_of(adopted, self.proposers as usize) == self.local;
         self.leading = ours && self.led.is_none_or(|led| adopted > led);
         if self.leading {
             self.led = Some(adopted);
         }
         self.recovering = self.leading.then(BTreeMap::new);
+    }
+
+    /// Commits of an earlier view do not count in this one.
+    fn forget_commits(&mut self) {
+        self.committed = self.stable();
+        self.commits = Window::new(self.committed, self.window);
     }
 
     fn sent_capacity(&self) -> u64 {
@@ -281,6 +342,7 @@ impl Proposer {
             self.send(Propose { proposer: self.id, sequence, view: self.view, request }, out);
         }
         self.next_sequence = top;
+        self.committed = self.committed.max(base);
         self.propose_waiting(out);
     }
 
@@ -308,7 +370,7 @@ impl Proposer {
         if !self.waiting.is_empty() {
             return;
         }
-        while self.next_sequence <= through && self.next_sequence < self.stable() + self.window {
+        while self.next_sequence <= through && self.has_room() {
             let propose =
                 Propose { proposer: self.id, sequence: self.next_sequence, view: self.view, request: Request::noop() };
             self.send(propose, out);
@@ -332,7 +394,7 @@ impl Proposer {
     }
 
     fn propose_waiting(&mut self, out: &mut Outbox) {
-        while self.is_active() && self.next_sequence < self.stable() + self.window && self.may_propose() {
+        while self.is_active() && self.has_room() && self.may_propose() {
             let Some(request) = self.waiting.pop_front() else { break };
             let propose = Propose { proposer: self.id, sequence: self.next_sequence, view: self.view, request };
             self.send(propose, out);
@@ -375,6 +437,7 @@ impl Replica for Proposer {
             Tuple::Nack(nack) => self.on_nack(nack, out),
             Tuple::View(view) => self.on_view(view),
             Tuple::Record(record) => self.on_record(record, out),
+            Tuple::Commit(commit) => self.on_commit(commit, out),
             _ => return false,
         }
         true
@@ -487,6 +550,64 @@ mod tests {
         assert!(out.proposals.iter().all(|x| x.view == 0 && x.proposer == 0));
         assert_eq!(p.in_flight_max(), 4);
         assert_eq!(p.held(), 2 + 4);
+    }
+
+    fn commit(committer: u32, sequence: u64, view: u64) -> Commit {
+        Commit { committer, sequence, view, request: request(0) }
+    }
+
+    /// Section VI-B: with `max_in_flight = 1` the proposer starts an instance only once f+1
+    /// committers committed the previous one, however much room the window has.
+    #[test]
+    fn one_instance_at_a_time_waits_for_f_plus_one_commits() {
+        let params = Params { max_in_flight: Some(1), ..params(8) };
+        let mut p = Proposer::new(0, &params);
+        let mut out = Outbox::default();
+        for q in 1..=3 {
+            p.on_request(request(q), &mut out);
+        }
+        assert_eq!(out.proposals.len(), 1, "one instance in flight");
+        p.on_commit(commit(0, 0, 0), &mut out);
+        assert_eq!(out.proposals.len(), 1, "one commit is not a decision");
+        p.on_commit(commit(0, 0, 0), &mut out);
+        p.on_commit(commit(1, 0, 3), &mut out);
+        assert_eq!(out.proposals.len(), 1, "the same committer twice, or another view, does not count");
+        p.on_commit(commit(2, 0, 0), &mut out);
+        assert_eq!(out.proposals.iter().map(|x| x.sequence).collect::<Vec<_>>(), vec![0, 1]);
+        assert_eq!((p.uncommitted(), p.in_flight()), (1, 2), "the threshold still sits at 0");
+    }
+
+    /// The bound holds whatever order commits arrive in, counted from the proposals and commits
+    /// themselves (not from the proposer's own counters): never more than `max_in_flight`
+    /// proposed instances without f+1 commits, and every request is proposed in the end.
+    #[test]
+    fn never_more_than_max_in_flight_uncommitted() {
+        for bound in [1u64, 2, 3, 8] {
+            let params = Params { max_in_flight: Some(bound), ..params(8) };
+            let mut p = Proposer::new(0, &params);
+            let mut out = Outbox::default();
+            let mut votes: BTreeMap<u64, u32> = BTreeMap::new();
+            for q in 1..=8 {
+                p.on_request(request(q), &mut out);
+            }
+            for step in 0..100 {
+                let undecided: Vec<u64> = out
+                    .proposals
+                    .iter()
+                    .map(|x| x.sequence)
+                    .filter(|s| votes.get(s).copied().unwrap_or(0) < 2)
+                    .collect();
+                assert!(undecided.len() as u64 <= bound, "bound {bound}: {undecided:?} undecided");
+                // Commits arrive out of order: the latest undecided instance is committed first.
+                let Some(&sequence) = undecided.last() else { break };
+                let vote = votes.entry(sequence).or_default();
+                p.on_commit(commit(*vote, sequence, 0), &mut out);
+                *vote += 1;
+                assert!(step < 99, "bound {bound}: stuck with {} proposals", out.proposals.len());
+            }
+            assert_eq!(out.proposals.len(), 8, "bound {bound}: every request was proposed");
+            assert_eq!(p.uncommitted(), 0);
+        }
     }
 
     /// Section III-D: a full window waits until f+1 sources announce a higher threshold.

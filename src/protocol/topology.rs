@@ -9,7 +9,8 @@
 //! use tara::protocol::topology::{self, Kind, Stage, To};
 //!
 //! let commit = topology::route(Kind::Commit);
-//! assert_eq!((commit.from, commit.to, commit.to_whom), (Some(Stage::Committer), &[Stage::Executor][..], To::Every));
+//! assert_eq!((commit.from, commit.to_whom), (Some(Stage::Committer), To::Every));
+//! assert_eq!(commit.to, &[Stage::Executor, Stage::Proposer][..], "proposers count commits for `max_in_flight`");
 //! assert!(commit.after_persist, "a commit leaves only once its record is durable");
 //! assert!(topology::route(Kind::Record).is_loop(), "records travel back to the proposers");
 //! assert_eq!(topology::leader_of(5, 2), 1);
@@ -193,7 +194,8 @@ pub enum Kind {
     Request,
     /// A sequence-number assignment, for every committer.
     Propose,
-    /// An attested assignment, for every executor.
+    /// An attested assignment, for every executor (and the proposers, which bound the
+    /// instances not yet committed).
     Commit,
     /// A command's result, for the source it came through (and its client).
     Reply,
@@ -274,6 +276,7 @@ impl Route {
             Kind::Record => "record loop",
             Kind::Fetch | Kind::Transfer => "state-transfer loop",
             Kind::Nack => "repair loop",
+            Kind::Commit => "commit loop",
             _ => "loop",
         })
     }
@@ -297,7 +300,7 @@ pub const ROUTES: [Route; 15] = [
     Route {
         request_path: true,
         after_persist: true,
-        ..row(Kind::Commit, Some(Committer), &[Executor], To::Every, "III-C")
+        ..row(Kind::Commit, Some(Committer), &[Executor, Proposer], To::Every, "III-C")
     },
     Route { to_clients: true, ..row(Kind::Reply, Some(Executor), &[Source], To::Named, "III-C") },
     row(Kind::Executed, Some(Executor), &[], To::Out, "III-C"),
@@ -503,6 +506,7 @@ mod tests {
         assert_eq!(
             loops,
             vec![
+                (Kind::Commit, "commit loop"),
                 (Kind::Reply, "reply loop"),
                 (Kind::Stable, "GC loop"),
                 (Kind::Fetch, "state-transfer loop"),

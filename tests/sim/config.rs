@@ -112,6 +112,11 @@ impl SimConfig {
             view_timeout_us: rng.random_range(20_000..100_000),
             partitions,
             proposer_delay_us: 0,
+            // Its own stream, so that the seeds' other choices stay what they were.
+            max_in_flight: {
+                let mut bound = SmallRng::seed_from_u64(seed ^ 0x0f11_9417_0000_0001);
+                bound.random_bool(0.3).then(|| bound.random_range(1..=window))
+            },
             ..Params::default()
         };
         let faulty = rng.random_bool(0.9);
