@@ -55,6 +55,9 @@ pub struct Controller {
     resumed: bool,
     /// The known view last handed to the host for writing.
     written: u64,
+    /// This controller restarted from durable state and may still suspect its resumed view at
+    /// once (see [`Controller::restarted_suspects`]).
+    restarted: bool,
 }
 
 impl Controller {
@@ -83,6 +86,7 @@ impl Controller {
             started_us: None,
             resumed: false,
             written: 0,
+            restarted: false,
         }
     }
 
@@ -98,11 +102,34 @@ impl Controller {
     }
 
     /// Resumes from the view this controller knew before a restart (its durable state): it
-    /// announces that view at once. A later view change still needs a full view timeout.
+    /// announces that view at once, and suspects it as soon as work is outstanding (see
+    /// [`Controller::restarted_suspects`]).
     pub fn resume(&mut self, view: u64) {
         self.announced = self.announced.max(view);
         self.written = self.written.max(view);
         self.resumed = true;
+        self.restarted = true;
+    }
+
+    /// The restart fast path. A controller that restarted from durable state suspects its
+    /// resumed view as soon as some source has outstanding work, without the view timeout or
+    /// the listening period: the host restarts a process as a whole, so the proposer of that
+    /// view restarted too (in `tara cluster` every process restarts), and a restarted proposer
+    /// never leads a view it led before; waiting a timeout for it would only delay the
+    /// service. It happens once per restart, and only while no higher view was adopted.
+    ///
+    /// Safety (Section III-E) is untouched: when a view change starts affects liveness only.
+    /// A view is adopted only when f+1 distinct controllers announce it, so a lone restarted
+    /// controller cannot change the view by itself (the others still need their timeout), and
+    /// the new proposer takes over from the records of f+1 committers, as after any view change.
+    fn restarted_suspects(&mut self) -> bool {
+        let outstanding =
+            self.outstanding_since.iter().chain(std::iter::once(&self.unfilled_since)).any(Option::is_some);
+        let suspects = self.restarted && outstanding && self.announced <= self.view();
+        if suspects || self.view() > self.announced {
+            self.restarted = false;
+        }
+        suspects
     }
 
     /// View changes this controller started.
@@ -211,7 +238,8 @@ impl Replica for Controller {
             .any(|since| now_us.saturating_sub(*since) >= timeout);
         let quiet = self.progress_us.iter().filter(|p| now_us.saturating_sub(**p) >= timeout).count();
         let settled = now_us.saturating_sub(self.view_since_us.max(started)) >= timeout;
-        if stalled_source && quiet >= self.quorum && settled && self.announced <= self.view() {
+        let timed_out = stalled_source && quiet >= self.quorum && settled && self.announced <= self.view();
+        if timed_out || self.restarted_suspects() {
             self.announced = self.view() + 1;
             self.changes += 1;
             self.announce(now_us, out);
@@ -228,7 +256,9 @@ impl Replica for Controller {
     fn resume(&mut self, recovered: Recovered) -> Result<(), String> {
         match recovered {
             Recovered::Value(Some(view)) => Controller::resume(self, view),
-            Recovered::Value(None) | Recovered::Fresh => {}
+            // A restart before any view change: view 0 was never written.
+            Recovered::Value(None) => Controller::resume(self, 0),
+            Recovered::Fresh => {}
             other => return Err(format!("a controller resumes from its view, not {other:?}")),
         }
         Ok(())
@@ -357,6 +387,70 @@ mod tests {
         assert_eq!(x.view(), 7);
         assert_eq!(out.views.last().map(|v| v.view), Some(8), "{:?}", out.views);
         assert_eq!(x.known_view(), 8);
+    }
+
+    /// The restart fast path: a controller restarted from durable state suspects its view as
+    /// soon as work is outstanding and the view is adopted, long before a view timeout, and
+    /// only once.
+    #[test]
+    fn a_restarted_controller_suspects_its_view_at_once() {
+        let params = Params { view_timeout_us: 1_000_000, ..Params::default() };
+        let mut x = Controller::new(0, &params);
+        x.resume(4);
+        let mut out = Outbox::default();
+        x.on_tick(0, &mut out);
+        assert_eq!(x.changes(), 0, "no outstanding work yet, and view 4 not adopted");
+        for now in (100..1_000).step_by(100) {
+            x.on_target(Target { source: 0, number: 5 }, now);
+            x.on_view(View { controller: 1, view: 4 }, now);
+            x.on_view(View { controller: 2, view: 4 }, now);
+            x.on_tick(now, &mut out);
+        }
+        assert_eq!(x.changes(), 1, "suspected within 1 ms of a 1 s view timeout");
+        assert_eq!(out.views.last().map(|v| v.view), Some(5), "{:?}", out.views);
+        // The others agree: view 5 is adopted; the fast path does not fire again.
+        for now in (1_000..10_000).step_by(100) {
+            x.on_target(Target { source: 0, number: 5 }, now);
+            x.on_view(View { controller: 1, view: 5 }, now);
+            x.on_view(View { controller: 2, view: 5 }, now);
+            x.on_tick(now, &mut out);
+        }
+        assert_eq!((x.view(), x.changes()), (5, 1));
+    }
+
+    /// A restart before any view change (view 0 was never written) takes the fast path too; a
+    /// first start does not.
+    #[test]
+    fn a_restart_in_view_0_suspects_at_once_but_a_first_start_listens() {
+        let params = Params { view_timeout_us: 1_000_000, ..Params::default() };
+        for (recovered, changes) in [(Recovered::Value(None), 1), (Recovered::Fresh, 0)] {
+            let mut x = Controller::new(0, &params);
+            Replica::resume(&mut x, recovered).expect("a controller's recovery");
+            let mut out = Outbox::default();
+            for now in (0..1_000).step_by(100) {
+                x.on_target(Target { source: 0, number: 5 }, now);
+                x.on_view(View { controller: 1, view: 0 }, now);
+                x.on_tick(now, &mut out);
+            }
+            assert_eq!(x.changes(), changes);
+        }
+    }
+
+    /// A lone restarted controller whose durable view is behind the others' does not suspect
+    /// the newer view at once: it adopts it and waits for the timeout like everyone.
+    #[test]
+    fn a_restarted_controller_behind_the_others_waits() {
+        let params = Params { view_timeout_us: 1_000_000, ..Params::default() };
+        let mut x = Controller::new(0, &params);
+        x.resume(2);
+        let mut out = Outbox::default();
+        for now in (0..1_000).step_by(100) {
+            x.on_view(View { controller: 1, view: 6 }, now);
+            x.on_view(View { controller: 2, view: 6 }, now);
+            x.on_tick(now, &mut out);
+            x.on_target(Target { source: 0, number: 5 }, now);
+        }
+        assert_eq!((x.view(), x.changes()), (6, 0));
     }
 
     /// If the new view does not make progress either, the controllers move on; a controller
