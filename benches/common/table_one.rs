@@ -267,7 +267,7 @@ pub fn markdown(table: &Table) -> String {
     let raw: u64 = table.rows.iter().map(|r| r.tokei_raw).sum();
     let _ = write!(
         out,
-        "How: `cargo test --test table_one` (or `cargo bench --bench paper`) maps files to mechanisms \
+        "How: `TARA_TABLE_ONE_OUT=papers/evaluation cargo test --test table_one` (or `cargo bench --bench paper`) maps files to mechanisms \
          with papers/mechanisms.toml and counts each file with the tokei library. Not counted, as in \
          the paper: blank lines and comments (tokei's classification; doc comments and their \
          examples are comments), `use` and `mod name;` declarations, items under `#[cfg(test)]` or \
