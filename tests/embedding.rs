@@ -133,6 +133,8 @@ fn put(i: u64) -> Submit {
 /// What an embedded run delivered at worker 0.
 struct Delivered {
     executed: Vec<(u64, Executed)>,
+    /// The differential view: how many keys exist per first letter, as `((letter, count), time, diff)`.
+    view: Vec<((char, isize), u64, isize)>,
     rejected: Vec<Rejected>,
     /// The exactly-once stream's frontier passed the time of the last command delivered.
     frontier_passed: bool,
@@ -156,17 +158,29 @@ fn run_embedded(
     let delivered = Arc::new(AtomicUsize::new(0));
     let (executed_tx, executed_rx) = crossbeam_channel::unbounded::<(u64, Executed)>();
     let (rejected_tx, rejected_rx) = crossbeam_channel::unbounded::<Rejected>();
+    let (view_tx, view_rx) = crossbeam_channel::unbounded();
     let passed = Arc::new(AtomicBool::new(false));
     let submissions = Arc::new(submissions);
     let (count, passed_flag) = (delivered.clone(), passed.clone());
     let guards = timely::execute(timely::Config::process(3), move |worker| {
         let (executed_tx, rejected_tx, count) = (executed_tx.clone(), rejected_tx.clone(), count.clone());
+        let view_tx = view_tx.clone();
         let last_time = Arc::new(AtomicUsize::new(0));
         let (seen, counter) = (last_time.clone(), count.clone());
         let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
             let (input, commands) = scope.new_input::<Vec<Submit>>();
             let tara = embed(scope, commands, &deployment, |_| KvStore::default()).unwrap();
             let (probe, executed) = tara.executed.probe();
+            // The view, probed with the same handle: the run ends once it passed the last time too.
+            executed
+                .clone()
+                .as_state_updates(KvUpdates::default())
+                .map(|(key, _value)| first_letter(&key))
+                .count()
+                .inspect(move |update| {
+                    let _ = view_tx.send(*update);
+                })
+                .probe_with(&probe);
             executed.inspect_core(move |event| {
                 let Ok((stamp, data)) = event else { return };
                 let time = *stamp.least().expect("a message has a time");
@@ -212,7 +226,12 @@ fn run_embedded(
     faults(&control, &delivered);
     drop(guards.join());
     let executed = executed_rx.try_iter().collect();
-    Delivered { executed, rejected: rejected_rx.try_iter().collect(), frontier_passed: passed.load(Ordering::SeqCst) }
+    Delivered {
+        executed,
+        view: view_rx.try_iter().collect(),
+        rejected: rejected_rx.try_iter().collect(),
+        frontier_passed: passed.load(Ordering::SeqCst),
+    }
 }
 
 /// Checks that `delivered` holds positions 0, 1, 2, .. once each, in order, with times that
@@ -324,4 +343,77 @@ fn exactly_once_across_crashes_and_restarts_of_executor_replicas() {
         let run = run_embedded(submissions.clone(), 3000, Pattern::WallClock, faults);
         assert_exactly_once(&run.executed, &submissions);
     });
+}
+
+use tara::embed::{AsStateUpdates, KvUpdates};
+
+fn first_letter(key: &str) -> char {
+    key.chars().next().unwrap_or(' ')
+}
+
+/// A random workload of puts and deletes over 200 keys ("a0" .. "j19").
+fn random_workload(seed: u64, n: u64) -> Vec<Submit> {
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut next = move || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state >> 33
+    };
+    (0..n)
+        .map(|i| {
+            let key = format!("{}{}", (b'a' + (next() % 10) as u8) as char, next() % 20);
+            let op = match next() % 4 {
+                0 => KvOp::Delete { key },
+                _ => KvOp::Put { key, value: i.to_le_bytes().to_vec() },
+            };
+            let source = (i % 2) as u32;
+            Submit { source, command: Command::new(source as u64 + 1, i / 2 + 1, op.encode()) }
+        })
+        .collect()
+}
+
+/// The view recomputed from scratch over the commands delivered at times up to `time`.
+fn recompute(executed: &[(u64, Executed)], time: u64) -> std::collections::BTreeMap<char, isize> {
+    let mut store = std::collections::BTreeMap::new();
+    for (_, e) in executed.iter().filter(|(t, _)| *t <= time) {
+        match bincode::deserialize::<KvOp>(&e.command.op).unwrap() {
+            KvOp::Put { key, value } => drop(store.insert(key, value)),
+            KvOp::Delete { key } => drop(store.remove(&key)),
+            KvOp::Get { .. } => {}
+        }
+    }
+    let mut counts = std::collections::BTreeMap::new();
+    store.keys().for_each(|k| *counts.entry(first_letter(k)).or_insert(0) += 1);
+    counts
+}
+
+/// The differential view at every time the log reached equals a from-scratch recomputation
+/// over the commands executed by then, which are a prefix of the log (randomized workloads of
+/// 10,000 commands, several seeds).
+#[test]
+fn the_differential_view_equals_a_recomputation_at_every_frontier() {
+    for seed in [1, 2, 3] {
+        within(120, move || {
+            let submissions = random_workload(seed, 10_000);
+            let run = run_embedded(submissions.clone(), 10_000, Pattern::WallClock, |_, _| {});
+            assert_exactly_once(&run.executed, &submissions);
+            let mut times: Vec<u64> = run.executed.iter().map(|(t, _)| *t).collect();
+            times.dedup();
+            assert!(times.len() > 1, "seed {seed}: the log spans several frontiers");
+            for time in times {
+                let mut view = std::collections::BTreeMap::new();
+                for ((letter, count), _, diff) in run.view.iter().filter(|(_, t, _)| *t <= time) {
+                    *view.entry((*letter, *count)).or_insert(0) += diff;
+                }
+                let view: std::collections::BTreeMap<char, isize> = view
+                    .into_iter()
+                    .filter(|(_, d)| *d != 0)
+                    .map(|((l, c), d)| {
+                        assert_eq!(d, 1, "seed {seed}, time {time}: one count per letter");
+                        (l, c)
+                    })
+                    .collect();
+                assert_eq!(view, recompute(&run.executed, time), "seed {seed}, time {time}");
+            }
+        });
+    }
 }
