@@ -6,6 +6,7 @@
 //!
 //! - [`cluster`]: the embedded cluster, multi-process clusters and their supervisor,
 //!   description files;
+//! - [`embed`]: TARA inside a user's timely or differential-dataflow job;
 //! - [`client`] and [`net`]: clients with retransmission, in-process or over TCP; the client
 //!   front ends and their wire protocol;
 //! - [`dataflow`]: the timely layer: one generic stage host, routing from the topology table,
@@ -23,6 +24,12 @@ pub mod app;
 pub mod client;
 pub mod cluster;
 pub mod dataflow;
+pub mod embed;
 pub mod net;
 pub mod protocol;
 pub mod storage;
+
+/// The differential dataflow tara was built with.
+pub use differential_dataflow;
+/// The timely dataflow tara was built with (use it, not another version, in an embedding job).
+pub use timely;

@@ -100,3 +100,320 @@ fn the_executed_stream_is_the_same_at_every_replica() {
         assert_eq!(order(0), sorted, "emitted in sequence order");
     });
 }
+
+// ---- The embedding API (`tara::embed`) ----
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use tara::app::kv::{KvOp, KvStore};
+use tara::dataflow::IngressError;
+use tara::dataflow::Stage;
+use tara::embed::{Rejected, embed, step_until_stopped};
+use timely::dataflow::operators::{Inspect, Probe};
+
+/// How the user's submissions input advances its time.
+#[derive(Clone, Copy)]
+enum Pattern {
+    /// Left at time 0, only flushed.
+    AtZero,
+    /// Advanced once, to 1.
+    AdvanceOnce,
+    /// Advanced to the wall-clock milliseconds before every batch.
+    WallClock,
+}
+
+/// Command `i` of a workload: a put by client `source + 1` through request source `source`.
+fn put(i: u64) -> Submit {
+    let source = (i % 2) as u32;
+    let op = KvOp::Put { key: format!("k{}", i % 97), value: i.to_le_bytes().to_vec() }.encode();
+    Submit { source, command: Command::new(source as u64 + 1, i / 2 + 1, op) }
+}
+
+/// What an embedded run delivered at worker 0.
+struct Delivered {
+    executed: Vec<(u64, Executed)>,
+    /// The differential view: how many keys exist per first letter, as `((letter, count), time, diff)`.
+    view: Vec<((char, isize), u64, isize)>,
+    rejected: Vec<Rejected>,
+    /// The exactly-once stream's frontier passed the time of the last command delivered.
+    frontier_passed: bool,
+}
+
+/// Runs TARA embedded in a 3-worker job; worker 0 submits `submissions` (in batches of 100,
+/// at most 500 ahead of what was delivered) as `pattern` says, waits until `expected` commands
+/// were delivered exactly once and the frontier passed them, and stops the job. `faults` runs
+/// on another thread with the count of commands delivered so far.
+fn run_embedded(
+    submissions: Vec<Submit>,
+    expected: usize,
+    pattern: Pattern,
+    faults: impl FnOnce(&tara::dataflow::Control, &AtomicUsize) + Send + 'static,
+) -> Delivered {
+    let params = Params::default();
+    let placement = Placement::spread(&params, 1, 3).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let deployment = Deployment::new(params, placement).state_dir(state.path().into());
+    let control = deployment.control.clone();
+    let delivered = Arc::new(AtomicUsize::new(0));
+    let (executed_tx, executed_rx) = crossbeam_channel::unbounded::<(u64, Executed)>();
+    let (rejected_tx, rejected_rx) = crossbeam_channel::unbounded::<Rejected>();
+    let (view_tx, view_rx) = crossbeam_channel::unbounded();
+    let passed = Arc::new(AtomicBool::new(false));
+    let submissions = Arc::new(submissions);
+    let (count, passed_flag) = (delivered.clone(), passed.clone());
+    let guards = timely::execute(timely::Config::process(3), move |worker| {
+        let (executed_tx, rejected_tx, count) = (executed_tx.clone(), rejected_tx.clone(), count.clone());
+        let view_tx = view_tx.clone();
+        let last_time = Arc::new(AtomicUsize::new(0));
+        let (seen, counter) = (last_time.clone(), count.clone());
+        let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
+            let (input, commands) = scope.new_input::<Vec<Submit>>();
+            let tara = embed(scope, commands, &deployment, |_| KvStore::default()).unwrap();
+            let (probe, executed) = tara.executed.probe();
+            // The view, probed with the same handle: the run ends once it passed the last time too.
+            executed
+                .clone()
+                .as_state_updates(KvUpdates::default())
+                .map(|(key, _value)| first_letter(&key))
+                .count()
+                .inspect(move |update| {
+                    let _ = view_tx.send(*update);
+                })
+                .probe_with(&probe);
+            executed.inspect_core(move |event| {
+                let Ok((stamp, data)) = event else { return };
+                let time = *stamp.least().expect("a message has a time");
+                seen.fetch_max(time as usize, Ordering::SeqCst);
+                for e in data {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    drop(executed_tx.send((time, e.clone())));
+                }
+            });
+            tara.rejected.inspect(move |r| drop(rejected_tx.send(r.clone())));
+            (input, probe)
+        });
+        if worker.index() == 0 {
+            let start = Instant::now();
+            let mut sent = 0;
+            for (i, batch) in submissions.chunks(100).enumerate() {
+                while sent > count.load(Ordering::SeqCst) + 500 {
+                    worker.step_or_park(Some(std::time::Duration::from_millis(1)));
+                }
+                match pattern {
+                    Pattern::AtZero => {}
+                    Pattern::AdvanceOnce if i == 0 => input.advance_to(1),
+                    Pattern::AdvanceOnce => {}
+                    Pattern::WallClock => input.advance_to(1 + start.elapsed().as_millis() as u64),
+                }
+                batch.iter().cloned().for_each(|s| input.send(s));
+                input.flush();
+                sent += batch.len();
+            }
+            let done = || {
+                count.load(Ordering::SeqCst) >= expected
+                    && !probe.less_equal(&(last_time.load(Ordering::SeqCst) as u64))
+            };
+            while !done() {
+                worker.step_or_park(Some(std::time::Duration::from_millis(1)));
+            }
+            passed_flag.store(true, Ordering::SeqCst);
+            deployment.control.stop();
+        }
+        step_until_stopped(worker, &deployment.control, input);
+    })
+    .unwrap();
+    faults(&control, &delivered);
+    drop(guards.join());
+    let executed = executed_rx.try_iter().collect();
+    Delivered {
+        executed,
+        view: view_rx.try_iter().collect(),
+        rejected: rejected_rx.try_iter().collect(),
+        frontier_passed: passed.load(Ordering::SeqCst),
+    }
+}
+
+/// Checks that `delivered` holds positions 0, 1, 2, .. once each, in order, with times that
+/// never decrease, and every command of `submissions` once.
+fn assert_exactly_once(delivered: &[(u64, Executed)], submissions: &[Submit]) {
+    let positions: Vec<u64> = delivered.iter().map(|(_, e)| e.position).collect();
+    assert_eq!(positions, (0..submissions.len() as u64).collect::<Vec<_>>(), "each position once, in order");
+    assert!(delivered.windows(2).all(|w| w[0].0 <= w[1].0), "times never decrease along the log");
+    let mut commands: Vec<(u64, u64)> =
+        delivered.iter().map(|(_, e)| (e.command.client, e.command.timestamp)).collect();
+    let mut wanted: Vec<(u64, u64)> = submissions.iter().map(|s| (s.command.client, s.command.timestamp)).collect();
+    commands.sort();
+    wanted.sort();
+    assert_eq!(commands, wanted, "every submitted command once");
+}
+
+fn check_pattern(pattern: Pattern) {
+    within(60, move || {
+        let submissions: Vec<Submit> = (0..300).map(put).collect();
+        let run = run_embedded(submissions.clone(), 300, pattern, |_, _| {});
+        assert!(run.frontier_passed);
+        assert_exactly_once(&run.executed, &submissions);
+    });
+}
+
+/// The user's input left at time 0 (only flushed) neither hangs TARA nor holds its frontier.
+#[test]
+fn an_input_left_at_time_zero_does_not_hang_the_dataflow() {
+    check_pattern(Pattern::AtZero);
+}
+
+/// One `advance_to(1)` does not pin the executed stream's frontier at 1.
+#[test]
+fn an_input_advanced_once_does_not_hold_the_frontier() {
+    check_pattern(Pattern::AdvanceOnce);
+}
+
+/// An input advanced by the wall clock works as well.
+#[test]
+fn an_input_advanced_by_the_wall_clock_works() {
+    check_pattern(Pattern::WallClock);
+}
+
+/// `Control::stop` and `step_until_stopped` end every worker while the user's input is open.
+#[test]
+fn stop_ends_the_workers_while_the_input_is_open() {
+    within(60, || {
+        let params = Params::default();
+        let deployment =
+            Deployment::new(params.clone(), Placement::spread(&params, 1, 3).unwrap()).durable_records(false);
+        let control = deployment.control.clone();
+        let steps = Arc::new(AtomicUsize::new(0));
+        let counted = steps.clone();
+        let guards = timely::execute(timely::Config::process(3), move |worker| {
+            let input = worker.dataflow::<u64, _, _>(|scope| {
+                let (input, commands) = scope.new_input::<Vec<Submit>>();
+                embed(scope, commands, &deployment, |_| KvStore::default()).unwrap();
+                input
+            });
+            counted.fetch_add(1, Ordering::SeqCst);
+            step_until_stopped(worker, &deployment.control, input);
+        })
+        .unwrap();
+        while steps.load(Ordering::SeqCst) < 3 {
+            std::thread::yield_now();
+        }
+        control.stop();
+        let results = guards.join();
+        assert_eq!(results.len(), 3);
+        assert!(results.iter().all(|r| r.is_ok()), "every worker returned");
+    });
+}
+
+/// A submission for a request source that does not exist is rejected where it enters, with
+/// the reason; the others execute.
+#[test]
+fn a_submission_to_a_nonexistent_source_is_rejected() {
+    within(60, || {
+        let mut submissions: Vec<Submit> = (0..10).map(put).collect();
+        let wrong = Submit { source: 99, command: Command::new(9, 1, KvOp::Get { key: "k".into() }.encode()) };
+        submissions.insert(5, wrong.clone());
+        let run = run_embedded(submissions.clone(), 10, Pattern::AtZero, |_, _| {});
+        assert_eq!(run.rejected, vec![Rejected { submit: wrong.clone(), error: IngressError::NoSuchSource(99) }]);
+        assert_eq!(run.rejected[0].error.to_string(), "request source 99 does not exist");
+        submissions.retain(|s| s != &wrong);
+        assert_exactly_once(&run.executed, &submissions);
+    });
+}
+
+/// Every command is delivered exactly once, with no gap, across a crash and a restart of each
+/// executor replica in turn (the stream reads from all of them and fails over).
+#[test]
+fn exactly_once_across_crashes_and_restarts_of_executor_replicas() {
+    within(120, || {
+        let submissions: Vec<Submit> = (0..3000).map(put).collect();
+        let faults = |control: &tara::dataflow::Control, delivered: &AtomicUsize| {
+            let wait_for = |n: usize| {
+                while delivered.load(Ordering::SeqCst) < n {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            };
+            for (executor, at) in [(0, 300), (1, 1300), (2, 2300)] {
+                wait_for(at);
+                control.crash(Stage::Executor, executor).unwrap();
+                wait_for(at + 400);
+                control.restart(Stage::Executor, executor).unwrap();
+            }
+        };
+        let run = run_embedded(submissions.clone(), 3000, Pattern::WallClock, faults);
+        assert_exactly_once(&run.executed, &submissions);
+    });
+}
+
+use tara::embed::{AsStateUpdates, KvUpdates};
+
+fn first_letter(key: &str) -> char {
+    key.chars().next().unwrap_or(' ')
+}
+
+/// A random workload of puts and deletes over 200 keys ("a0" .. "j19").
+fn random_workload(seed: u64, n: u64) -> Vec<Submit> {
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut next = move || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state >> 33
+    };
+    (0..n)
+        .map(|i| {
+            let key = format!("{}{}", (b'a' + (next() % 10) as u8) as char, next() % 20);
+            let op = match next() % 4 {
+                0 => KvOp::Delete { key },
+                _ => KvOp::Put { key, value: i.to_le_bytes().to_vec() },
+            };
+            let source = (i % 2) as u32;
+            Submit { source, command: Command::new(source as u64 + 1, i / 2 + 1, op.encode()) }
+        })
+        .collect()
+}
+
+/// The view recomputed from scratch over the commands delivered at times up to `time`.
+fn recompute(executed: &[(u64, Executed)], time: u64) -> std::collections::BTreeMap<char, isize> {
+    let mut store = std::collections::BTreeMap::new();
+    for (_, e) in executed.iter().filter(|(t, _)| *t <= time) {
+        match bincode::deserialize::<KvOp>(&e.command.op).unwrap() {
+            KvOp::Put { key, value } => drop(store.insert(key, value)),
+            KvOp::Delete { key } => drop(store.remove(&key)),
+            KvOp::Get { .. } => {}
+        }
+    }
+    let mut counts = std::collections::BTreeMap::new();
+    store.keys().for_each(|k| *counts.entry(first_letter(k)).or_insert(0) += 1);
+    counts
+}
+
+/// The differential view at every time the log reached equals a from-scratch recomputation
+/// over the commands executed by then, which are a prefix of the log (randomized workloads of
+/// 10,000 commands, several seeds).
+#[test]
+fn the_differential_view_equals_a_recomputation_at_every_frontier() {
+    for seed in [1, 2, 3] {
+        within(120, move || {
+            let submissions = random_workload(seed, 10_000);
+            let run = run_embedded(submissions.clone(), 10_000, Pattern::WallClock, |_, _| {});
+            assert_exactly_once(&run.executed, &submissions);
+            let mut times: Vec<u64> = run.executed.iter().map(|(t, _)| *t).collect();
+            times.dedup();
+            assert!(times.len() > 1, "seed {seed}: the log spans several frontiers");
+            for time in times {
+                let mut view = std::collections::BTreeMap::new();
+                for ((letter, count), _, diff) in run.view.iter().filter(|(_, t, _)| *t <= time) {
+                    *view.entry((*letter, *count)).or_insert(0) += diff;
+                }
+                let view: std::collections::BTreeMap<char, isize> = view
+                    .into_iter()
+                    .filter(|(_, d)| *d != 0)
+                    .map(|((l, c), d)| {
+                        assert_eq!(d, 1, "seed {seed}, time {time}: one count per letter");
+                        (l, c)
+                    })
+                    .collect();
+                assert_eq!(view, recompute(&run.executed, time), "seed {seed}, time {time}");
+            }
+        });
+    }
+}

@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 
 /// The layers, bottom to top; modules on one line share a level.
-const LAYERS: [&[&str]; 6] = [&["app"], &["protocol"], &["storage"], &["dataflow"], &["net", "client"], &["cluster"]];
+const LAYERS: [&[&str]; 6] =
+    [&["app"], &["protocol"], &["storage"], &["dataflow"], &["net", "client", "embed"], &["cluster"]];
 
 fn rust_files(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();

@@ -552,6 +552,8 @@ impl<A: Application> Executor<A> {
                             executor: self.id,
                             sequence,
                             index: index as u32,
+                            // `chain` counted this command already.
+                            position: self.executed - 1,
                             command,
                             result: result.clone(),
                         };

@@ -167,6 +167,10 @@ pub struct Executed {
     pub sequence: u64,
     /// The command's position within the batch ordered at `sequence`.
     pub index: u32,
+    /// The command's position in the executed log: how many commands were executed before it
+    /// (duplicates excluded). The same at every executor replica, and restored with a
+    /// checkpoint, so consumers deduplicate and detect gaps by it.
+    pub position: u64,
     /// The command.
     pub command: Command,
     /// The application's result.
