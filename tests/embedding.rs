@@ -336,7 +336,12 @@ fn exactly_once_across_crashes_and_restarts_of_executor_replicas() {
             for (executor, at) in [(0, 300), (1, 1300), (2, 2300)] {
                 wait_for(at);
                 control.crash(Stage::Executor, executor).unwrap();
-                wait_for(at + 400);
+                // The crash took effect (the replica stopped) before the next commands arrive,
+                // so they are delivered from the other replicas.
+                while !control.stats(Stage::Executor, executor).unwrap().is_halted() {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                wait_for((delivered.load(Ordering::SeqCst) + 300).min(3000));
                 control.restart(Stage::Executor, executor).unwrap();
             }
         };
