@@ -190,6 +190,28 @@ fn the_proposer_pipelines_instances() {
     });
 }
 
+/// `max_in_flight = 1` (the sequential baseline): proposers hear the commits, so each instance
+/// frees the room for the next and the service goes on (if commits did not reach them, they
+/// would wait for a stability threshold that needs `checkpoint_interval` instances first).
+#[test]
+fn one_instance_in_flight_still_serves() {
+    within(60, || {
+        let text = "window = 64\ncheckpoint_interval = 32\nbatch_size = 1\nmax_in_flight = 1";
+        let cluster = Cluster::start(&description(text), |_| Coordination::default()).unwrap();
+        let mut pool = cluster.pool();
+        let ids: Vec<u64> = (0..8).map(|_| pool.add_client()).collect();
+        for round in 0..10 {
+            for id in &ids {
+                pool.submit(*id, CoordOp::Exists { path: format!("/{round}") }.encode()).unwrap();
+            }
+            while pool.outstanding() > 0 {
+                pool.poll(Duration::from_secs(20)).unwrap().expect("an answer");
+            }
+        }
+        assert!(cluster.stop().digests_agree());
+    });
+}
+
 /// The client API, blocking and pipelined, against every coordination-service error.
 #[test]
 fn coordination_service_errors_through_the_cluster() {

@@ -83,6 +83,11 @@ pub fn tara<'s, A: Application + 'static>(
                 Kind::Commit if stage == Stage::Executor => {
                     Input::Routed(Kind::Commit, merge::operator(wires.get(Kind::Commit), deployment))
                 }
+                // Proposers count commits only for a `max_in_flight` below the window: at the
+                // window the bound is implied by the window itself, so the copies would be waste.
+                Kind::Commit if stage == Stage::Proposer && !deployment.params.in_flight_bounded() => {
+                    Input::Routed(Kind::Commit, timely::dataflow::operators::generic::operator::empty(scope))
+                }
                 kind => Input::Routed(kind, wires.get(kind)),
             })
             .collect();

@@ -134,6 +134,11 @@ impl Params {
     pub fn report_interval_us(&self) -> u64 {
         (self.view_timeout_us / 4).max(1)
     }
+    /// True if `max_in_flight` is below the window, so that proposers must hear commits to
+    /// keep it (at the window it is implied by the window: see [`Params::in_flight_bound`]).
+    pub fn in_flight_bounded(&self) -> bool {
+        self.in_flight_bound() < self.window
+    }
     /// Consensus instances proposed and not yet committed, at most (`max_in_flight`, by
     /// default the window).
     pub fn in_flight_bound(&self) -> u64 {
