@@ -28,11 +28,12 @@ fn example(name: &str) -> PathBuf {
     path
 }
 
-/// Runs example `name` with `args` and returns its standard output; fails unless it exits 0
+/// Runs example `name` with `args` and a bound of `commands` and returns its standard output; fails unless it exits 0
 /// within [`TIME_LIMIT`].
-fn run(name: &str, args: &[&str]) -> String {
+fn run(name: &str, args: &[&str], commands: u64) -> String {
     let mut child = Command::new(example(name))
         .args(args)
+        .env("TARA_EXAMPLE_COMMANDS", commands.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -56,6 +57,13 @@ fn run(name: &str, args: &[&str]) -> String {
 
 #[test]
 fn embedded_kv_reads_back_every_write() {
-    let out = run("embedded_kv", &["200"]);
+    let out = run("embedded_kv", &["200"], 0);
     assert!(out.contains("200 puts and 200 gets answered, 0 reads wrong"), "{out}");
+}
+
+#[test]
+fn timely_job_counts_every_command_once_on_three_workers() {
+    let out = run("timely_job", &["-w", "3"], 600);
+    assert!(out.contains("600 commands counted exactly once"), "{out}");
+    assert!(out.contains("worker 2, commands up to time"), "every worker counts its prefixes:\n{out}");
 }
