@@ -67,3 +67,10 @@ fn timely_job_counts_every_command_once_on_three_workers() {
     assert!(out.contains("600 commands counted exactly once"), "{out}");
     assert!(out.contains("worker 2, commands up to time"), "every worker counts its prefixes:\n{out}");
 }
+
+#[test]
+fn analytics_views_equal_a_recomputation() {
+    let out = run("analytics", &[], 1000);
+    assert!(out.contains("1000 commands: the views equal a recomputation over the workload"), "{out}");
+    assert!(out.contains("after 1000 commands: znodes /config="), "printed at the last frontier:\n{out}");
+}
