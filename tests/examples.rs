@@ -74,3 +74,9 @@ fn analytics_views_equal_a_recomputation() {
     assert!(out.contains("1000 commands: the views equal a recomputation over the workload"), "{out}");
     assert!(out.contains("after 1000 commands: znodes /config="), "printed at the last frontier:\n{out}");
 }
+
+#[test]
+fn custom_app_conserves_money_and_never_goes_negative() {
+    let out = run("custom_app", &[], 800);
+    assert!(out.contains("total 800 conserved, no balance negative, replicas agree"), "{out}");
+}
