@@ -56,7 +56,7 @@ fn main() {
         control.stop();
         step_until_stopped(worker, &control, input);
         for t in [1, keys, keys + 1, total] {
-            println!("{:?} -> {:?}", op(t), answers[&t]);
+            println!("{} -> {}", show(&op(t)), show_result(&answers[&t]));
         }
         let wrong = (1..=keys).filter(|&i| answers[&(keys + i)] != KvResult::Value(Some(i.to_string().into_bytes())));
         wrong.count()
@@ -71,4 +71,22 @@ fn main() {
 fn bound(default: u64) -> u64 {
     let given = std::env::args().nth(1).or_else(|| std::env::var("TARA_EXAMPLE_COMMANDS").ok());
     given.map(|s| s.parse().expect("the bound is a number")).unwrap_or(default)
+}
+
+/// An operation, readably.
+fn show(op: &KvOp) -> String {
+    match op {
+        KvOp::Put { key, value } => format!("put {key} = {}", String::from_utf8_lossy(value)),
+        KvOp::Get { key } => format!("get {key}"),
+        KvOp::Delete { key } => format!("delete {key}"),
+    }
+}
+
+/// A result, readably.
+fn show_result(result: &KvResult) -> String {
+    match result {
+        KvResult::Value(Some(value)) => String::from_utf8_lossy(value).into_owned(),
+        KvResult::Value(None) => "(none)".into(),
+        KvResult::Malformed(error) => format!("error: {error}"),
+    }
 }

@@ -8,28 +8,26 @@ use std::time::{Duration, Instant};
 /// How long one example may run (a loaded machine is slow, but none needs more than seconds).
 const TIME_LIMIT: Duration = Duration::from_secs(60);
 
-/// The binary of example `name`, built with the profile of this test (cargo builds examples
-/// for `cargo test`, but not for `cargo test --test examples`, so build it if missing).
+/// The binary of example `name`, built with the profile of this test: cargo builds examples
+/// for `cargo test`, but not for `cargo test --test examples`, so build it here (a no-op when
+/// it is up to date; never a stale binary).
 fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
     // target/<profile>/deps/examples-<hash>: the examples are in target/<profile>/examples.
     let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps");
-    let path = profile_dir.join("examples").join(name);
-    if !path.exists() {
-        let mut cargo = Command::new(env!("CARGO"));
-        cargo.args(["build", "--example", name, "--manifest-path", concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")]);
-        if profile_dir.ends_with("release") {
-            cargo.arg("--release");
-        }
-        let target_dir = profile_dir.parent().expect("the target dir");
-        let status = cargo.env("CARGO_TARGET_DIR", target_dir).status().expect("cargo runs");
-        assert!(status.success(), "building example {name} failed");
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo.args(["build", "--example", name, "--manifest-path", concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")]);
+    if profile_dir.ends_with("release") {
+        cargo.arg("--release");
     }
-    path
+    let target_dir = profile_dir.parent().expect("the target dir");
+    let status = cargo.env("CARGO_TARGET_DIR", target_dir).status().expect("cargo runs");
+    assert!(status.success(), "building example {name} failed");
+    profile_dir.join("examples").join(name)
 }
 
-/// Runs example `name` with `args` and a bound of `commands` and returns its standard output; fails unless it exits 0
-/// within [`TIME_LIMIT`].
+/// Runs example `name` with `args` and the work bound `commands` (`TARA_EXAMPLE_COMMANDS`);
+/// returns its standard output; fails unless it exits 0 within [`TIME_LIMIT`].
 fn run(name: &str, args: &[&str], commands: u64) -> String {
     let mut child = Command::new(example(name))
         .args(args)
