@@ -23,7 +23,8 @@ pub fn answer(client: &mut Client, op: CoordOp) -> Result<CoordResponse, CoordEr
 /// Registers `/k0`.. on few keys (many conflicts) and sequential creates under `/seq`.
 pub struct Workload {
     pool: ClientPool,
-    ids: Vec<u64>,
+    /// The client ids, one per closed-loop client.
+    pub ids: Vec<u64>,
     rng: SmallRng,
     start: Instant,
     /// The register history.
