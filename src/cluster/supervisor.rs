@@ -69,6 +69,8 @@ pub enum Cause {
         process: usize,
         /// How long the request waited.
         waited_ms: u64,
+        /// What the request got instead of an answer.
+        error: String,
     },
 }
 
@@ -89,9 +91,10 @@ impl std::fmt::Display for Cause {
                 "process {process} refused to start: a replica's durable state is damaged, missing or unreadable \
                  (the error above names the file and what to do); repair it, then start the cluster again"
             ),
-            Cause::Unresponsive { process, waited_ms } => {
-                write!(f, "process {process} did not answer a status request within {waited_ms} ms (hung or stopped)")
-            }
+            Cause::Unresponsive { process, waited_ms, error } => write!(
+                f,
+                "process {process} did not answer a status request within {waited_ms} ms (hung or stopped): {error}"
+            ),
         }
     }
 }
@@ -210,6 +213,10 @@ pub fn supervise(
             cluster.kill();
             return Err(ConfigError(format!("{cause}; not restarting")));
         }
+        if stop.load(Ordering::Acquire) {
+            // Asked to stop while the failure was being found: stopping is what was asked for.
+            break;
+        }
         restarts += 1;
         say(&format!("restart {restarts}: {cause}; restarting every process"));
         cluster.kill();
@@ -314,14 +321,14 @@ fn watch(
             return Some(cause);
         }
         let tick = Instant::now();
-        if let Some(process) = probe.unresponsive(timeout) {
+        if let Some((process, error)) = probe.unresponsive(timeout) {
             // A process that has just died refuses connections at once: report its exit, not a
             // hang.
             std::thread::sleep(Duration::from_millis(50));
             if let Some(cause) = cluster.exited() {
                 return Some(cause);
             }
-            return Some(Cause::Unresponsive { process, waited_ms: tick.elapsed().as_millis() as u64 });
+            return Some(Cause::Unresponsive { process, waited_ms: tick.elapsed().as_millis() as u64, error });
         }
         if probe.answered(interval.min(timeout)) {
             *last_answer = Some(Instant::now());
@@ -363,9 +370,13 @@ impl Probe {
         Probe { addresses: addresses.to_vec(), every: Vec::new(), options, client: None, op }
     }
 
-    /// The first process whose front end does not answer a status request within `timeout`.
-    fn unresponsive(&self, timeout: Duration) -> Option<usize> {
-        self.every.iter().position(|address| tcp::status(address, timeout).is_err())
+    /// The first process whose front end does not answer a status request within `timeout`,
+    /// and what it got instead.
+    fn unresponsive(&self, timeout: Duration) -> Option<(usize, String)> {
+        self.every
+            .iter()
+            .enumerate()
+            .find_map(|(i, address)| tcp::status(address, timeout).err().map(|e| (i, e.to_string())))
     }
 
     /// True if the probe command was answered within `timeout`.

@@ -69,6 +69,8 @@ pub struct LocalCluster {
     /// Front ends of every process (status).
     pub every: Vec<String>,
     log: Arc<Mutex<Vec<String>>>,
+    /// The thread that copies the supervisor's stderr into `log`; it ends at end of file.
+    reader: std::thread::JoinHandle<()>,
 }
 
 impl LocalCluster {
@@ -108,13 +110,14 @@ impl LocalCluster {
         let mut supervisor = command.spawn().expect("tara cluster starts");
         let log = Arc::new(Mutex::new(Vec::new()));
         let (stderr, lines) = (supervisor.stderr.take().expect("piped stderr"), log.clone());
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 eprintln!("| {line}");
                 lines.lock().expect("log lock").push(line);
             }
         });
-        let mut cluster = LocalCluster { supervisor, dir, config: PathBuf::from(config), sources, every, log };
+        let config = PathBuf::from(config);
+        let mut cluster = LocalCluster { supervisor, dir, config, sources, every, log, reader };
         let until = Instant::now() + Duration::from_secs(60);
         while Instant::now() < until {
             if !cluster.lines("tara cluster: serving after").is_empty() {
@@ -198,6 +201,11 @@ impl LocalCluster {
         let until = Instant::now() + timeout;
         while Instant::now() < until {
             if let Ok(Some(status)) = self.supervisor.try_wait() {
+                // Its last lines may still be in the pipe: read them before anyone looks.
+                let drained = Instant::now() + Duration::from_secs(5);
+                while !self.reader.is_finished() && Instant::now() < drained {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
                 return Some(status);
             }
             std::thread::sleep(Duration::from_millis(20));
