@@ -89,6 +89,7 @@ pub fn run_on<A: Application + 'static>(
     let app = Arc::new(app);
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
         let (deployment, stats, app) = (deployment.clone(), stats2.clone(), app.clone());
+        super::closed_loop::profile::install(worker, &stats);
         worker.dataflow::<u64, _, _>(|scope| {
             let (handle, submissions) = scope.feedback::<Vec<Submit>>(1);
             let app = app.clone();
