@@ -603,27 +603,45 @@ fn write_summary(settings: &Settings, report: &Report, caption: &str) -> Result<
     Ok(())
 }
 
-/// A system of the profile mode: Figure 5's tara (`tara`), the same with `max_in_flight` one
-/// below the window, so that commits also travel to the proposers (`tara-bounded`), and the
-/// bare timely limit (`bare`); `tara-adaptive` and `bare-64` are Figure 6's pair.
+/// A system of the profile mode: `bare` (the limit, no batching), `bare-64` (batches up to 64),
+/// or `tara` (Figure 5's, no batching) with changes separated by `/`: `a` (adaptive batching,
+/// Figure 6's), `b` (`max_in_flight` one below the window, so that commits also travel to the
+/// proposers), `wN` (window N), `cN` (checkpoint interval N). `tara/w1024/c128` is tara with a
+/// window of 1,024 and checkpoints every 128 instances.
 fn profile_point(name: &str, clients: usize, warmup: Duration, seconds: Duration) -> Result<Measurement, String> {
+    let unknown = || format!("TARA_PAPER_PROFILE: unknown system {name:?} (bare, bare-64, tara[/a][/b][/wN][/cN])");
+    match name {
+        "bare" => return Ok(bare::run(clients, 1, warmup, seconds)),
+        "bare-64" => return Ok(bare::run(clients, 64, warmup, seconds)),
+        _ => {}
+    }
+    let mut parts = name.split('/');
+    if parts.next() != Some("tara") {
+        return Err(unknown());
+    }
+    let (mut params, mut bounded) = (System::params(Batch::Fixed(1)), false);
+    for part in parts {
+        let number = || part[1..].parse::<u64>().map_err(|_| unknown());
+        match part.chars().next() {
+            Some('a') => {
+                params = Params {
+                    window: params.window,
+                    checkpoint_interval: params.checkpoint_interval,
+                    ..System::params(Batch::Adaptive)
+                }
+            }
+            Some('b') => bounded = true,
+            Some('w') => params.window = number()?,
+            Some('c') => params.checkpoint_interval = number()?,
+            _ => return Err(unknown()),
+        }
+    }
+    if bounded {
+        params.max_in_flight = Some(params.window - 1);
+    }
+    params.validate().map_err(|e| format!("{name}: {e}"))?;
     let counter = |_| tara_loop::Counter::default();
-    let tara = |params: Params| tara_loop::run(clients, params, tara_loop::Ops::Opaque, counter, warmup, seconds);
-    Ok(match name {
-        "tara" => tara(System::params(Batch::Fixed(1))),
-        "tara-bounded" => {
-            let params = System::params(Batch::Fixed(1));
-            tara(Params { max_in_flight: Some(params.window - 1), ..params })
-        }
-        "tara-adaptive" => tara(System::params(Batch::Adaptive)),
-        "bare" => bare::run(clients, 1, warmup, seconds),
-        "bare-64" => bare::run(clients, 64, warmup, seconds),
-        _ => {
-            return Err(format!(
-                "TARA_PAPER_PROFILE: unknown system {name:?} (tara, tara-bounded, tara-adaptive, bare, bare-64)"
-            ));
-        }
-    })
+    Ok(tara_loop::run(clients, params, tara_loop::Ops::Opaque, counter, warmup, seconds))
 }
 
 /// The profile mode (`TARA_PAPER_PROFILE=tara,bare`): only the named systems at
