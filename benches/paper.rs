@@ -9,6 +9,10 @@
 //! `TARA_PAPER_FIG7_CLIENTS=256`, `TARA_PAPER_OPENRAFT=0` (leave openraft out: its first build
 //! takes minutes), `TARA_PAPER_OUT=dir`, `TARA_PAPER_SMOKE=1` (what `cargo test --test paper`
 //! runs). Longer runs: raise `TARA_PAPER_SECONDS` and `TARA_PAPER_ROUNDS`.
+//!
+//! `TARA_PAPER_PROFILE=tara,bare` runs only the named systems of Figure 5 at 64 clients,
+//! interleaved, for profiling (`perf record`) and with `TARA_PAPER_TIMELY_LOG=1` prints timely's
+//! logging per command (`paper::profile`; papers/tara-2021.md, "Where the time goes").
 
 #[allow(dead_code)]
 #[path = "common/bare.rs"]
@@ -36,6 +40,13 @@ use std::path::Path;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    if let Ok(systems) = std::env::var("TARA_PAPER_PROFILE") {
+        if let Err(e) = paper::profile(&systems) {
+            eprintln!("paper: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let result =
         paper::Settings::from_env(repo).and_then(|settings| paper::run(repo, &settings).map(|r| (settings, r)));

@@ -47,6 +47,7 @@ pub fn run(clients: usize, batch: usize, warmup: Duration, seconds: Duration) ->
     let (control2, stats2) = (control.clone(), stats.clone());
     let guards = timely::execute(timely::Config::process(WORKERS), move |worker| {
         let (control, stats) = (control2.clone(), stats2.clone());
+        super::closed_loop::profile::install(worker, &stats);
         worker.dataflow::<u64, _, _>(|scope| {
             let (handle, replies) = scope.feedback::<Vec<Msg>>(1);
             let requests = client_op(replies, clients, &control, &stats);

@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+#[path = "profile.rs"]
+pub mod profile;
+
 /// Completions and latencies, shared by the client operators of all workers.
 pub struct Stats {
     pub completed: AtomicU64,

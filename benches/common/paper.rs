@@ -602,3 +602,96 @@ fn write_summary(settings: &Settings, report: &Report, caption: &str) -> Result<
     write_file(settings.out.join("summary.json"), serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?)?;
     Ok(())
 }
+
+/// A system of the profile mode: `bare` (the limit, no batching), `bare-64` (batches up to 64),
+/// or `tara` (Figure 5's, no batching) with changes separated by `/`: `a` (adaptive batching,
+/// Figure 6's), `b` (`max_in_flight` one below the window, so that commits also travel to the
+/// proposers), `wN` (window N), `cN` (checkpoint interval N). `tara/w1024/c128` is tara with a
+/// window of 1,024 and checkpoints every 128 instances.
+fn profile_point(name: &str, clients: usize, warmup: Duration, seconds: Duration) -> Result<Measurement, String> {
+    let unknown = || format!("TARA_PAPER_PROFILE: unknown system {name:?} (bare, bare-64, tara[/a][/b][/wN][/cN])");
+    match name {
+        "bare" => return Ok(bare::run(clients, 1, warmup, seconds)),
+        "bare-64" => return Ok(bare::run(clients, 64, warmup, seconds)),
+        _ => {}
+    }
+    let mut parts = name.split('/');
+    if parts.next() != Some("tara") {
+        return Err(unknown());
+    }
+    let (mut params, mut bounded) = (System::params(Batch::Fixed(1)), false);
+    for part in parts {
+        let number = || part[1..].parse::<u64>().map_err(|_| unknown());
+        match part.chars().next() {
+            Some('a') => {
+                params = Params {
+                    window: params.window,
+                    checkpoint_interval: params.checkpoint_interval,
+                    ..System::params(Batch::Adaptive)
+                }
+            }
+            Some('b') => bounded = true,
+            Some('w') => params.window = number()?,
+            Some('c') => params.checkpoint_interval = number()?,
+            _ => return Err(unknown()),
+        }
+    }
+    if bounded {
+        params.max_in_flight = Some(params.window - 1);
+    }
+    params.validate().map_err(|e| format!("{name}: {e}"))?;
+    let counter = |_| tara_loop::Counter::default();
+    Ok(tara_loop::run(clients, params, tara_loop::Ops::Opaque, counter, warmup, seconds))
+}
+
+/// The profile mode (`TARA_PAPER_PROFILE=tara,bare`): only the named systems at
+/// `TARA_PAPER_CLIENTS` (default 64), `TARA_PAPER_SECONDS` per point (default 5),
+/// `TARA_PAPER_ROUNDS` rounds (default 3) interleaved, the order rotating per round; prints
+/// every point, the medians and their ratios to the first system. With `TARA_PAPER_TIMELY_LOG=1`
+/// it also prints timely's logging per command after every point (which slows the run: use it
+/// for counts and shares, not for throughput). Run it under `perf record` for a profile.
+pub fn profile(systems: &str) -> Result<(), String> {
+    let names: Vec<&str> = systems.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    let clients = env_list("TARA_PAPER_CLIENTS", "64")?;
+    let seconds = env("TARA_PAPER_SECONDS", 5.0f64)?.max(0.1);
+    let warmup = env("TARA_PAPER_WARMUP_MS", 500.0f64)?.max(0.0) / 1000.0;
+    let rounds = env("TARA_PAPER_ROUNDS", 3usize)?.max(1);
+    let log = env("TARA_PAPER_TIMELY_LOG", 0u8)? == 1;
+    if log {
+        super::closed_loop::profile::enable();
+    }
+    let mut points = Vec::new();
+    for round in 1..=rounds {
+        for &c in &clients {
+            for i in 0..names.len() {
+                let name = names[(i + round - 1) % names.len()];
+                let (w, s) = (Duration::from_secs_f64(warmup), Duration::from_secs_f64(seconds));
+                let m = profile_point(name, c, w, s)?;
+                eprintln!(
+                    "profile round {round}/{rounds}: {name:<14} {c:>4} clients {:>9.0} ops/s p50 {:>6} us",
+                    m.ops_per_second, m.p50_us
+                );
+                if log {
+                    let totals = super::closed_loop::profile::take();
+                    eprint!("{}", super::closed_loop::profile::table(&totals, m.ops_per_second * seconds, seconds, 3));
+                }
+                points.push(point(name.to_string(), c, round, &m));
+            }
+        }
+    }
+    let medians = medians(&points);
+    for &c in &clients {
+        let first = medians.iter().find(|p| p.clients == c && p.system == names[0]).map_or(1.0, |p| p.ops_per_second);
+        for p in medians.iter().filter(|p| p.clients == c) {
+            println!(
+                "median {:<14} {c:>4} clients {:>9.0} ops/s p50 {:>6} us  ratio to {}: {:.3}",
+                p.system,
+                p.ops_per_second,
+                p.p50_us,
+                names[0],
+                p.ops_per_second / first
+            );
+        }
+    }
+    Ok(())
+}

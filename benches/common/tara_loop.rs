@@ -89,6 +89,7 @@ pub fn run_on<A: Application + 'static>(
     let app = Arc::new(app);
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
         let (deployment, stats, app) = (deployment.clone(), stats2.clone(), app.clone());
+        super::closed_loop::profile::install(worker, &stats);
         worker.dataflow::<u64, _, _>(|scope| {
             let (handle, submissions) = scope.feedback::<Vec<Submit>>(1);
             let app = app.clone();
@@ -99,6 +100,9 @@ pub fn run_on<A: Application + 'static>(
     })
     .expect("timely starts");
     measure(&stats, warmup, seconds, move || {
+        if std::env::var_os("TARA_PAPER_PROFILE").is_some() {
+            eprintln!("{}", counters(&control));
+        }
         control.stop();
         drop(guards.join());
     })
@@ -181,4 +185,29 @@ fn make_op(ops: Ops, random: u64) -> Vec<u8> {
             }
         }
     }
+}
+
+/// The proposers' and executors' counters that explain a slow run: window stalls, repairs.
+fn counters(control: &tara::dataflow::Control) -> String {
+    use tara::dataflow::ReplicaStats;
+    let get = |stage, replica| control.stats(stage, replica);
+    let n = ReplicaStats::get;
+    let mut out = String::from("counters:");
+    for replica in 0..3 {
+        if let Some(c) = get(Stage::Proposer, replica) {
+            out.push_str(&format!(
+                " proposer {replica}: {} proposals, {} stalls (window full), {} in flight at most, {} repeated;",
+                n(&c.count),
+                n(&c.stalls),
+                n(&c.in_flight_max),
+                n(&c.repairs)
+            ));
+        }
+    }
+    for replica in 0..3 {
+        if let Some(c) = get(Stage::Executor, replica) {
+            out.push_str(&format!(" executor {replica}: {} nacks, {} transfers;", n(&c.repairs), n(&c.transfers)));
+        }
+    }
+    out
 }
