@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::client_table::{ClientTable, Verdict};
+use super::client_table::{self, ClientTable, FIRST_TIMESTAMP, Verdict};
 use super::frame;
 use super::merge;
 use super::mutation::{self, Mutation};
@@ -524,10 +524,10 @@ impl<A: Application> Executor<A> {
             let (client, timestamp) = (command.client, command.timestamp);
             // Opening a session may end the least recently active one; the application hears
             // of it before this command executes.
-            let opened = self.clients.session(client, timestamp, command.answered_below, sequence).is_some();
+            let opens = self.opens_session(command);
+            let opened = self.clients.session_opened_if(client, opens, sequence).is_some();
             self.end_sessions();
-            let session =
-                if opened { self.clients.session(client, timestamp, command.answered_below, sequence) } else { None };
+            let session = if opened { self.clients.session_opened_if(client, opens, sequence) } else { None };
             let Some(mut entry) = session else {
                 self.reply(request.source, command, Outcome::SessionExpired, Vec::new(), out);
                 continue;
@@ -564,6 +564,16 @@ impl<A: Application> Executor<A> {
             };
             self.reply(request.source, command, outcome, result, out);
         }
+    }
+
+    /// True if `command` opens a session for a client the table does not hold: only the
+    /// client's first command does (see the client table's module documentation).
+    fn opens_session(&self, command: &Command) -> bool {
+        let (timestamp, answered_below) = (command.timestamp, command.answered_below);
+        if self.mutated(Mutation::UnansweredCommandsOpenSessions) {
+            return answered_below.min(timestamp) <= FIRST_TIMESTAMP;
+        }
+        client_table::may_open(timestamp, answered_below)
     }
 
     fn reply(&self, source: u32, command: &Command, outcome: Outcome, result: Vec<u8>, out: &mut Outbox) {

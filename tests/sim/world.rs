@@ -163,13 +163,16 @@ pub struct Outcome {
 
 pub(super) struct Pending {
     command: Command,
-    history: usize,
+    /// The operation in the history; `None` for the session's opener (a keep-alive).
+    history: Option<usize>,
     /// The client's route (`topology::source_of`); a retransmission takes the next one.
     route: u32,
 }
 
 pub(super) struct Client {
     pub(super) id: u64,
+    /// The opener (a keep-alive at timestamp 1) was answered: commands go out.
+    open: bool,
     next_timestamp: u64,
     issued: usize,
     pending: BTreeMap<u64, Pending>,
@@ -273,7 +276,13 @@ impl World {
             disk,
             disk_dead,
             clients: (0..config.clients)
-                .map(|i| Client { id: config.client_id(i), next_timestamp: 1, issued: 0, pending: BTreeMap::new() })
+                .map(|i| Client {
+                    id: config.client_id(i),
+                    open: false,
+                    next_timestamp: 1,
+                    issued: 0,
+                    pending: BTreeMap::new(),
+                })
                 .collect(),
             history: Vec::new(),
             checks: Checks { commit_views: vec![0; p.partitions], ..Checks::default() },
@@ -339,9 +348,7 @@ impl World {
             self.schedule(at_us, Event::DamageAtRest(Node::At(stage, replica)));
         }
         for client in 0..self.clients.len() as u32 {
-            for _ in 0..self.config.outstanding {
-                self.issue(client);
-            }
+            self.open(client);
         }
         if self.config.crash_every_us > 0 {
             let at = self.rng.random_range(0..2 * self.config.crash_every_us);
@@ -598,11 +605,25 @@ impl World {
 
     // ---- clients ----
 
+    /// Opens the client's session as the library's clients do: a keep-alive at timestamp 1,
+    /// whose answer the client waits for before it sends its commands.
+    fn open(&mut self, client: u32) {
+        let c = &mut self.clients[client as usize];
+        let command = Command::open(c.id);
+        let (timestamp, route) = (command.timestamp, (c.id + command.timestamp) as u32);
+        c.next_timestamp = timestamp + 1;
+        c.pending.insert(timestamp, Pending { command: command.clone(), history: None, route });
+        let source = topology::source_of(c.id, route, &self.config.params);
+        self.send(Node::Client(client), Node::At(Stage::Source, source), Tuple::Command(Submit { source, command }));
+        self.schedule(self.now + self.config.retry_us, Event::Retry { client, timestamp });
+    }
+
     fn issue(&mut self, client: u32) {
         let keys = self.config.keys;
         let window = self.config.params.client_window;
         let c = &mut self.clients[client as usize];
-        if c.issued == self.config.commands_per_client || c.next_timestamp >= c.answered_below() + window {
+        let full = c.next_timestamp >= c.answered_below() + window;
+        if !c.open || c.issued == self.config.commands_per_client || full {
             return;
         }
         c.issued += 1;
@@ -622,7 +643,7 @@ impl World {
         self.history.push(Operation { client: c.id, invoke: self.now, response: None, op, result: None });
         let history = self.history.len() - 1;
         let c = &mut self.clients[client as usize];
-        c.pending.insert(timestamp, Pending { command: command.clone(), history, route });
+        c.pending.insert(timestamp, Pending { command: command.clone(), history: Some(history), route });
         self.send(Node::Client(client), Node::At(Stage::Source, source), Tuple::Command(Submit { source, command }));
         self.schedule(self.now + self.config.retry_us, Event::Retry { client, timestamp });
     }
@@ -648,11 +669,16 @@ impl World {
                 format!("client {} got Expired for t{} it still waited for", c.id, reply.timestamp),
             ));
         }
-        let result = KvResult::decode(&reply.result).map_err(|e| ("reply", e))?;
-        let operation = &mut self.history[pending.history];
-        operation.response = Some(self.now);
-        operation.result = Some(result);
-        self.outcome.completed += 1;
+        match pending.history {
+            None => c.open = true,
+            Some(history) => {
+                let result = KvResult::decode(&reply.result).map_err(|e| ("reply", e))?;
+                let operation = &mut self.history[history];
+                operation.response = Some(self.now);
+                operation.result = Some(result);
+                self.outcome.completed += 1;
+            }
+        }
         // Closed loop: keep `outstanding` commands in flight, as far as the window allows.
         while self.clients[client as usize].pending.len() < self.config.outstanding {
             let issued = self.clients[client as usize].issued;
