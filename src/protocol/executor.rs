@@ -887,6 +887,23 @@ mod tests {
         assert_eq!(out.replies[1].outcome, Outcome::Executed);
     }
 
+    /// Only a client's first command opens its session: a later one of a client without a
+    /// session (never opened, or ended) is answered "session expired" and not executed, even
+    /// if it claims no answers; the opener then opens the session.
+    #[test]
+    fn only_a_first_command_opens_a_session() {
+        let mut e = executor();
+        let mut out = Outbox::default();
+        let later = |answered_below| Command { answered_below, ..put(1, 3, "a") };
+        let r = request(1, vec![later(0), later(1), put(1, 1, "a"), later(0)]);
+        e.on_commit(commit(0, 0, 0, &r), &mut out);
+        e.on_commit(commit(1, 0, 0, &r), &mut out);
+        let outcomes: Vec<Outcome> = out.replies.iter().map(|r| r.outcome).collect();
+        let expected = [Outcome::SessionExpired, Outcome::SessionExpired, Outcome::Executed, Outcome::Executed];
+        assert_eq!(outcomes, expected);
+        assert_eq!(e.executed(), 2, "the refused commands ran nowhere");
+    }
+
     /// Section III-D: a checkpoint is taken before executing s with s mod CP == 0.
     #[test]
     fn checkpoints_every_interval() {
