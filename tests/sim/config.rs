@@ -3,8 +3,13 @@
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tara::protocol::mutation::Mutation;
+use tara::protocol::params::SESSION_TIMEOUT_MIN;
 use tara::protocol::{Params, Stage};
 use tara::storage::{Action, Op};
+
+/// The share of seeds in which a client's session expires (each fills a session timeout of
+/// slots, so costs several ordinary seeds).
+const SILENT_SEEDS: f64 = 0.02;
 
 /// A disk fault of one replica: a failpoint in its files, or a flipped bit while it is down.
 #[derive(Clone, Debug)]
@@ -28,6 +33,18 @@ pub enum Load {
         /// The one partition that has clients.
         partition: u32,
     },
+}
+
+/// A client that falls silent until its session has ended at the executors, then retransmits:
+/// every retransmission must be refused ("session expired"), none executed a second time.
+#[derive(Clone, Copy, Debug)]
+pub struct Silence {
+    /// The client (index) that falls silent: it stops retransmitting and its answers are lost.
+    pub client: usize,
+    /// It falls silent right after this many of its commands completed (it has some in flight).
+    pub after_completed: usize,
+    /// The client (index) whose commands fill the log meanwhile, with a window of them in flight.
+    pub chatter: usize,
 }
 
 /// Everything that shapes one run. All of it derives from the seed (plus an optional mutation).
@@ -81,6 +98,9 @@ pub struct SimConfig {
     pub disk_fault: Option<DiskFault>,
     /// How long a batch of durable writes takes, microseconds (range).
     pub disk_delay_us: (u64, u64),
+    /// A client that goes silent for longer than its session lives (with a small
+    /// `session_timeout`).
+    pub silence: Option<Silence>,
     /// A deliberate bug to inject.
     pub mutation: Option<Mutation>,
 }
@@ -121,7 +141,7 @@ impl SimConfig {
         };
         let faulty = rng.random_bool(0.9);
         let clients: usize = rng.random_range(1..=4);
-        SimConfig {
+        let config = SimConfig {
             seed,
             params: params.clone(),
             clients: if load == Load::Spread { clients.max(partitions) } else { clients },
@@ -148,8 +168,25 @@ impl SimConfig {
             }),
             disk_fault: (faulty && rng.random_bool(0.25)).then(|| disk_fault(&mut rng, &params)),
             disk_delay_us: (20, rng.random_range(50..1_000)),
+            silence: None,
             mutation: None,
-        }
+        };
+        // Its own stream again: a few seeds let a session expire.
+        let mut expiry = SmallRng::seed_from_u64(seed ^ 0x5e55_1011_e491_0000);
+        if expiry.random_bool(SILENT_SEEDS) { config.with_silence(&mut expiry) } else { config }
+    }
+
+    /// The run with a client that goes silent for longer than its session lives: the smallest
+    /// `session_timeout`, one command per request (so that the log moves by a slot per command)
+    /// and a client that fills the log meanwhile.
+    fn with_silence(mut self, rng: &mut SmallRng) -> SimConfig {
+        self.params.session_timeout = SESSION_TIMEOUT_MIN;
+        self.params.batch_size = 1;
+        self.clients = self.clients.max(2);
+        self.silence = Some(Silence { client: 0, after_completed: rng.random_range(0..3), chatter: self.clients - 1 });
+        // Filling a timeout of slots takes a while of simulated time.
+        self.liveness_bound_us = 30_000_000;
+        self
     }
 
     /// The id of client `index`: consecutive ids spread over the partitions, skewed ones all

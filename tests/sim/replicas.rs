@@ -67,7 +67,8 @@ fn make(config: &SimConfig, stage: Stage, id: u32) -> Box<dyn Replica> {
                     m @ (Mutation::SkipDuplicateCheck
                     | Mutation::ExecuteOutOfOrder
                     | Mutation::CheckpointForgetsClients
-                    | Mutation::CommitAfterF),
+                    | Mutation::CommitAfterF
+                    | Mutation::UnansweredCommandsOpenSessions),
                 ) => Box::new(executor.mutate(m)),
                 _ => Box::new(executor),
             }

@@ -155,6 +155,8 @@ pub struct Outcome {
     pub refusals: u64,
     /// Replicas started with a damaged file at rest.
     pub damaged: u64,
+    /// Clients whose session ended while they had commands outstanding ("session expired").
+    pub sessions_expired: u64,
     /// A fingerprint of the whole run (for determinism checks).
     pub fingerprint: u64,
     /// Simulated duration, microseconds.
@@ -163,13 +165,28 @@ pub struct Outcome {
 
 pub(super) struct Pending {
     command: Command,
-    history: usize,
+    /// The operation in the history; `None` for the session's opener (a keep-alive).
+    history: Option<usize>,
     /// The client's route (`topology::source_of`); a retransmission takes the next one.
     route: u32,
 }
 
 pub(super) struct Client {
     pub(super) id: u64,
+    /// The opener (a keep-alive at timestamp 1) was answered: commands go out.
+    open: bool,
+    /// Its commands acknowledge answers (`answered_below`), as the library's do; a silent client's
+    /// claim none (0, as `Command::new` builds them), the case an opening rule must get right.
+    claims: bool,
+    /// Silent: it retransmits nothing and its answers are lost (see `config::Silence`).
+    silent: bool,
+    /// It fell silent once already (it does so once per run).
+    fell_silent: bool,
+    /// Its session ended ("session expired"): it sends nothing more.
+    expired: bool,
+    /// Commands whose outcome is unknown: outstanding when the session ended.
+    unknown: Vec<u64>,
+    completed: usize,
     next_timestamp: u64,
     issued: usize,
     pending: BTreeMap<u64, Pending>,
@@ -178,6 +195,11 @@ pub(super) struct Client {
 impl Client {
     fn answered_below(&self) -> u64 {
         self.pending.keys().next().copied().unwrap_or(self.next_timestamp)
+    }
+
+    /// What its next command or retransmission claims.
+    fn claim(&self) -> u64 {
+        if self.claims { self.answered_below() } else { 0 }
     }
 }
 
@@ -194,6 +216,8 @@ struct Checks {
     proposals: HashMap<(u32, u64, u64), (u32, u64)>,
     /// Per partition: the highest view a commit was made in.
     commit_views: Vec<u64>,
+    /// client -> the highest execution slot one of its commands executed at.
+    last_slot: HashMap<u64, u64>,
 }
 
 pub(super) struct World {
@@ -273,7 +297,19 @@ impl World {
             disk,
             disk_dead,
             clients: (0..config.clients)
-                .map(|i| Client { id: config.client_id(i), next_timestamp: 1, issued: 0, pending: BTreeMap::new() })
+                .map(|i| Client {
+                    id: config.client_id(i),
+                    open: false,
+                    claims: config.silence.is_none_or(|s| s.client != i),
+                    silent: false,
+                    fell_silent: false,
+                    expired: false,
+                    unknown: Vec::new(),
+                    completed: 0,
+                    next_timestamp: 1,
+                    issued: 0,
+                    pending: BTreeMap::new(),
+                })
                 .collect(),
             history: Vec::new(),
             checks: Checks { commit_views: vec![0; p.partitions], ..Checks::default() },
@@ -339,9 +375,7 @@ impl World {
             self.schedule(at_us, Event::DamageAtRest(Node::At(stage, replica)));
         }
         for client in 0..self.clients.len() as u32 {
-            for _ in 0..self.config.outstanding {
-                self.issue(client);
-            }
+            self.open(client);
         }
         if self.config.crash_every_us > 0 {
             let at = self.rng.random_range(0..2 * self.config.crash_every_us);
@@ -353,7 +387,8 @@ impl World {
     /// history: replicas must converge even when no more load arrives.
     /// Executors whose durable state is broken for good are left out.
     fn done(&mut self) -> bool {
-        let clients = self.clients.iter().all(|c| c.issued == self.config.commands_per_client && c.pending.is_empty());
+        let quota = self.config.commands_per_client;
+        let clients = self.clients.iter().all(|c| c.expired || (c.issued >= quota && c.pending.is_empty()));
         if !clients {
             return false;
         }
@@ -598,16 +633,31 @@ impl World {
 
     // ---- clients ----
 
+    /// Opens the client's session as the library's clients do: a keep-alive at timestamp 1,
+    /// whose answer the client waits for before it sends its commands.
+    fn open(&mut self, client: u32) {
+        let c = &mut self.clients[client as usize];
+        let command = Command::open(c.id);
+        let (timestamp, route) = (command.timestamp, (c.id + command.timestamp) as u32);
+        c.next_timestamp = timestamp + 1;
+        c.pending.insert(timestamp, Pending { command: command.clone(), history: None, route });
+        let source = topology::source_of(c.id, route, &self.config.params);
+        self.send(Node::Client(client), Node::At(Stage::Source, source), Tuple::Command(Submit { source, command }));
+        self.schedule(self.now + self.config.retry_us, Event::Retry { client, timestamp });
+    }
+
     fn issue(&mut self, client: u32) {
         let keys = self.config.keys;
         let window = self.config.params.client_window;
+        let filling = self.filling(client);
         let c = &mut self.clients[client as usize];
-        if c.issued == self.config.commands_per_client || c.next_timestamp >= c.answered_below() + window {
+        let full = c.next_timestamp >= c.answered_below() + window;
+        if !c.open || c.expired || (c.issued >= self.config.commands_per_client && !filling) || full {
             return;
         }
         c.issued += 1;
         let timestamp = c.next_timestamp;
-        let answered_below = c.answered_below();
+        let answered_below = c.claim();
         c.next_timestamp += 1;
         let key = format!("k{}", self.rng.random_range(0..keys));
         let op = match self.rng.random_range(0..10) {
@@ -622,14 +672,46 @@ impl World {
         self.history.push(Operation { client: c.id, invoke: self.now, response: None, op, result: None });
         let history = self.history.len() - 1;
         let c = &mut self.clients[client as usize];
-        c.pending.insert(timestamp, Pending { command: command.clone(), history, route });
+        c.pending.insert(timestamp, Pending { command: command.clone(), history: Some(history), route });
         self.send(Node::Client(client), Node::At(Stage::Source, source), Tuple::Command(Submit { source, command }));
         self.schedule(self.now + self.config.retry_us, Event::Retry { client, timestamp });
     }
 
+    /// True while `client` is the run's chatter and the silent client has not come back: it
+    /// keeps commands coming, beyond its quota, so that the log moves on.
+    fn filling(&self, client: u32) -> bool {
+        let Some(silence) = self.config.silence else { return false };
+        let silent = &self.clients[silence.client];
+        silence.chatter == client as usize && !silent.expired && (silent.silent || !silent.fell_silent)
+    }
+
+    /// Commands a client keeps in flight: the chatter a window's worth, to fill slots fast.
+    fn in_flight(&self, client: u32) -> usize {
+        if self.filling(client) { self.config.params.client_window as usize } else { self.config.outstanding }
+    }
+
+    /// A silent client comes back once every executor is a timeout of slots past the client's
+    /// latest executed command: its session has ended, unless a copy still on its way marked it
+    /// active later (then the session lives on and the client is simply answered). A command
+    /// lost on the way never executed; after the session it is refused, and its outcome unknown.
+    fn may_come_back(&mut self, client: u32) -> bool {
+        let id = self.clients[client as usize].id;
+        let Some(last) = self.checks.last_slot.get(&id).copied() else { return false };
+        let ended = last + self.config.params.session_timeout;
+        self.executor_positions().iter().flatten().all(|(next, _)| *next > ended)
+    }
+
     fn retry(&mut self, client: u32, timestamp: u64) {
+        if self.clients[client as usize].silent {
+            if !self.may_come_back(client) {
+                self.schedule(self.now + self.config.retry_us, Event::Retry { client, timestamp });
+                return;
+            }
+            self.clients[client as usize].silent = false;
+            self.note(Node::Client(client), "COMES BACK after its session ended".into());
+        }
         let c = &mut self.clients[client as usize];
-        let (id, answered_below) = (c.id, c.answered_below());
+        let (id, answered_below) = (c.id, c.claim());
         let Some(pending) = c.pending.get_mut(&timestamp) else { return };
         pending.route = pending.route.wrapping_add(1);
         pending.command.answered_below = answered_below;
@@ -641,6 +723,19 @@ impl World {
 
     fn on_reply(&mut self, client: u32, reply: Reply) -> Check {
         let c = &mut self.clients[client as usize];
+        if c.silent || !c.pending.contains_key(&reply.timestamp) {
+            return Ok(()); // a silent client's answers are lost
+        }
+        if reply.outcome == ReplyOutcome::SessionExpired {
+            // As the library does: every outstanding command's outcome is unknown (each ran at
+            // most once, which the exactly-once check verifies), and none is sent again.
+            c.expired = true;
+            c.unknown = std::mem::take(&mut c.pending).into_keys().collect();
+            self.outcome.sessions_expired += 1;
+            let line = format!("SESSION EXPIRED: outcome of {:?} unknown", c.unknown);
+            self.note(Node::Client(client), line);
+            return Ok(());
+        }
         let Some(pending) = c.pending.remove(&reply.timestamp) else { return Ok(()) };
         if reply.outcome == ReplyOutcome::Expired {
             return Err((
@@ -648,18 +743,30 @@ impl World {
                 format!("client {} got Expired for t{} it still waited for", c.id, reply.timestamp),
             ));
         }
-        let result = KvResult::decode(&reply.result).map_err(|e| ("reply", e))?;
-        let operation = &mut self.history[pending.history];
-        operation.response = Some(self.now);
-        operation.result = Some(result);
-        self.outcome.completed += 1;
+        match pending.history {
+            None => c.open = true,
+            Some(history) => {
+                let result = KvResult::decode(&reply.result).map_err(|e| ("reply", e))?;
+                let operation = &mut self.history[history];
+                operation.response = Some(self.now);
+                operation.result = Some(result);
+                self.outcome.completed += 1;
+                self.clients[client as usize].completed += 1;
+            }
+        }
         // Closed loop: keep `outstanding` commands in flight, as far as the window allows.
-        while self.clients[client as usize].pending.len() < self.config.outstanding {
+        while self.clients[client as usize].pending.len() < self.in_flight(client) {
             let issued = self.clients[client as usize].issued;
             self.issue(client);
             if self.clients[client as usize].issued == issued {
                 break;
             }
+        }
+        let silence = self.config.silence.filter(|s| s.client == client as usize);
+        let c = &mut self.clients[client as usize];
+        if silence.is_some_and(|s| !c.fell_silent && c.completed == s.after_completed && !c.pending.is_empty()) {
+            (c.silent, c.fell_silent) = (true, true);
+            self.note(Node::Client(client), "FALLS SILENT".into());
         }
         Ok(())
     }
@@ -730,6 +837,8 @@ impl World {
         } else {
             self.checks.decided.insert(position, entry);
         }
+        let last = self.checks.last_slot.entry(x.command.client).or_insert(x.sequence);
+        *last = (*last).max(x.sequence);
         let command = (x.command.client, x.command.timestamp);
         let at = *self.checks.position.entry(command).or_insert(position);
         if at != position {
@@ -761,7 +870,7 @@ impl World {
         self.outcome.view_changes = self.checks.commit_views.iter().sum();
         for c in &self.clients {
             for timestamp in 1..c.next_timestamp {
-                if !self.checks.position.contains_key(&(c.id, timestamp)) {
+                if !self.checks.position.contains_key(&(c.id, timestamp)) && !c.unknown.contains(&timestamp) {
                     return Err((
                         "exactly-once",
                         format!("client {} command t{timestamp} was answered but never executed", c.id),
