@@ -68,7 +68,7 @@ pub use updates::{CoordUpdates, KvUpdates, StateUpdates};
 
 use crate::app::Application;
 use crate::dataflow::pulse::IDLE_TICK_MS;
-use crate::dataflow::{Control, Deployment, Submit, tara};
+use crate::dataflow::{Control, Deployment, Placement, Submit, tara};
 use crate::protocol::{Executed, Reply};
 
 /// The worker (index in the scope) at which [`Embedded::executed`] is delivered.
@@ -88,7 +88,8 @@ pub struct Embedded<'s> {
 
 /// Builds TARA in `scope`, fed by `submissions` (at any times the user likes), replicating the
 /// application `app` makes (per executor replica, at start and at every restart). Fails if the
-/// deployment is not valid. The deployment's executed stream is switched on.
+/// deployment is not valid, or if its placement is for another number of workers than the
+/// job has. The deployment's executed stream is switched on.
 pub fn embed<'s, A: Application + 'static>(
     scope: Scope<'s, u64>,
     submissions: Stream<'s, u64, Vec<Submit>>,
@@ -97,10 +98,27 @@ pub fn embed<'s, A: Application + 'static>(
 ) -> Result<Embedded<'s>, String> {
     let deployment = deployment.clone().emit_executed(true);
     deployment.validate()?;
+    check_shape(&deployment.placement, scope.peers())?;
     let (admitted, rejected) = admit::admit(scope, submissions, &deployment);
     let streams = tara(scope, admitted, &deployment, app)?;
     let executed = once::exactly_once(streams.executed, DELIVERY_WORKER);
     Ok(Embedded { executed, replies: streams.replies, rejected })
+}
+
+/// A placement for another number of workers than the job has puts replicas on workers that
+/// do not exist (timely would route their tuples to workers that host no such replica, and
+/// nothing would ever execute): refused, naming both shapes.
+fn check_shape(placement: &Placement, peers: usize) -> Result<(), String> {
+    if placement.workers() == peers {
+        return Ok(());
+    }
+    Err(format!(
+        "the placement is for {} workers ({} processes of {}), but the job has {peers}: build it with \
+         `Placement::spread(&params, processes, workers_per_process)` from the job's own timely configuration",
+        placement.workers(),
+        placement.processes(),
+        placement.threads()
+    ))
 }
 
 /// Runs `worker` until `control` is asked to stop, then drops `inputs` (the user's input
