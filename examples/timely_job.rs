@@ -14,10 +14,9 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use tara::app::kv::{KvOp, KvStore};
-use tara::dataflow::{Deployment, Placement, Submit};
-use tara::embed::{embed, step_until_stopped, stop_on};
+use tara::dataflow::{Deployment, Submit};
+use tara::embed::{JobShape, embed, step_until_stopped, stop_on};
 use tara::protocol::{Command, Params};
-use tara::timely::CommunicationConfig;
 use tara::timely::dataflow::channels::pact::Exchange;
 use tara::timely::dataflow::operators::generic::Operator;
 use tara::timely::dataflow::operators::vec::{Filter, Map};
@@ -28,19 +27,16 @@ const PREFIXES: [&str; 3] = ["users", "orders", "carts"];
 
 fn main() -> Result<(), String> {
     let commands = bound(3000);
-    // The job's shape, from timely's own arguments: every process passes the same deployment.
-    let (processes, threads, process) = match tara::timely::Config::from_args(std::env::args())?.communication {
-        CommunicationConfig::Thread => (1, 1, 0),
-        CommunicationConfig::Process(n) | CommunicationConfig::ProcessBinary(n) => (1, n, 0),
-        CommunicationConfig::Cluster { threads, process, addresses, .. } => (addresses.len(), threads, process),
-    };
+    // The job's shape, from timely's own arguments: every process builds the same placement.
+    let config = tara::timely::Config::from_args(std::env::args())?;
+    let shape = JobShape::of(&config);
     let params = Params::default();
     // Client `w + 1` (worker w) keeps at most this many commands in flight.
     let window = params.client_window;
-    let placement = Placement::spread(&params, processes, threads).map_err(|e| e.to_string())?;
+    let placement = shape.placement(&params).map_err(|e| e.to_string())?;
     let deployment = Deployment::new(params, placement).durable_records(false);
     let control = deployment.control.clone();
-    let outcomes = tara::timely::execute_from_args(std::env::args(), move |worker| {
+    let outcomes = tara::timely::execute(config, move |worker| {
         let (me, peers) = (worker.index() as u64, worker.peers() as u64);
         let mine: Vec<u64> = (0..commands).filter(|i| i % peers == me).collect();
         // How often each of this worker's commands executed (by timestamp), and the counts of
@@ -99,7 +95,10 @@ fn main() -> Result<(), String> {
     for outcome in outcomes.join() {
         mine += outcome??; // A worker that panicked, or one whose check failed.
     }
-    println!("process {process} of {processes}: its {mine} of {commands} commands executed exactly once");
+    println!(
+        "process {} of {}: its {mine} of {commands} commands executed exactly once",
+        shape.process, shape.processes
+    );
     Ok(())
 }
 

@@ -50,20 +50,18 @@
 
 pub mod admit;
 pub mod differential;
+pub mod job;
 pub mod once;
 pub mod updates;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::vec::{Broadcast, Map};
 use timely::dataflow::{Scope, Stream};
 use timely::worker::Worker;
 
 pub use admit::Rejected;
 pub use differential::AsStateUpdates;
+pub use job::{JobShape, stop_on};
 pub use updates::{CoordUpdates, KvUpdates, StateUpdates};
 
 use crate::app::Application;
@@ -113,8 +111,8 @@ fn check_shape(placement: &Placement, peers: usize) -> Result<(), String> {
         return Ok(());
     }
     Err(format!(
-        "the placement is for {} workers ({} processes of {}), but the job has {peers}: build it with \
-         `Placement::spread(&params, processes, workers_per_process)` from the job's own timely configuration",
+        "the placement is for {} workers ({} processes of {}), but the job has {peers}: build it from the job's own \
+         timely configuration, with `JobShape::of(&config).placement(&params)`",
         placement.workers(),
         placement.processes(),
         placement.threads()
@@ -131,19 +129,4 @@ pub fn step_until_stopped<I>(worker: &mut Worker, control: &Control, inputs: I) 
     while !control.stopped() && worker.step_or_park(Some(tick)) {}
     drop(inputs);
     while worker.step_or_park(Some(tick)) {}
-}
-
-/// Stops every process of the job once any worker's `signal` carries a record: each record
-/// (reduced to `()`) is broadcast to every worker, and each worker stops its own process's
-/// `control`. In a multi-process job each process has its own [`Control`], so a stop decided
-/// at one worker (where the executed stream is delivered, say) must travel through the
-/// dataflow to reach the others; this is that travel. Every worker must call it (it builds
-/// an operator), with its process's control, and then end in [`step_until_stopped`].
-///
-/// For example, to stop after the first `n` executed commands (keep-alives count, as they are
-/// in the log): `stop_on(tara.executed.clone().filter(move |e| e.position + 1 == n), &control)`.
-pub fn stop_on<'s, D: 'static>(signal: Stream<'s, u64, Vec<D>>, control: &Arc<Control>) {
-    let control = control.clone();
-    let everywhere = signal.map(|_| ()).broadcast();
-    everywhere.sink(Pipeline, "StopOn", move |(input, _)| input.for_each(|_, _| control.stop()));
 }
