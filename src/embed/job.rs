@@ -94,6 +94,7 @@ impl JobShape {
 ///         let put = KvOp::Put { key: format!("{me}/{t}"), value: vec![] }.encode();
 ///         input.send(Submit { source: 0, command: Command::new(me + 1, t, put) });
 ///     }
+///     input.flush(); // An input handle buffers what it was given until flushed.
 ///     step_until_stopped(worker, &control, input);
 /// })?
 /// .join();

@@ -8,8 +8,10 @@
 //! every frontier.
 //!
 //! The rules:
-//! - Every worker of the job calls [`embed`] with the same deployment (clones of one value in
-//!   a process; equal values in every process of a multi-process job).
+//! - Every worker of the job calls [`embed`] with the same deployment: clones of one value in
+//!   a process; in a job of several processes, an equal value built by every process (the
+//!   same parameters, and the placement [`JobShape::placement`] computes from the job's own
+//!   timely configuration; `embed` refuses a placement for another number of workers).
 //! - The time of the submissions does not matter: the user's input may stay at time 0, advance
 //!   once, or follow the wall clock; TARA's frontiers move on TARA's own clock regardless.
 //! - The executed stream is delivered at worker [`DELIVERY_WORKER`] only; it carries each
@@ -17,6 +19,26 @@
 //! - To stop, call [`crate::dataflow::Control::stop`] (from any thread) and run each worker
 //!   with [`step_until_stopped`], which drops the user's input handles once stop is asked for:
 //!   a dataflow with an open input never completes.
+//!
+//! # A job of several processes
+//!
+//! Started the timely way (`timely::execute_from_args`, or `timely::execute` with the
+//! `Config` parsed from `-w -n -p -h`), each process builds its deployment from the same
+//! parameters and [`JobShape::of`] its configuration, so the replicas of every stage are
+//! spread over the processes and every process's workers can submit. Nothing is shared
+//! between processes but the dataflow, hence:
+//! - Each process has its own [`Control`]. Its stop, its fault injection (crash, restart) and
+//!   its counters concern the replicas that process hosts; the counters of the others stay
+//!   zero there. A stop must reach every process, or none completes: decide it in the
+//!   dataflow and broadcast it with [`stop_on`] (on a position of the executed stream, on a
+//!   stream of the user's own, ..).
+//! - The executed stream is at worker [`DELIVERY_WORKER`], in process 0. A worker learns that
+//!   its own commands executed through the dataflow: exchange the executed stream by client
+//!   id back to the worker that owns the client, as `examples/timely_job.rs` does. (The
+//!   [`Embedded::replies`] come once per executor replica, at the worker of the request
+//!   source a command went through, which need not be the submitter's: exchange those by
+//!   client too.)
+//! - With a state directory, each process keeps there the files of the replicas it hosts.
 //!
 //! ```
 //! use tara::app::kv::{KvOp, KvStore};
