@@ -1,86 +1,84 @@
-//! TARA inside a user's multi-worker timely job: every worker is a client that submits puts,
-//! and the user's own dataflow consumes the executed stream (each command exactly once, in log
-//! order) to count commands per key prefix, printing the counts as its frontier advances.
+//! TARA inside a user's timely job, in one process or several: every worker is a client that
+//! submits puts, and the user's own dataflow consumes the executed stream (each command exactly
+//! once, in log order) to count commands per key prefix, printing the counts as its frontier
+//! advances. Nothing is shared between workers but the dataflow: each worker learns that its
+//! own commands executed from the executed stream, routed back to it.
 //!
-//! `TARA_EXAMPLE_COMMANDS=3000 cargo run --release --example timely_job -- -w 3` (timely's
-//! own arguments; one process). Exits non-zero if a command was counted twice or never.
+//! One process: `TARA_EXAMPLE_COMMANDS=3000 cargo run --release --example timely_job -- -w 3`.
+//! Two processes (timely's own arguments; `hosts.txt` lists one `host:port` per process):
+//! `cargo run --release --example timely_job -- -w 2 -n 2 -p 0 -h hosts.txt`, and `-p 1` in a
+//! second terminal. Exits non-zero if a command was counted twice or never.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::rc::Rc;
 
 use tara::app::kv::{KvOp, KvStore};
-use tara::dataflow::{Deployment, Placement, Submit};
-use tara::embed::{embed, step_until_stopped};
+use tara::dataflow::{Deployment, Submit};
+use tara::embed::{JobShape, embed, step_until_stopped, stop_on};
 use tara::protocol::{Command, Params};
-use tara::timely::CommunicationConfig;
 use tara::timely::dataflow::channels::pact::Exchange;
 use tara::timely::dataflow::operators::generic::Operator;
-use tara::timely::dataflow::operators::vec::Map;
-use tara::timely::dataflow::operators::{Input, Inspect};
+use tara::timely::dataflow::operators::vec::{Filter, Map};
+use tara::timely::dataflow::operators::{Exchange as _, Input, Inspect};
 
 /// The key prefixes the workload writes under.
 const PREFIXES: [&str; 3] = ["users", "orders", "carts"];
 
 fn main() -> Result<(), String> {
     let commands = bound(3000);
-    let workers = match tara::timely::Config::from_args(std::env::args())?.communication {
-        CommunicationConfig::Thread => 1,
-        CommunicationConfig::Process(n) | CommunicationConfig::ProcessBinary(n) => n,
-        CommunicationConfig::Cluster { .. } => return Err("this example runs in one process".into()),
-    };
+    // The job's shape, from timely's own arguments: every process builds the same placement.
+    let config = tara::timely::Config::from_args(std::env::args())?;
+    let shape = JobShape::of(&config);
     let params = Params::default();
     // Client `w + 1` (worker w) keeps at most this many commands in flight.
     let window = params.client_window;
-    let placement = Placement::spread(&params, 1, workers).map_err(|e| e.to_string())?;
+    let placement = shape.placement(&params).map_err(|e| e.to_string())?;
     let deployment = Deployment::new(params, placement).durable_records(false);
     let control = deployment.control.clone();
-    // Commands executed per client, and the counts per prefix, each worker's share.
-    let done: Arc<Vec<AtomicU64>> = Arc::new((0..workers).map(|_| AtomicU64::new(0)).collect());
-    let counts = Arc::new(Mutex::new(BTreeMap::<String, u64>::new()));
-    let final_counts = counts.clone();
-    tara::timely::execute_from_args(std::env::args(), move |worker| {
+    let outcomes = tara::timely::execute(config, move |worker| {
         let (me, peers) = (worker.index() as u64, worker.peers() as u64);
-        let (done, counts, stop) = (done.clone(), counts.clone(), control.clone());
+        let mine: Vec<u64> = (0..commands).filter(|i| i % peers == me).collect();
+        // How often each of this worker's commands executed (by timestamp), and the counts of
+        // the prefixes this worker owns: what the dataflow told this worker, nothing shared.
+        let executed_here = Rc::new(RefCell::new(vec![0u64; mine.len()]));
+        let counted = Rc::new(RefCell::new(BTreeMap::<String, u64>::new()));
+        let (seen, counts) = (executed_here.clone(), counted.clone());
         let mut input = worker.dataflow::<u64, _, _>(|scope| {
             let (input, submissions) = scope.new_input::<Vec<Submit>>();
             let tara = embed(scope, submissions, &deployment, |_| KvStore::default()).expect("valid deployment");
-            let executed_per_client = done.clone();
-            let executed = tara.executed.inspect(move |e| {
-                executed_per_client[e.command.client as usize - 1].fetch_add(1, Ordering::SeqCst);
-            });
+            // Every process stops once the log holds every command (delivered in log order).
+            stop_on(tara.executed.clone().filter(move |e| e.position + 1 == commands), &control);
+            // Each executed command back at the worker that submitted it (client `me + 1`).
+            let back = tara.executed.clone().exchange(|e| e.command.client - 1);
+            back.inspect(move |e| seen.borrow_mut()[e.command.timestamp as usize - 1] += 1);
             // The user's dataflow: each command's key prefix, counted at the worker owning it.
-            let prefixes = executed.flat_map(|e| match bincode::deserialize(&e.command.op) {
+            let prefixes = tara.executed.flat_map(|e| match bincode::deserialize(&e.command.op) {
                 Ok(KvOp::Put { key, .. }) => key.split('/').next().map(str::to_owned),
                 _ => None,
             });
-            let mut mine = BTreeMap::<String, u64>::new();
             let mut pending: Option<u64> = None; // The latest time counted but not yet printed.
             let by_prefix = Exchange::new(|p: &String| PREFIXES.iter().position(|x| x == p).unwrap_or(0) as u64);
             prefixes.sink(by_prefix, "CountPerPrefix", move |(input, frontier)| {
+                let mut counts = counts.borrow_mut();
                 input.for_each(|time, data| {
                     for prefix in data.drain(..) {
-                        *mine.entry(prefix).or_default() += 1;
+                        *counts.entry(prefix).or_default() += 1;
                     }
                     pending = pending.max(time.least().copied());
                 });
                 // Print once the frontier passed what was counted: a prefix of the log, complete.
                 let Some(time) = pending.filter(|t| !frontier.frontier().less_equal(t)) else { return };
                 pending = None;
-                println!("worker {me}, commands up to time {time}: {mine:?}");
-                let mut shared = counts.lock().expect("no worker panicked");
-                shared.extend(mine.iter().map(|(p, n)| (p.clone(), *n)));
-                if shared.values().sum::<u64>() >= commands {
-                    stop.stop(); // Every command was counted (more would be a bug, checked below).
-                }
+                println!("worker {me}, commands up to time {time}: {counts:?}");
             });
             input
         });
         // This worker's share of the commands, as client `me + 1`, at most `window` in flight.
-        let mine: Vec<u64> = (0..commands).filter(|i| i % peers == me).collect();
         let mut sent = 0;
         while sent < mine.len() && !control.stopped() {
-            while sent < mine.len() && (sent as u64) < done[me as usize].load(Ordering::SeqCst) + window {
+            let done = executed_here.borrow().iter().filter(|n| **n > 0).count();
+            while sent < mine.len() && sent < done + window as usize {
                 let i = mine[sent];
                 let key = format!("{}/{i}", PREFIXES[i as usize % PREFIXES.len()]);
                 let op = KvOp::Put { key, value: i.to_le_bytes().to_vec() }.encode();
@@ -91,27 +89,33 @@ fn main() -> Result<(), String> {
             worker.step();
         }
         step_until_stopped(worker, &control, input);
-    })?
-    .join()
-    .into_iter()
-    .collect::<Result<(), _>>()?;
-    check(&final_counts.lock().expect("the job ended"), commands)
+        check(me, peers, commands, &executed_here.borrow(), &counted.borrow())
+    })?;
+    let mut mine = 0;
+    for outcome in outcomes.join() {
+        mine += outcome??; // A worker that panicked, or one whose check failed.
+    }
+    println!(
+        "process {} of {}: its {mine} of {commands} commands executed exactly once",
+        shape.process, shape.processes
+    );
+    Ok(())
 }
 
-/// Every prefix counted exactly as many times as it was written.
-fn check(counts: &BTreeMap<String, u64>, commands: u64) -> Result<(), String> {
-    let expected: BTreeMap<String, u64> = PREFIXES
-        .iter()
-        .enumerate()
-        .map(|(p, name)| (name.to_string(), (0..commands).filter(|i| *i as usize % PREFIXES.len() == p).count() as u64))
+/// Worker `me`'s commands each executed exactly once, and its prefixes counted exactly as
+/// many times as they were written; returns how many commands it submitted.
+fn check(me: u64, peers: u64, commands: u64, executed: &[u64], counts: &BTreeMap<String, u64>) -> Result<u64, String> {
+    let wrong = executed.iter().filter(|n| **n != 1).count();
+    let expected: BTreeMap<String, u64> = (0..PREFIXES.len())
+        .filter(|p| *p as u64 % peers == me)
+        .map(|p| (PREFIXES[p].to_string(), (0..commands).filter(|i| *i as usize % PREFIXES.len() == p).count() as u64))
         .filter(|(_, n)| *n > 0)
         .collect();
-    println!("counted {counts:?}, expected {expected:?}");
-    if *counts != expected {
-        return Err("a command was counted twice or never".into());
+    println!("worker {me}: counted {counts:?}, expected {expected:?}; {wrong} own commands not executed once");
+    if wrong > 0 || *counts != expected {
+        return Err(format!("worker {me}: a command was counted twice or never"));
     }
-    println!("{commands} commands counted exactly once");
-    Ok(())
+    Ok(executed.len() as u64)
 }
 
 /// The example's work bound: `TARA_EXAMPLE_COMMANDS`, else `default` (the arguments are

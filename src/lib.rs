@@ -72,6 +72,11 @@
 //!   executed stream comes once per command at worker [`embed::DELIVERY_WORKER`], and the one
 //!   way to stop is [`dataflow::Control::stop`] with every worker ending in
 //!   [`embed::step_until_stopped`]. The details are in [`embed`].
+//! - A job of several processes (timely's `-w -n -p -h`): every process builds the same
+//!   deployment, its placement from the job's own configuration ([`embed::JobShape`]). Each
+//!   process has its own `Control`, so a stop is decided in the dataflow and broadcast to
+//!   every process ([`embed::stop_on`]); a worker learns that its commands executed from the
+//!   executed stream, delivered in process 0 and exchanged back to it by client id.
 //! - Set `panic = "abort"` in your binary's profile, as tara's own binary does. Timely is
 //!   fail-stop: a worker that panics leaves the other workers (and the other processes)
 //!   waiting forever for its progress messages, so a process must die whole to be restarted

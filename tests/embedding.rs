@@ -425,3 +425,100 @@ fn the_differential_view_equals_a_recomputation_at_every_frontier() {
         });
     }
 }
+
+// ---- Jobs of several processes ----
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use tara::embed::stop_on;
+use timely::dataflow::operators::Exchange as _;
+use timely::dataflow::operators::vec::Filter;
+
+/// A deployment whose placement is for another number of workers than the job has would put
+/// replicas on workers that do not exist (their tuples would go to other workers, which host
+/// no such replica, and nothing would ever execute): `embed` refuses it, naming both shapes.
+#[test]
+fn a_placement_for_another_number_of_workers_is_rejected() {
+    within(60, || {
+        let params = Params::default();
+        let placement = Placement::spread(&params, 2, 2).unwrap();
+        let deployment = Deployment::new(params, placement).durable_records(false);
+        let errors = timely::execute(timely::Config::process(3), move |worker| {
+            worker.dataflow::<u64, _, _>(|scope| {
+                let (_input, commands) = scope.new_input::<Vec<Submit>>();
+                embed(scope, commands, &deployment, |_| KvStore::default()).err()
+            })
+        })
+        .unwrap()
+        .join();
+        for error in errors {
+            let error = error.unwrap().expect("embed fails");
+            assert!(error.contains("4 workers (2 processes of 2)") && error.contains("has 3"), "{error}");
+        }
+    });
+}
+
+/// Free 127.0.0.1 addresses for `n` timely processes (bound to port 0, then released).
+fn free_addresses(n: usize) -> Vec<String> {
+    let listeners: Vec<_> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    listeners.iter().map(|l| l.local_addr().unwrap().to_string()).collect()
+}
+
+/// Two timely processes (two clusters of 2 workers in this test process, as separate
+/// processes would be), each with its own deployment and so its own `Control`: the replicas
+/// are spread over both, workers of both submit, each worker learns through the dataflow that
+/// its commands executed exactly once, and `stop_on` stops both processes when the log holds
+/// every command.
+#[test]
+fn two_processes_with_their_own_controls_deliver_once_and_stop_together() {
+    // Below the client window: each worker is one client that never waits for a reply.
+    const PER_WORKER: u64 = 50;
+    within(120, || {
+        let addresses = free_addresses(2);
+        let processes: Vec<_> = (0..2)
+            .map(|process| {
+                let addresses = addresses.clone();
+                std::thread::spawn(move || run_process(process, addresses, PER_WORKER))
+            })
+            .collect();
+        for (process, handle) in processes.into_iter().enumerate() {
+            for (worker, seen) in handle.join().expect("a process").into_iter().enumerate() {
+                assert_eq!(seen, vec![1; PER_WORKER as usize], "process {process}, worker {worker}: each command once");
+            }
+        }
+    });
+}
+
+/// One process of the job: returns, per worker, how often each of its commands was executed.
+fn run_process(process: usize, addresses: Vec<String>, per_worker: u64) -> Vec<Vec<u64>> {
+    let params = Params::default();
+    let deployment = Deployment::new(params.clone(), Placement::spread(&params, 2, 2).unwrap()).durable_records(false);
+    let control = deployment.control.clone();
+    let communication =
+        timely::CommunicationConfig::Cluster { threads: 2, process, addresses, report: false, zerocopy: false };
+    let config = timely::Config { communication, worker: timely::WorkerConfig::default() };
+    let total = 4 * per_worker;
+    let guards = timely::execute(config, move |worker| {
+        let me = worker.index() as u64;
+        let seen = Rc::new(RefCell::new(vec![0u64; per_worker as usize]));
+        let counts = seen.clone();
+        let mut input = worker.dataflow::<u64, _, _>(|scope| {
+            let (input, commands) = scope.new_input::<Vec<Submit>>();
+            let tara = embed(scope, commands, &deployment, |_| KvStore::default()).unwrap();
+            stop_on(tara.executed.clone().filter(move |e| e.position + 1 == total), &control);
+            let back = tara.executed.exchange(|e| e.command.client - 1);
+            back.inspect(move |e| counts.borrow_mut()[e.command.timestamp as usize - 1] += 1);
+            input
+        });
+        for t in 1..=per_worker {
+            let op = KvOp::Put { key: format!("w{me}/{t}"), value: vec![] }.encode();
+            input.send(Submit { source: (t % 2) as u32, command: Command::new(me + 1, t, op) });
+        }
+        input.flush();
+        step_until_stopped(worker, &control, input);
+        seen.take()
+    })
+    .unwrap();
+    guards.join().into_iter().map(|r| r.expect("a worker")).collect()
+}

@@ -8,8 +8,10 @@
 //! every frontier.
 //!
 //! The rules:
-//! - Every worker of the job calls [`embed`] with the same deployment (clones of one value in
-//!   a process; equal values in every process of a multi-process job).
+//! - Every worker of the job calls [`embed`] with the same deployment: clones of one value in
+//!   a process; in a job of several processes, an equal value built by every process (the
+//!   same parameters, and the placement [`JobShape::placement`] computes from the job's own
+//!   timely configuration; `embed` refuses a placement for another number of workers).
 //! - The time of the submissions does not matter: the user's input may stay at time 0, advance
 //!   once, or follow the wall clock; TARA's frontiers move on TARA's own clock regardless.
 //! - The executed stream is delivered at worker [`DELIVERY_WORKER`] only; it carries each
@@ -17,6 +19,26 @@
 //! - To stop, call [`crate::dataflow::Control::stop`] (from any thread) and run each worker
 //!   with [`step_until_stopped`], which drops the user's input handles once stop is asked for:
 //!   a dataflow with an open input never completes.
+//!
+//! # A job of several processes
+//!
+//! Started the timely way (`timely::execute_from_args`, or `timely::execute` with the
+//! `Config` parsed from `-w -n -p -h`), each process builds its deployment from the same
+//! parameters and [`JobShape::of`] its configuration, so the replicas of every stage are
+//! spread over the processes and every process's workers can submit. Nothing is shared
+//! between processes but the dataflow, hence:
+//! - Each process has its own [`Control`]. Its stop, its fault injection (crash, restart) and
+//!   its counters concern the replicas that process hosts; the counters of the others stay
+//!   zero there. A stop must reach every process, or none completes: decide it in the
+//!   dataflow and broadcast it with [`stop_on`] (on a position of the executed stream, on a
+//!   stream of the user's own, ..).
+//! - The executed stream is at worker [`DELIVERY_WORKER`], in process 0. A worker learns that
+//!   its own commands executed through the dataflow: exchange the executed stream by client
+//!   id back to the worker that owns the client, as `examples/timely_job.rs` does. (The
+//!   [`Embedded::replies`] come once per executor replica, at the worker of the request
+//!   source a command went through, which need not be the submitter's: exchange those by
+//!   client too.)
+//! - With a state directory, each process keeps there the files of the replicas it hosts.
 //!
 //! ```
 //! use tara::app::kv::{KvOp, KvStore};
@@ -50,6 +72,7 @@
 
 pub mod admit;
 pub mod differential;
+pub mod job;
 pub mod once;
 pub mod updates;
 
@@ -60,11 +83,12 @@ use timely::worker::Worker;
 
 pub use admit::Rejected;
 pub use differential::AsStateUpdates;
+pub use job::{JobShape, stop_on};
 pub use updates::{CoordUpdates, KvUpdates, StateUpdates};
 
 use crate::app::Application;
 use crate::dataflow::pulse::IDLE_TICK_MS;
-use crate::dataflow::{Control, Deployment, Submit, tara};
+use crate::dataflow::{Control, Deployment, Placement, Submit, tara};
 use crate::protocol::{Executed, Reply};
 
 /// The worker (index in the scope) at which [`Embedded::executed`] is delivered.
@@ -84,7 +108,8 @@ pub struct Embedded<'s> {
 
 /// Builds TARA in `scope`, fed by `submissions` (at any times the user likes), replicating the
 /// application `app` makes (per executor replica, at start and at every restart). Fails if the
-/// deployment is not valid. The deployment's executed stream is switched on.
+/// deployment is not valid, or if its placement is for another number of workers than the
+/// job has. The deployment's executed stream is switched on.
 pub fn embed<'s, A: Application + 'static>(
     scope: Scope<'s, u64>,
     submissions: Stream<'s, u64, Vec<Submit>>,
@@ -93,10 +118,27 @@ pub fn embed<'s, A: Application + 'static>(
 ) -> Result<Embedded<'s>, String> {
     let deployment = deployment.clone().emit_executed(true);
     deployment.validate()?;
+    check_shape(&deployment.placement, scope.peers())?;
     let (admitted, rejected) = admit::admit(scope, submissions, &deployment);
     let streams = tara(scope, admitted, &deployment, app)?;
     let executed = once::exactly_once(streams.executed, DELIVERY_WORKER);
     Ok(Embedded { executed, replies: streams.replies, rejected })
+}
+
+/// A placement for another number of workers than the job has puts replicas on workers that
+/// do not exist (timely would route their tuples to workers that host no such replica, and
+/// nothing would ever execute): refused, naming both shapes.
+fn check_shape(placement: &Placement, peers: usize) -> Result<(), String> {
+    if placement.workers() == peers {
+        return Ok(());
+    }
+    Err(format!(
+        "the placement is for {} workers ({} processes of {}), but the job has {peers}: build it from the job's own \
+         timely configuration, with `JobShape::of(&config).placement(&params)`",
+        placement.workers(),
+        placement.processes(),
+        placement.threads()
+    ))
 }
 
 /// Runs `worker` until `control` is asked to stop, then drops `inputs` (the user's input
