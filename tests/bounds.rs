@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use common::{wait_until, within};
 use procs::LocalCluster;
-use tara::app::coordination::{CoordOp, CoordResponse, decode_result};
+use tara::app::coordination::{CoordError, CoordOp, CoordResponse, RESULT_BYTES_MAX, decode_result};
 use tara::client::{Client, tcp};
 use tara::net::FrontEndCounters;
 use tara::net::wire::{ClientFrame, FrameReader, MAX_FRAME_BYTES, ServerFrame, encode};
@@ -252,4 +252,40 @@ fn counters_after_release(addr: &str, held: Vec<TcpStream>) -> FrontEndCounters 
         "the front end serves again"
     );
     last.expect("counters")
+}
+
+/// A result larger than a frame: 1,100 children with names of 1 KB under one parent, so that
+/// listing them (1.1 MB) exceeds `max_frame_bytes` (1 MiB). The client that asks gets a clear error
+/// naming the bound, and the cluster keeps serving every other client.
+#[test]
+fn a_result_above_the_bound_gets_an_error_and_others_are_served() {
+    within(240, || {
+        let cluster = LocalCluster::start("checkpoint_interval = 32\nprobe_interval_ms = 100\nprobe_timeout_ms = 2000");
+        let mut client = Client::new(cluster.pool());
+        client.set_deadline(Duration::from_secs(60));
+        let invoke = |client: &mut Client, op: CoordOp| {
+            decode_result(&client.invoke(op.encode()).expect("the cluster answers")).expect("a coordination result")
+        };
+        assert!(invoke(&mut client, create("/big")).is_ok());
+        for i in 0..1100 {
+            let name = format!("/big/{i:04}{}", "x".repeat(1000));
+            assert!(invoke(&mut client, create(&name)).is_ok());
+        }
+        let listed = invoke(&mut client, CoordOp::GetChildren { path: "/big".into() });
+        let Err(CoordError::TooLarge { bytes, bound }) = listed else { panic!("{listed:?}") };
+        assert!(bytes > 1100 * 1000 && bound == RESULT_BYTES_MAX, "{bytes} {bound}");
+        let mut other = Client::new(cluster.pool());
+        other.set_deadline(Duration::from_secs(60));
+        for i in 0..20 {
+            assert!(invoke(&mut other, create(&format!("/after{i}"))).is_ok());
+        }
+        std::thread::sleep(Duration::from_secs(10));
+        for i in 20..40 {
+            assert!(invoke(&mut other, create(&format!("/after{i}"))).is_ok());
+        }
+        // The refused listing did not stall the cluster: the supervisor never restarted it.
+        assert!(cluster.lines("restart").is_empty(), "{:?}", cluster.lines("restart"));
+        let answer = invoke(&mut client, CoordOp::Exists { path: "/big".into() });
+        assert!(matches!(answer, Ok(CoordResponse::Exists(Some(_)))), "{answer:?}");
+    });
 }

@@ -26,6 +26,16 @@ use super::{Application, FastMap, RestoreError};
 pub const PATH_BYTES_MAX: usize = 1024;
 /// The most data a znode may hold, in bytes (ZooKeeper's default limit).
 pub const DATA_BYTES_MAX: usize = 1 << 20;
+/// The largest result an operation may produce, in bytes (`max_result_bytes`). A larger one
+/// (the children of a parent with very many, or a znode's data near [`DATA_BYTES_MAX`]) is
+/// replaced by [`CoordError::TooLarge`]: its reply frame would exceed the clients' frame limit
+/// ([`crate::net::wire::MAX_FRAME_BYTES`]), so the client could never read it and would
+/// retransmit it forever. A constant, so that every replica decides alike (determinism).
+/// The cluster's configuration checks it against that limit.
+pub const RESULT_BYTES_MAX: usize = (1 << 20) - RESULT_ENVELOPE_BYTES;
+/// Room left in a frame for what wraps a result: the reply's header and the frame's.
+pub const RESULT_ENVELOPE_BYTES: usize = 4096;
+const _: () = assert!(RESULT_BYTES_MAX >= DATA_BYTES_MAX / 2, "results hold large znodes");
 
 /// An operation on the coordination service.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -144,6 +154,14 @@ pub enum CoordError {
     NoParent(String),
     /// The operation is malformed (bad path, too much data, undecodable bytes).
     Malformed(String),
+    /// The result would exceed [`RESULT_BYTES_MAX`]; the operation changed nothing (only reads
+    /// produce results this large).
+    TooLarge {
+        /// The result's size in bytes.
+        bytes: usize,
+        /// The bound, [`RESULT_BYTES_MAX`].
+        bound: usize,
+    },
 }
 
 impl std::fmt::Display for CoordError {
@@ -157,6 +175,9 @@ impl std::fmt::Display for CoordError {
             CoordError::NotEmpty(path) => write!(f, "not empty: {path} has children; delete them first"),
             CoordError::NoParent(path) => write!(f, "no parent: the parent of {path} does not exist; create it first"),
             CoordError::Malformed(reason) => write!(f, "malformed operation: {reason}"),
+            CoordError::TooLarge { bytes, bound } => {
+                write!(f, "result too large: {bytes} bytes, bound {bound} (`max_result_bytes`)")
+            }
         }
     }
 }
@@ -531,6 +552,15 @@ impl Application for Coordination {
     }
 }
 
+/// `result`, or [`CoordError::TooLarge`] in its place if it exceeds [`RESULT_BYTES_MAX`].
+fn bound_result(result: Vec<u8>) -> Vec<u8> {
+    if result.len() <= RESULT_BYTES_MAX {
+        return result;
+    }
+    let refused: CoordResult = Err(CoordError::TooLarge { bytes: result.len(), bound: RESULT_BYTES_MAX });
+    bincode::serialize(&refused).unwrap_or_default()
+}
+
 impl Coordination {
     fn execute_session(&mut self, client: Option<u64>, op: &[u8]) -> Vec<u8> {
         let result = match bincode::deserialize::<CoordOpRef<'_>>(op) {
@@ -539,7 +569,7 @@ impl Coordination {
                 Err(CoordError::Malformed(format!("cannot decode coordination operation ({} bytes): {e}", op.len())))
             }
         };
-        bincode::serialize(&result).unwrap_or_default()
+        bound_result(bincode::serialize(&result).unwrap_or_default())
     }
 
     fn snapshot_nodes(&self) -> Vec<u8> {
@@ -711,5 +741,31 @@ mod tests {
         assert_eq!(c.ephemeral().collect::<Vec<_>>(), vec![("/locks/b", 2)]);
         run(&mut c, CoordOp::Delete { path: "/locks/b".into(), version: None }).unwrap();
         assert_eq!(c.ephemeral().count(), 0, "a deleted ephemeral node forgets its owner");
+    }
+
+    #[test]
+    fn a_result_above_the_bound_is_refused_alike_everywhere() {
+        let (mut a, mut b) = (Coordination::default(), Coordination::default());
+        for c in [&mut a, &mut b] {
+            run(c, CoordOp::Create { path: "/big".into(), data: vec![], sequential: false }).unwrap();
+            for i in 0..1100 {
+                let path = format!("/big/{i:04}{}", "x".repeat(1000));
+                run(c, CoordOp::Create { path, data: vec![], sequential: false }).unwrap();
+            }
+        }
+        let op = CoordOp::GetChildren { path: "/big".into() }.encode();
+        let (ra, rb) = (a.execute(&op), b.execute(&op));
+        assert_eq!(ra, rb, "every replica produces the same refusal");
+        assert!(ra.len() < 100);
+        match decode_result(&ra).unwrap() {
+            Err(e @ CoordError::TooLarge { bytes, bound }) => {
+                assert!(bytes > 1_100_000 && bound == RESULT_BYTES_MAX, "{bytes} {bound}");
+                assert!(e.to_string().starts_with("result too large: "), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Below the bound, the listing is answered.
+        run(&mut a, CoordOp::Create { path: "/small".into(), data: vec![], sequential: false }).unwrap();
+        assert_eq!(run(&mut a, CoordOp::GetChildren { path: "/small".into() }), Ok(CoordResponse::Children(vec![])));
     }
 }

@@ -275,6 +275,12 @@ impl Description {
         if self.retry_timeout_ms == 0 {
             return Err(ConfigError("`retry_timeout_ms`: must be at least 1".into()));
         }
+        // A reply frame wraps at most `max_result_bytes` of result: it must fit the frame limit
+        // every client reads with, whatever this description says.
+        const _: () = assert!(
+            crate::app::coordination::RESULT_BYTES_MAX + crate::app::coordination::RESULT_ENVELOPE_BYTES
+                <= crate::net::wire::MAX_FRAME_BYTES
+        );
         if self.max_frame_bytes < 1024 {
             return Err(ConfigError(format!("`max_frame_bytes`: must be at least 1024, got {}", self.max_frame_bytes)));
         }
