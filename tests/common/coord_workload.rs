@@ -20,7 +20,11 @@ pub fn answer(client: &mut Client, op: CoordOp) -> Result<CoordResponse, CoordEr
     decode_result(&bytes).expect("a coordination result")
 }
 
-/// Registers `/k0`.. on few keys (many conflicts) and sequential creates under `/seq`.
+/// Parents of the sequential creates, `/seq/b0`..: one parent would outgrow what a listing may
+/// return (`RESULT_BYTES_MAX`) in a long soak.
+const BUCKETS: u64 = 64;
+
+/// Registers `/k0`.. on few keys (many conflicts) and sequential creates under `/seq/b*`.
 pub struct Workload {
     pool: ClientPool,
     /// The client ids, one per closed-loop client.
@@ -71,7 +75,8 @@ impl Workload {
             0..=1 => {
                 let prefix = format!("c{client}-{}-", self.writes);
                 self.creates.insert(prefix.clone(), false);
-                let op = CoordOp::Create { path: format!("/seq/{prefix}"), data: vec![1], sequential: true };
+                let path = format!("/seq/b{}/{prefix}", self.writes % BUCKETS);
+                let op = CoordOp::Create { path, data: vec![1], sequential: true };
                 (op, Pending::Create(prefix))
             }
             2..=5 => {
@@ -144,7 +149,8 @@ impl Workload {
 
 /// Creates the workload's znodes with empty data (the register's initial "no value").
 pub fn create_znodes(client: &mut Client) {
-    for path in std::iter::once("/seq".to_string()).chain((0..KEYS).map(|k| format!("/k{k}"))) {
+    let buckets = (0..BUCKETS).map(|b| format!("/seq/b{b}"));
+    for path in std::iter::once("/seq".to_string()).chain(buckets).chain((0..KEYS).map(|k| format!("/k{k}"))) {
         let created = answer(client, CoordOp::Create { path, data: vec![], sequential: false });
         assert!(matches!(created, Ok(_) | Err(CoordError::NodeExists(_))), "{created:?}");
     }
@@ -164,9 +170,13 @@ pub fn read_every_register(admin: &mut Client, workload: &mut Workload) {
 
 /// Every acknowledged sequential create exists exactly once; an unacknowledged one at most once.
 pub fn check_creates(client: &mut Client, creates: &BTreeMap<String, bool>) {
-    let Ok(CoordResponse::Children(children)) = answer(client, CoordOp::GetChildren { path: "/seq".into() }) else {
-        panic!("/seq lists")
-    };
+    let mut children = Vec::new();
+    for bucket in 0..BUCKETS {
+        let path = format!("/seq/b{bucket}");
+        let listed = answer(client, CoordOp::GetChildren { path: path.clone() });
+        let Ok(CoordResponse::Children(listed)) = listed else { panic!("{path} lists: {listed:?}") };
+        children.extend(listed);
+    }
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
     for child in &children {
         let prefix = &child[..child.len() - 10];
