@@ -88,7 +88,10 @@ pub struct Description {
     /// Bytes buffered per front-end connection (received plus to send); at least twice
     /// `max_frame_bytes`.
     pub max_connection_bytes: usize,
-    /// `tara cluster`: how often the supervisor checks that the cluster answers.
+    /// `tara cluster`: how often the supervisor checks that the cluster answers. Each probe is a
+    /// read through consensus that wakes every process; a hang is detected after
+    /// `probe_timeout_ms` whatever the interval, so an interval far below it only costs an idle
+    /// cluster CPU.
     pub probe_interval_ms: u64,
     /// `tara cluster`: how long a probe may go unanswered before the cluster is restarted.
     pub probe_timeout_ms: u64,
@@ -188,7 +191,7 @@ impl Default for Description {
             max_connections: crate::net::Limits::default().max_connections,
             max_outstanding: crate::net::Limits::default().max_outstanding,
             max_connection_bytes: crate::net::Limits::default().max_connection_bytes,
-            probe_interval_ms: 500,
+            probe_interval_ms: 1000,
             probe_timeout_ms: 3000,
             connect_timeout_ms: 30_000,
             process: Vec::new(),

@@ -24,6 +24,11 @@
 //!   clients inside the dataflow (no thread outside timely): what the embedded path is measured
 //!   against.
 //!
+//! After the sweep, `idle` measures what the three processes of `dataflows/local-f1.toml` cost
+//! while they serve nothing but the supervisor's probe (CPU per process, wake-ups), and the
+//! latency of the first command after an idle period against the steady median
+//! (`compare-idle.csv`).
+//!
 //! Each point starts a fresh cluster, warms up, then measures. For each client count every
 //! system runs once, one after another (the order rotates per round); the whole sweep repeats
 //! for every round and the table reports the median per (system, clients).
@@ -36,11 +41,14 @@
 //! - `COMPARE_TARA_CONFIG` (default: the built-in embedded description): a description file
 //!   for the tara side (its `durable_records` is set per system).
 //! - `COMPARE_SYSTEMS` (default all): which systems run, by short name (`openraft`,
-//!   `non-durable`, `durable`, `coordination`), comma-separated.
+//!   `non-durable`, `durable`, `coordination`, `tcp`, `core`, and `idle` for the idle
+//!   measurement), comma-separated.
+//! - `COMPARE_IDLE_SECONDS` (default 10): how long the idle three-process cluster is measured.
 //! - `COMPARE_OUT` (default `papers/` of the repository): where `compare.csv`, `compare.json`
 //!   and `compare.svg` go.
 
 mod core_side;
+mod idle_side;
 mod raft;
 mod report;
 mod tara_side;
@@ -228,17 +236,25 @@ fn main() {
     }
 }
 
-/// The systems named in `COMPARE_SYSTEMS` (short names, comma-separated), or all of them.
-fn selected_systems() -> Result<Vec<System>, String> {
-    let Ok(list) = std::env::var("COMPARE_SYSTEMS") else { return Ok(System::ALL.to_vec()) };
-    list.split(',')
+/// The name `COMPARE_SYSTEMS` knows the idle measurement by.
+const IDLE: &str = "idle";
+
+/// The systems named in `COMPARE_SYSTEMS` (short names, comma-separated), or all of them, and
+/// whether the idle measurement runs.
+fn selected_systems() -> Result<(Vec<System>, bool), String> {
+    let Ok(list) = std::env::var("COMPARE_SYSTEMS") else { return Ok((System::ALL.to_vec(), true)) };
+    let names: Vec<&str> = list.split(',').map(str::trim).collect();
+    let systems = names
+        .iter()
+        .filter(|name| **name != IDLE)
         .map(|name| {
-            System::ALL.into_iter().find(|s| s.short() == name.trim()).ok_or_else(|| {
-                let known: Vec<&str> = System::ALL.iter().map(|s| s.short()).collect();
+            System::ALL.into_iter().find(|s| s.short() == *name).ok_or_else(|| {
+                let known: Vec<&str> = System::ALL.iter().map(|s| s.short()).chain([IDLE]).collect();
                 format!("COMPARE_SYSTEMS: unknown system {name:?}; known: {}", known.join(", "))
             })
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    Ok((systems, names.contains(&IDLE)))
 }
 
 /// The interleaved sweep, then the report.
@@ -246,7 +262,8 @@ fn run() -> Result<(), String> {
     let settings = Settings::from_env()?;
     let (warmup, measured) =
         (Duration::from_secs_f64(settings.warmup_seconds), Duration::from_secs_f64(settings.seconds));
-    let systems = selected_systems()?;
+    let (systems, idle) = selected_systems()?;
+    let idle_seconds = env_or("COMPARE_IDLE_SECONDS", 10.0f64)?;
     let points = settings.rounds * settings.clients.len() * systems.len();
     eprintln!(
         "compare: {points} points of {:.1} s + {:.1} s warm-up; clients {:?}, {} rounds; openraft {}",
@@ -273,5 +290,14 @@ fn run() -> Result<(), String> {
             }
         }
     }
-    report::write(&settings, &runs)
+    let idle = match idle && idle_seconds > 0.0 {
+        true => {
+            eprintln!("[idle] three processes of dataflows/local-f1.toml, {idle_seconds:.0} s without clients");
+            let idle = idle_side::run(Duration::from_secs_f64(idle_seconds)).map_err(|e| format!("idle: {e}"))?;
+            eprintln!("[idle] {idle:?}");
+            Some(idle)
+        }
+        false => None,
+    };
+    report::write(&settings, &runs, idle.as_ref())
 }

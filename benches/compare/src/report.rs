@@ -8,6 +8,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use serde::Serialize;
 
+use crate::idle_side::Idle;
 use crate::{Run, Settings, System};
 
 /// The median of one (system, clients) over the rounds.
@@ -63,6 +64,7 @@ struct Json<'a> {
     medians: &'a [Row],
     throughput_ratios: &'a [Ratio],
     runs: &'a [Run],
+    idle: Option<&'a Idle>,
 }
 
 /// The median of `values` (the mean of the middle two for an even count).
@@ -181,12 +183,59 @@ fn table(rows: &[Row], ratios: &[Ratio], machine: &Machine) -> String {
     out
 }
 
-/// Prints the results and writes the three files into `settings.out`.
-pub fn write(settings: &Settings, runs: &[Run]) -> Result<(), String> {
+/// The idle measurement, on the terminal.
+fn idle_table(idle: &Idle) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\nidle three-process cluster (probe every {} ms), {:.0} s:",
+        idle.probe_interval_ms, idle.seconds
+    );
+    for (i, (cpu, wakeups)) in idle.cpu_percent.iter().zip(&idle.wakeups_per_s).enumerate() {
+        let _ = writeln!(out, "  process {i}: {cpu:.2}% of a core, {wakeups:.0} wake-ups/s");
+    }
+    let _ = writeln!(
+        out,
+        "  first command, median: {} us after {:.0} s idle, {} us after {} ms; steady p50 {} us; idle/short {:.2}",
+        idle.first_after_idle_p50_us(),
+        idle.gap_seconds,
+        idle.first_after_short_p50_us(),
+        idle.short_gap_ms,
+        idle.steady_p50_us,
+        idle.idle_over_short()
+    );
+    out
+}
+
+/// `compare-idle.csv`: one row per process, then the latencies.
+fn idle_csv(idle: &Idle) -> String {
+    let mut csv = String::from("measure,process,value\n");
+    for (i, cpu) in idle.cpu_percent.iter().enumerate() {
+        let _ = writeln!(csv, "idle_cpu_percent,{i},{cpu:.3}");
+    }
+    for (i, wakeups) in idle.wakeups_per_s.iter().enumerate() {
+        let _ = writeln!(csv, "idle_wakeups_per_s,{i},{wakeups:.1}");
+    }
+    let _ = writeln!(csv, "steady_p50_us,,{}", idle.steady_p50_us);
+    for latency in &idle.first_after_idle_us {
+        let _ = writeln!(csv, "first_after_idle_us,,{latency}");
+    }
+    for latency in &idle.first_after_short_us {
+        let _ = writeln!(csv, "first_after_short_us,,{latency}");
+    }
+    csv
+}
+
+/// Prints the results and writes the files into `settings.out`: `compare.csv`, `.json`, `.svg`,
+/// and `compare-idle.csv` if the idle measurement ran.
+pub fn write(settings: &Settings, runs: &[Run], idle: Option<&Idle>) -> Result<(), String> {
     let rows = medians(settings, runs);
     let ratios = ratios(settings, &rows);
     let machine = machine();
     print!("{}", table(&rows, &ratios, &machine));
+    if let Some(idle) = idle {
+        print!("{}", idle_table(idle));
+    }
     let out = &settings.out;
     std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     let mut csv = String::from("system,clients,ops_per_s,p50_us,p99_us,rounds\n");
@@ -205,10 +254,15 @@ pub fn write(settings: &Settings, runs: &[Run]) -> Result<(), String> {
         medians: &rows,
         throughput_ratios: &ratios,
         runs,
+        idle,
     };
     let json_path = out.join("compare.json");
     let text = serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?;
     std::fs::write(&json_path, text + "\n").map_err(|e| written(&json_path, e))?;
+    if let Some(idle) = idle {
+        let idle_path = out.join("compare-idle.csv");
+        std::fs::write(&idle_path, idle_csv(idle)).map_err(|e| written(&idle_path, e))?;
+    }
     let svg_path = out.join("compare.svg");
     plot(&svg_path, settings, &rows, &machine).map_err(|e| format!("cannot draw {}: {e}", svg_path.display()))?;
     eprintln!("\nwrote {}, {} and {}", csv_path.display(), json_path.display(), svg_path.display());

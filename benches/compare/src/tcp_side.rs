@@ -14,7 +14,7 @@ use crate::Measurement;
 use crate::tara_side::{create_pool_znodes, drive, znode};
 
 /// The repository root.
-fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     repo.canonicalize().unwrap_or(repo)
 }
@@ -38,8 +38,8 @@ fn binary() -> Result<PathBuf, String> {
 
 /// A running `tara cluster`: stopped (Ctrl-C, then kill) when dropped; its state directory is
 /// a temporary directory removed with it.
-struct Running {
-    child: Child,
+pub(crate) struct Running {
+    pub(crate) child: Child,
     _state: tempfile::TempDir,
 }
 
@@ -59,7 +59,7 @@ impl Drop for Running {
 }
 
 /// Starts the cluster of `config` with its state in a fresh temporary directory.
-fn start(config: &Path) -> Result<Running, String> {
+pub(crate) fn start(config: &Path) -> Result<Running, String> {
     let state = tempfile::Builder::new().prefix("tara-compare-").tempdir().map_err(|e| e.to_string())?;
     let child = Command::new(binary()?)
         .args(["cluster", "--config"])
@@ -73,7 +73,7 @@ fn start(config: &Path) -> Result<Running, String> {
 }
 
 /// A client that reaches every front end, once `/pool` could be created through it.
-fn ready_client(addresses: &[String], options: &ClientOptions, within: Duration) -> Result<Client, String> {
+pub(crate) fn ready_client(addresses: &[String], options: &ClientOptions, within: Duration) -> Result<Client, String> {
     let until = Instant::now() + within;
     loop {
         let attempt = tcp::pool(addresses, options.clone()).map(Client::new).and_then(|mut client| {
