@@ -146,5 +146,7 @@ fn the_timely_layer_is_thin() {
             file.display()
         );
     }
-    assert!(total <= 700, "src/dataflow has {total} counted lines, over its budget of 700");
+    // 700 for the stage host and the stages, 20 for the doors' batching (the reply sink's one
+    // reply per command and one batch per mailbox, the ingress's quiet submissions).
+    assert!(total <= 720, "src/dataflow has {total} counted lines, over its budget of 720");
 }

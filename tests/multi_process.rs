@@ -408,7 +408,7 @@ impl tara::client::Transport for ByPartition {
         }
     }
 
-    fn register(&mut self, client: u64, mailbox: &crossbeam_channel::Sender<tara::protocol::Reply>) {
+    fn register(&mut self, client: u64, mailbox: &crossbeam_channel::Sender<tara::client::Replies>) {
         self.partitions.iter_mut().for_each(|t| t.register(client, mailbox));
     }
 
@@ -419,6 +419,10 @@ impl tara::client::Transport for ByPartition {
     fn submit(&mut self, route: u32, command: tara::protocol::Command) -> Result<(), tara::client::ClientError> {
         let partition = self.partition_of(command.client);
         self.partitions[partition].submit(route, command)
+    }
+
+    fn flush(&mut self) -> Result<(), tara::client::ClientError> {
+        self.partitions.iter_mut().map(|t| t.flush()).fold(Ok(()), |all, one| all.and(one))
     }
 
     fn stopped(&self) -> bool {

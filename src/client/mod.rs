@@ -23,12 +23,17 @@ pub use tcp::{TcpTransport, connect, describe, status};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 
-use crossbeam_channel::Sender;
-
+pub use crate::dataflow::egress::Replies;
 use crate::protocol::client_table::FIRST_TIMESTAMP;
 use crate::protocol::{Command, Outcome, Reply};
+
+/// How long a pool that finds no reply waiting polls its mailbox before it sleeps. A reply
+/// that comes within it costs no sleep and no wake-up of the pool's thread, which under load is
+/// most of them: the cluster answers a client that keeps commands outstanding every few
+/// microseconds.
+pub const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(50);
 
 /// How a client pool reaches the request sources.
 pub trait Transport: Send {
@@ -36,12 +41,17 @@ pub trait Transport: Send {
     fn routes(&self) -> u32;
     /// A client id no other client of the cluster uses.
     fn new_client_id(&mut self) -> u64;
-    /// Replies to `client` go to `mailbox` from now on.
-    fn register(&mut self, client: u64, mailbox: &Sender<Reply>);
+    /// Replies to `client` go to `mailbox` from now on, in batches.
+    fn register(&mut self, client: u64, mailbox: &Sender<Replies>);
     /// `client` is gone.
     fn unregister(&mut self, client: u64);
-    /// Sends `command` in through `route` (or another route if that one is down).
+    /// Sends `command` in through `route` (or another route if that one is down). A transport
+    /// may hold it back until [`Transport::flush`], to send what a pool submits together as one
+    /// batch.
     fn submit(&mut self, route: u32, command: Command) -> Result<(), ClientError>;
+    /// Sends whatever `submit` held back. The pool calls it before it waits for answers; a
+    /// transport that wraps others must flush them all.
+    fn flush(&mut self) -> Result<(), ClientError>;
     /// True once the cluster stopped for good.
     fn stopped(&self) -> bool;
     /// Where the transport reports commands a way in refused (none by default).
@@ -194,8 +204,10 @@ impl Session {
 pub struct ClientPool {
     transport: Box<dyn Transport>,
     options: ClientOptions,
-    mailbox: Receiver<Reply>,
-    mailbox_sender: crossbeam_channel::Sender<Reply>,
+    mailbox: Receiver<Replies>,
+    mailbox_sender: Sender<Replies>,
+    /// The rest of the last batch taken from the mailbox.
+    inbox: std::vec::IntoIter<Reply>,
     /// The transport's refusals (a channel that never delivers if it has none).
     refusals: Receiver<Refusal>,
     sessions: HashMap<u64, Session>,
@@ -210,11 +222,11 @@ pub struct ClientPool {
 
 impl ClientPool {
     /// A pool that reaches the cluster through `transport`; replies arrive through `mailbox`
-    /// (the transport delivers to its sender).
+    /// (the transport delivers batches to its sender).
     pub fn new(
         transport: Box<dyn Transport>,
         options: ClientOptions,
-        mailbox: (Sender<Reply>, Receiver<Reply>),
+        mailbox: (Sender<Replies>, Receiver<Replies>),
     ) -> ClientPool {
         let (mailbox_sender, mailbox) = mailbox;
         let (sessions, deadlines) = (HashMap::new(), VecDeque::new());
@@ -224,6 +236,7 @@ impl ClientPool {
             options,
             mailbox,
             mailbox_sender,
+            inbox: Vec::new().into_iter(),
             refusals,
             sessions,
             failed: VecDeque::new(),
@@ -333,25 +346,32 @@ impl ClientPool {
         if let Some(done) = self.failed.pop_front() {
             return Ok(Some(done));
         }
-        // A reply already waiting is taken without the waiting loop: under load that saves
-        // several clock readings per command; its completion's clock reading serves the
-        // retransmission check.
         while let Ok(refusal) = self.refusals.try_recv() {
             self.fail_over(refusal)?;
         }
-        while let Ok(reply) = self.mailbox.try_recv() {
-            if let Some(completion) = self.complete(reply)? {
-                self.retransmit_overdue_at(completion.completed_at)?;
-                return Ok(Some(completion.done));
+        // A reply already waiting, or arriving while the pool spins, is taken without the
+        // waiting loop: under load that saves the clock readings and the sleep and wake-up of a
+        // blocking receive per command.
+        if let Some(done) = self.complete_waiting()? {
+            return Ok(Some(done));
+        }
+        // Nothing to hand out: what was submitted since the last wait goes out now, together.
+        self.flush()?;
+        if self.spin() {
+            if let Some(done) = self.complete_waiting()? {
+                return Ok(Some(done));
             }
         }
         let until = Instant::now() + timeout;
         loop {
             self.retransmit_overdue()?;
+            // Retransmissions, and commands released by an opener's answer, go out before the
+            // wait.
+            self.flush()?;
             let now = Instant::now();
             let next_deadline = self.deadlines.front().map_or(until, |(d, _, _)| (*d).min(until));
             let received = crossbeam_channel::select! {
-                recv(self.mailbox) -> reply => reply.map_err(|_| RecvTimeoutError::Disconnected),
+                recv(self.mailbox) -> batch => batch.map_err(|_| RecvTimeoutError::Disconnected),
                 recv(self.refusals) -> refusal => {
                     if let Ok(refusal) = refusal {
                         self.fail_over(refusal)?;
@@ -361,9 +381,11 @@ impl ClientPool {
                 default(next_deadline.saturating_duration_since(now)) => Err(RecvTimeoutError::Timeout),
             };
             match received {
-                Ok(reply) => {
-                    if let Some(completion) = self.complete(reply)? {
-                        return Ok(Some(completion.done));
+                Ok(batch) => {
+                    debug_assert!(self.inbox.len() == 0, "the inbox is drained before the pool waits");
+                    self.inbox = batch.into_iter();
+                    if let Some(done) = self.complete_waiting()? {
+                        return Ok(Some(done));
                     }
                     if Instant::now() >= until {
                         return Ok(None);
@@ -375,6 +397,63 @@ impl ClientPool {
             }
             if self.transport.stopped() {
                 return Err(ClientError::Stopped);
+            }
+        }
+    }
+
+    /// Takes the replies already received, in order, until one completes a command (its
+    /// completion's clock reading also serves the retransmission check); `None` once none is
+    /// left.
+    fn complete_waiting(&mut self) -> Result<Option<Completion>, ClientError> {
+        loop {
+            let Some(reply) = self.inbox.next() else {
+                match self.mailbox.try_recv() {
+                    Ok(batch) => self.inbox = batch.into_iter(),
+                    Err(_) => return Ok(None),
+                }
+                continue;
+            };
+            if let Some(completion) = self.complete(reply)? {
+                self.retransmit_overdue_at(completion.completed_at)?;
+                return Ok(Some(completion.done));
+            }
+        }
+    }
+
+    /// Sends the commands the transport holds back; only a stopped cluster fails it (a command
+    /// that cannot be sent now is retransmitted by its timer).
+    fn flush(&mut self) -> Result<(), ClientError> {
+        match self.transport.flush() {
+            Err(ClientError::Stopped) => Err(ClientError::Stopped),
+            sent => {
+                if let Err(e) = sent {
+                    self.last_error = Some(e);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Polls the mailbox for up to [`SPIN_BEFORE_SLEEP`] while anything sent may still be
+    /// answered; true if a batch arrived (it is in the inbox).
+    fn spin(&mut self) -> bool {
+        if self.deadlines.is_empty() {
+            return false;
+        }
+        let until = Instant::now() + SPIN_BEFORE_SLEEP;
+        loop {
+            for _ in 0..64 {
+                match self.mailbox.try_recv() {
+                    Ok(batch) => {
+                        self.inbox = batch.into_iter();
+                        return true;
+                    }
+                    Err(TryRecvError::Disconnected) => return false,
+                    Err(TryRecvError::Empty) => std::hint::spin_loop(),
+                }
+            }
+            if Instant::now() >= until {
+                return false;
             }
         }
     }
@@ -633,10 +712,13 @@ mod tests {
         fn new_client_id(&mut self) -> u64 {
             7
         }
-        fn register(&mut self, _: u64, _: &Sender<Reply>) {}
+        fn register(&mut self, _: u64, _: &Sender<Replies>) {}
         fn unregister(&mut self, _: u64) {}
         fn submit(&mut self, _: u32, command: Command) -> Result<(), ClientError> {
             self.0.lock().unwrap().push(command);
+            Ok(())
+        }
+        fn flush(&mut self) -> Result<(), ClientError> {
             Ok(())
         }
         fn stopped(&self) -> bool {
@@ -644,7 +726,7 @@ mod tests {
         }
     }
 
-    fn pool(retry: Duration) -> (ClientPool, Arc<Mutex<Vec<Command>>>, Sender<Reply>) {
+    fn pool(retry: Duration) -> (ClientPool, Arc<Mutex<Vec<Command>>>, Sender<Replies>) {
         let sent = Arc::new(Mutex::new(Vec::new()));
         let mailbox = crossbeam_channel::unbounded();
         let replies = mailbox.0.clone();
@@ -652,8 +734,8 @@ mod tests {
         (ClientPool::new(Box::new(Recording(sent.clone())), options, mailbox), sent, replies)
     }
 
-    fn reply(timestamp: u64, outcome: Outcome) -> Reply {
-        Reply { executor: 0, source: 0, client: 7, timestamp, outcome, result: Vec::new() }
+    fn reply(timestamp: u64, outcome: Outcome) -> Replies {
+        vec![Reply { executor: 0, source: 0, client: 7, timestamp, outcome, result: Vec::new() }]
     }
 
     fn sent(log: &Mutex<Vec<Command>>) -> Vec<(u64, u64, bool)> {

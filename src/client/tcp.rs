@@ -23,9 +23,9 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::{Client, ClientError, ClientOptions, ClientPool, Refusal, Transport};
+use super::{Client, ClientError, ClientOptions, ClientPool, Refusal, Replies, Transport};
 use crate::net::wire::{ClientFrame, ClusterInfo, FrameReader, MAX_FRAME_BYTES, ReplicaStatus, ServerFrame, encode};
-use crate::protocol::{Command, Reply};
+use crate::protocol::Command;
 
 /// How long connecting to one front end may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
@@ -39,14 +39,21 @@ struct Connection {
     rejected: Arc<Mutex<Option<String>>>,
 }
 
+/// Commands a transport holds back before it writes them, even if the pool does not flush:
+/// the commands a pool submits together go to each front end in one write.
+pub const HELD_COMMANDS_MAX: usize = 64;
+
 /// Reaches a cluster through its front ends; one connection per front end, opened on demand and
 /// reopened after it breaks.
 pub struct TcpTransport {
     addrs: Vec<SocketAddr>,
     connections: Vec<Option<Connection>>,
-    mailbox: Option<Sender<Reply>>,
+    mailbox: Option<Sender<Replies>>,
     /// Refusals, as the reader threads receive them, for the pool.
     refusals: (Sender<Refusal>, Receiver<Refusal>),
+    /// Per front end: the frames of the commands submitted for it and not yet written.
+    held: Vec<Vec<u8>>,
+    held_count: usize,
 }
 
 impl TcpTransport {
@@ -62,7 +69,9 @@ impl TcpTransport {
             return Err(ClientError::Unreachable("no front-end address given".into()));
         }
         let connections = resolved.iter().map(|_| None).collect();
-        Ok(TcpTransport { addrs: resolved, connections, mailbox: None, refusals: crossbeam_channel::unbounded() })
+        let held = resolved.iter().map(|_| Vec::new()).collect();
+        let refusals = crossbeam_channel::unbounded();
+        Ok(TcpTransport { addrs: resolved, connections, mailbox: None, refusals, held, held_count: 0 })
     }
 
     /// The connection to front end `route`, opened if needed.
@@ -76,6 +85,7 @@ impl TcpTransport {
             let reader = stream.try_clone()?;
             let sinks = Sinks {
                 mailbox: self.mailbox.clone(),
+                replies: Vec::new(),
                 alive: alive.clone(),
                 rejected: rejected.clone(),
                 refusals: self.refusals.0.clone(),
@@ -92,7 +102,9 @@ impl TcpTransport {
 
 /// Where a connection's reader thread puts what it receives.
 struct Sinks {
-    mailbox: Option<Sender<Reply>>,
+    mailbox: Option<Sender<Replies>>,
+    /// Replies of the frames read so far, sent to the mailbox together.
+    replies: Replies,
     alive: Arc<AtomicBool>,
     rejected: Arc<Mutex<Option<String>>>,
     refusals: Sender<Refusal>,
@@ -100,13 +112,9 @@ struct Sinks {
 }
 
 impl Sinks {
-    fn take(&self, frame: ServerFrame) {
+    fn take(&mut self, frame: ServerFrame) {
         match frame {
-            ServerFrame::Reply(reply) => {
-                if let Some(mailbox) = &self.mailbox {
-                    let _ = mailbox.send(reply);
-                }
-            }
+            ServerFrame::Reply(reply) => self.replies.push(reply),
             ServerFrame::Refused { client, timestamp, message } => {
                 let message = format!("{}: {message}", self.addr);
                 tracing::info!("front end refused a command: {message}");
@@ -126,11 +134,18 @@ impl Sinks {
             ServerFrame::Status(_) | ServerFrame::Cluster(_) | ServerFrame::Counters(_) => {}
         }
     }
+
+    /// Hands the replies taken so far to the mailbox, as one batch.
+    fn deliver(&mut self) {
+        if let (false, Some(mailbox)) = (self.replies.is_empty(), &self.mailbox) {
+            let _ = mailbox.send(std::mem::take(&mut self.replies));
+        }
+    }
 }
 
-/// Feeds replies from one connection into the mailbox, and refusals to the pool, until it
-/// breaks.
-fn read_replies(mut stream: TcpStream, sinks: Sinks) {
+/// Feeds replies from one connection into the mailbox (the replies of one read together), and
+/// refusals to the pool, until it breaks.
+fn read_replies(mut stream: TcpStream, mut sinks: Sinks) {
     let mut reader = FrameReader::new(MAX_FRAME_BYTES);
     let mut buffer = [0u8; 16 * 1024];
     while sinks.alive.load(Ordering::Acquire) {
@@ -147,11 +162,25 @@ fn read_replies(mut stream: TcpStream, sinks: Sinks) {
                 }
             }
         }
+        sinks.deliver();
     }
     sinks.alive.store(false, Ordering::Release);
 }
 
 impl TcpTransport {
+    /// Writes encoded `frames` to front end `route` in one write; a connection that fails is
+    /// closed (and reopened by the next write).
+    fn write(&mut self, route: usize, frames: &[u8]) -> io::Result<()> {
+        let written = self.connection(route).and_then(|c| c.stream.write_all(frames));
+        if written.is_err()
+            && let Some(connection) = self.connections[route].take()
+        {
+            connection.alive.store(false, Ordering::Release);
+            let _ = connection.stream.shutdown(std::net::Shutdown::Both);
+        }
+        written
+    }
+
     /// The error frame front end `route` answered on its open connection, if any.
     fn rejection(&self, route: usize) -> Option<String> {
         let connection = self.connections[route].as_ref().filter(|c| c.alive.load(Ordering::Acquire))?;
@@ -175,37 +204,57 @@ impl Transport for TcpTransport {
         }
     }
 
-    fn register(&mut self, _client: u64, mailbox: &Sender<Reply>) {
+    fn register(&mut self, _client: u64, mailbox: &Sender<Replies>) {
         self.mailbox = Some(mailbox.clone());
     }
 
     fn unregister(&mut self, _client: u64) {}
 
+    /// Holds `command` for the first front end from `route` on that has not refused a command
+    /// on its open connection; fails at once if every one has.
     fn submit(&mut self, route: u32, command: Command) -> Result<(), ClientError> {
-        let frame = encode(&ClientFrame::Submit(command));
-        let (mut last, mut refused) = (String::new(), 0);
-        for attempt in 0..self.addrs.len() {
-            let route = (route as usize + attempt) % self.addrs.len();
-            if let Some(message) = self.rejection(route) {
-                (last, refused) = (message, refused + 1);
+        let routes = self.addrs.len();
+        let open =
+            (0..routes).map(|attempt| (route as usize + attempt) % routes).find(|r| self.rejection(*r).is_none());
+        let Some(route) = open else {
+            // Every front end refused: waiting for the retry timeout would not change that.
+            let last = self.rejection(route as usize % routes).unwrap_or_default();
+            return Err(ClientError::Refused(last));
+        };
+        self.held[route].extend_from_slice(&encode(&ClientFrame::Submit(command)));
+        self.held_count += 1;
+        if self.held_count >= HELD_COMMANDS_MAX {
+            return self.flush();
+        }
+        Ok(())
+    }
+
+    /// Writes the held commands, each front end's in one write; the commands of a front end
+    /// that cannot be reached go to the next one.
+    fn flush(&mut self) -> Result<(), ClientError> {
+        let mut unsent = None;
+        for route in 0..self.addrs.len() {
+            let frames = std::mem::take(&mut self.held[route]);
+            if frames.is_empty() {
                 continue;
             }
-            match self.connection(route).and_then(|c| c.stream.write_all(&frame)) {
-                Ok(()) => return Ok(()),
-                Err(e) => {
-                    last = format!("{}: {e}", self.addrs[route]);
-                    if let Some(connection) = self.connections[route].take() {
-                        connection.alive.store(false, Ordering::Release);
-                        let _ = connection.stream.shutdown(std::net::Shutdown::Both);
-                    }
+            let mut why = String::new();
+            let routes = self.addrs.len();
+            let taken = (0..routes).map(|attempt| (route + attempt) % routes).any(|target| {
+                let written = self.write(target, &frames);
+                if let Err(e) = &written {
+                    why = format!("{}: {e}", self.addrs[target]);
                 }
+                written.is_ok()
+            });
+            // Frames no front end took are dropped: the pool sends their commands again after
+            // the retry timeout, as for any command that could not be sent.
+            if !taken {
+                unsent = Some(why);
             }
         }
-        // Every front end refused: waiting for the retry timeout would not change that.
-        if refused == self.addrs.len() {
-            return Err(ClientError::Refused(last));
-        }
-        Err(ClientError::Unreachable(last))
+        self.held_count = 0;
+        unsent.map_or(Ok(()), |why| Err(ClientError::Unreachable(why)))
     }
 
     fn stopped(&self) -> bool {

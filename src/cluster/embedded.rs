@@ -11,9 +11,9 @@ use timely::CommunicationConfig;
 use super::config::{ConfigError, Description};
 use super::worker::{self, Setup};
 use crate::app::Application;
-use crate::client::{Client, ClientError, ClientOptions, ClientPool, Transport};
+use crate::client::{Client, ClientError, ClientOptions, ClientPool, Replies, Transport};
 use crate::dataflow::{Control, Ingress, Mailboxes, Placement, ReplicaStats, Stage};
-use crate::protocol::{Command, Reply};
+use crate::protocol::Command;
 use crate::protocol::{Executed, Params};
 use crate::storage::Disk;
 
@@ -27,34 +27,58 @@ struct Shared {
     next_client: AtomicU64,
 }
 
+/// Commands a pool may queue at the request sources before it wakes their worker, even without
+/// waiting for an answer: a bound on how long a burst of submissions stays unseen.
+pub const QUEUED_COMMANDS_MAX: usize = 64;
+
 /// Clients of an embedded cluster reach the request sources through the in-process ingress.
-struct EmbeddedTransport(Arc<Shared>);
+/// Commands are queued quietly and the sources' worker woken once per flush (when the pool is
+/// about to wait for answers, or after [`QUEUED_COMMANDS_MAX`] commands), so that the commands
+/// a pool submits together reach a request source together and are ordered as one batch.
+struct EmbeddedTransport {
+    shared: Arc<Shared>,
+    /// Commands queued since the sources' worker was last woken.
+    queued: usize,
+}
 
 impl Transport for EmbeddedTransport {
     fn routes(&self) -> u32 {
-        self.0.params.sources() as u32
+        self.shared.params.sources() as u32
     }
 
     fn new_client_id(&mut self) -> u64 {
-        self.0.next_client.fetch_add(1, Ordering::Relaxed)
+        self.shared.next_client.fetch_add(1, Ordering::Relaxed)
     }
 
-    fn register(&mut self, client: u64, mailbox: &Sender<Reply>) {
-        self.0.mailboxes.register(client, mailbox.clone());
+    fn register(&mut self, client: u64, mailbox: &Sender<Replies>) {
+        self.shared.mailboxes.register(client, mailbox.clone());
     }
 
     fn unregister(&mut self, client: u64) {
-        self.0.mailboxes.unregister(client);
+        self.shared.mailboxes.unregister(client);
     }
 
     /// A route is one of the f+1 sources of the client's partition.
     fn submit(&mut self, route: u32, command: Command) -> Result<(), ClientError> {
-        let source = crate::protocol::topology::source_of(command.client, route, &self.0.params);
-        self.0.ingress.submit(source, command).map_err(|_| ClientError::Stopped)
+        let source = crate::protocol::topology::source_of(command.client, route, &self.shared.params);
+        self.shared.ingress.submit_quietly(source, command).map_err(|_| ClientError::Stopped)?;
+        self.queued += 1;
+        if self.queued >= QUEUED_COMMANDS_MAX {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), ClientError> {
+        if self.queued > 0 {
+            self.queued = 0;
+            self.shared.ingress.wake_queued().map_err(|_| ClientError::Stopped)?;
+        }
+        Ok(())
     }
 
     fn stopped(&self) -> bool {
-        self.0.control.stopped()
+        self.shared.control.stopped()
     }
 }
 
@@ -167,7 +191,11 @@ impl Cluster {
     pub fn pool(&self) -> ClientPool {
         let options =
             ClientOptions { client_window: self.shared.params.client_window, retry_timeout: self.shared.retry_timeout };
-        ClientPool::new(Box::new(EmbeddedTransport(self.shared.clone())), options, crossbeam_channel::unbounded())
+        ClientPool::new(
+            Box::new(EmbeddedTransport { shared: self.shared.clone(), queued: 0 }),
+            options,
+            crossbeam_channel::unbounded(),
+        )
     }
 
     /// Counters of every replica, and the stop signal.

@@ -82,30 +82,42 @@ impl Ingress {
 
     /// Puts `command` into the input queue of request source `source` and wakes its worker.
     pub fn submit(&self, source: u32, command: Command) -> Result<(), IngressError> {
+        self.submit_quietly(source, command)?;
+        self.wake_queued()
+    }
+
+    /// Puts `command` into the input queue of request source `source` without waking its
+    /// worker: the commands queued so go into the dataflow together, at the next
+    /// [`Ingress::wake_queued`] (or at the latest at the operator's idle tick: a command whose
+    /// wake-up is missing is late, never lost). Clients that submit many commands at once queue
+    /// them quietly and wake once, which lets the source batch them.
+    pub fn submit_quietly(&self, source: u32, command: Command) -> Result<(), IngressError> {
         if source as usize >= self.sources {
             return Err(IngressError::NoSuchSource(source));
         }
-        self.enqueue(source as usize, Submit { source, command })
+        self.queues[source as usize].sender.send(Submit { source, command }).map_err(|_| IngressError::Stopped)
     }
 
     /// Has worker `worker`'s ingress operator send `command` into the dataflow for request
-    /// source `source`, wherever it runs; replies also come back to `worker`.
+    /// source `source`, wherever it runs; replies also come back to `worker`. Queued quietly,
+    /// like [`Ingress::submit_quietly`].
     pub fn forward(&self, worker: u32, source: u32, mut command: Command) -> Result<(), IngressError> {
         if source as usize >= self.sources {
             return Err(IngressError::NoSuchSource(source));
         }
         let at = self.forwarders.iter().position(|w| *w == worker).ok_or(IngressError::NotForwarding(worker))?;
         command.origin = Some(worker);
-        self.enqueue(self.sources + at, Submit { source, command })
+        self.queues[self.sources + at].sender.send(Submit { source, command }).map_err(|_| IngressError::Stopped)
     }
 
-    fn enqueue(&self, index: usize, submit: Submit) -> Result<(), IngressError> {
-        let queue = &self.queues[index];
-        queue.sender.send(submit).map_err(|_| IngressError::Stopped)?;
-        if !queue.pending.swap(true, Ordering::AcqRel)
-            && let Some(activator) = queue.activator.get()
-        {
-            activator.activate().map_err(|_| IngressError::Stopped)?;
+    /// Wakes the operator of every queue that holds commands, unless an activation is owed.
+    pub fn wake_queued(&self) -> Result<(), IngressError> {
+        for queue in self.queues.iter().filter(|queue| !queue.sender.is_empty()) {
+            if !queue.pending.swap(true, Ordering::AcqRel)
+                && let Some(activator) = queue.activator.get()
+            {
+                activator.activate().map_err(|_| IngressError::Stopped)?;
+            }
         }
         Ok(())
     }

@@ -31,6 +31,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::wire::{ClientFrame, ClusterInfo, FrameReader, FrontEndCounters, ReplicaStatus, ServerFrame, encode};
+use crate::dataflow::egress::Replies;
 use crate::dataflow::{Control, Ingress, Mailboxes, ReplicaStats, Stage};
 use crate::protocol::topology;
 use crate::protocol::{Command, Params, Reply};
@@ -206,8 +207,8 @@ struct Server {
     mailboxes: Arc<Mailboxes>,
     control: Arc<Control>,
     config: FrontEndConfig,
-    replies: Receiver<Reply>,
-    replies_tx: Sender<Reply>,
+    replies: Receiver<Replies>,
+    replies_tx: Sender<Replies>,
     notify: Arc<dyn Fn() + Send + Sync>,
 }
 
@@ -235,6 +236,10 @@ impl Server {
                     WAKER => {}
                     token => self.serve(token, event.is_readable(), event.is_writable()),
                 }
+            }
+            // The commands of every connection read in this round enter the dataflow together.
+            if let Err(e) = self.ingress.wake_queued() {
+                tracing::debug!("front end: {e}");
             }
             self.deliver_replies();
             if self.control.stopped() {
@@ -448,7 +453,7 @@ impl Server {
             .collect();
         if !ours.is_empty() {
             let source = ours[(command.client / params.partitions as u64 % ours.len() as u64) as usize];
-            return self.ingress.submit(source, command).map_err(|e| e.to_string());
+            return self.ingress.submit_quietly(source, command).map_err(|e| e.to_string());
         }
         let Some(worker) = self.config.forward_through else {
             return Err(format!(
@@ -513,9 +518,11 @@ impl Server {
         }
     }
 
-    /// Sends each reply to the connections that submitted its command, and to no other.
+    /// Sends each reply to the connections that submitted its command, and to no other; each
+    /// connection's replies of this round go out in one write.
     fn deliver_replies(&mut self) {
-        let replies: Vec<Reply> = self.replies.try_iter().collect();
+        let replies: Vec<Reply> = self.replies.try_iter().flatten().collect();
+        let mut written: Vec<Token> = Vec::new();
         for reply in replies {
             let Some(waiting) = self.awaiting.remove(&(reply.client, reply.timestamp)) else { continue };
             let micros = u64::try_from(waiting.since.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -524,8 +531,14 @@ impl Server {
             for token in waiting.tokens {
                 self.released(token, reply.client);
                 self.counters.replied += 1;
-                self.queue_bytes(token, &frame);
+                self.buffer(token, &frame);
+                written.push(token);
             }
+        }
+        written.sort_unstable();
+        written.dedup();
+        for token in written {
+            self.flush(token);
         }
     }
 
@@ -533,9 +546,15 @@ impl Server {
         self.queue_bytes(token, &encode(frame));
     }
 
+    /// Queues an encoded frame and writes what the socket takes.
+    fn queue_bytes(&mut self, token: Token, frame: &[u8]) {
+        self.buffer(token, frame);
+        self.flush(token);
+    }
+
     /// Queues an encoded frame; a connection whose client reads so little that the frame would
     /// pass its byte bound is closed (its commands can be resubmitted elsewhere).
-    fn queue_bytes(&mut self, token: Token, frame: &[u8]) {
+    fn buffer(&mut self, token: Token, frame: &[u8]) {
         let bound = self.config.limits.max_connection_bytes;
         let Some(connection) = self.connections.get_mut(&token) else { return };
         if connection.buffered() + frame.len() > bound {
@@ -547,7 +566,6 @@ impl Server {
         }
         connection.out.extend_from_slice(frame);
         self.note_buffered(token);
-        self.flush(token);
     }
 
     /// Writes what the socket takes; closes a connection marked closing once it is flushed.

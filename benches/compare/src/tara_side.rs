@@ -99,6 +99,13 @@ pub fn run(
 /// Lets the executors catch up with the commands still in flight, then stops the cluster; an
 /// error if the executors disagree (a broken run is no measurement).
 fn finish(cluster: Cluster, measurement: Measurement) -> Result<Measurement, String> {
+    if std::env::var_os("COMPARE_COUNTERS").is_some() {
+        use tara::dataflow::{ReplicaStats, Stage};
+        let control = cluster.control();
+        let sum = |stage| control.stage_stats(stage).map(|(_, s)| ReplicaStats::get(&s.count)).sum::<u64>();
+        let (proposals, executed) = (sum(Stage::Proposer), sum(Stage::Executor) / 3);
+        eprint!(" [{proposals} instances, {:.1} commands each] ", executed as f64 / proposals.max(1) as f64);
+    }
     if !cluster.quiesce(Duration::from_secs(10)) {
         return Err("executors did not converge within 10 s after the run".into());
     }
