@@ -357,10 +357,10 @@ impl ClientPool {
         }
         // Nothing to hand out: what was submitted since the last wait goes out now, together.
         self.flush()?;
-        if self.spin() {
-            if let Some(done) = self.complete_waiting()? {
-                return Ok(Some(done));
-            }
+        if self.spin()
+            && let Some(done) = self.complete_waiting()?
+        {
+            return Ok(Some(done));
         }
         let until = Instant::now() + timeout;
         loop {
