@@ -422,7 +422,9 @@ impl tara::client::Transport for ByPartition {
     }
 
     fn flush(&mut self) -> Result<(), tara::client::ClientError> {
-        self.partitions.iter_mut().map(|t| t.flush()).fold(Ok(()), |all, one| all.and(one))
+        // Every partition's transport flushes, whatever the others did.
+        let flushed: Vec<_> = self.partitions.iter_mut().map(|t| t.flush()).collect();
+        flushed.into_iter().collect()
     }
 
     fn stopped(&self) -> bool {
