@@ -453,7 +453,8 @@ fn connect_to(list: &str, description: &mut Description, json: bool) -> Result<W
     };
     let d = description;
     (d.f, d.partitions, d.workers, d.batch_size) = (cluster.f, cluster.partitions, cluster.workers, cluster.batch_size);
-    (d.window, d.client_window, d.retry_timeout_ms) = (cluster.window, cluster.client_window, cluster.retry_timeout_ms);
+    (d.window, d.checkpoint_interval) = (cluster.window, cluster.checkpoint_interval);
+    (d.client_window, d.retry_timeout_ms) = (cluster.client_window, cluster.retry_timeout_ms);
     if !json {
         eprintln!("tara: digests compare the executors of every process ({})", cluster.front_ends.join(","));
     }

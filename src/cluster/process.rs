@@ -220,6 +220,7 @@ fn cluster_info(plan: &Plan) -> ClusterInfo {
         workers: plan.placement.threads(),
         batch_size: d.batch_size,
         window: d.window,
+        checkpoint_interval: d.checkpoint_interval,
         client_window: d.client_window,
         retry_timeout_ms: d.retry_timeout_ms,
         front_ends: plan.processes.iter().map(|p| p.clients.clone()).collect(),

@@ -42,6 +42,8 @@ pub struct ClusterInfo {
     pub batch_size: usize,
     /// Sequence numbers in flight.
     pub window: u64,
+    /// Sequence numbers between checkpoints.
+    pub checkpoint_interval: u64,
     /// Results the executors remember per client.
     pub client_window: u64,
     /// How long clients should wait before retransmitting a command.
