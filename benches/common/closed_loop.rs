@@ -33,6 +33,8 @@ pub struct ClientState {
     pub id: u64,
     pub timestamp: u64,
     pub sent: Instant,
+    /// The outstanding command has had its first reply (the others are ignored).
+    pub answered: bool,
 }
 
 /// Per-worker bookkeeping of the clients it drives; flushes latencies into `Stats` in batches.
@@ -46,7 +48,7 @@ pub struct Driver {
 impl Driver {
     pub fn new(ids: impl Iterator<Item = u64>, stats: Arc<Stats>) -> Driver {
         let now = Instant::now();
-        let clients = ids.map(|id| ClientState { id, timestamp: 0, sent: now }).collect();
+        let clients = ids.map(|id| ClientState { id, timestamp: 0, sent: now, answered: false }).collect();
         Driver { clients, stats, local: Histogram::new(3).expect("histogram"), completed: 0 }
     }
 
@@ -54,9 +56,12 @@ impl Driver {
     /// returns true if the client should send its next command.
     pub fn complete(&mut self, index: usize, timestamp: u64) -> bool {
         let Some(client) = self.clients.get_mut(index) else { return false };
-        if client.timestamp != timestamp {
+        // Every executor replies: only the first reply completes the command, even when the
+        // others arrive in the same activation, before the client's next command is issued.
+        if client.timestamp != timestamp || client.answered {
             return false;
         }
+        client.answered = true;
         if self.stats.recording.load(Ordering::Relaxed) {
             let _ = self.local.record(client.sent.elapsed().as_micros() as u64);
             self.completed += 1;
@@ -68,6 +73,7 @@ impl Driver {
     pub fn next(&mut self, index: usize) -> u64 {
         let client = &mut self.clients[index];
         client.timestamp += 1;
+        client.answered = false;
         client.sent = Instant::now();
         client.timestamp
     }

@@ -57,6 +57,23 @@ pub fn run<A: Application + 'static>(
     run_clients((1..=clients as u64).collect(), params, ops, app, warmup, seconds)
 }
 
+/// Where a run's dataflow lives: its worker threads, and its durable state (in memory unless a
+/// state directory is given: with one, executors write their checkpoints to files, as an
+/// embedded cluster does).
+pub struct Shape {
+    /// Timely worker threads of the one process.
+    pub workers: usize,
+    /// The state directory, if durable state goes to files.
+    pub state_dir: Option<std::path::PathBuf>,
+}
+
+impl Shape {
+    /// `workers` threads, state in memory.
+    pub fn threads(workers: usize) -> Shape {
+        Shape { workers, state_dir: None }
+    }
+}
+
 /// Runs tara on 3 workers with closed-loop clients of the given ids (a client's id decides its
 /// partition: `id mod partitions`).
 pub fn run_clients<A: Application + 'static>(
@@ -67,12 +84,12 @@ pub fn run_clients<A: Application + 'static>(
     warmup: Duration,
     seconds: Duration,
 ) -> Measurement {
-    run_on(3, clients, params, ops, app, warmup, seconds)
+    run_on(Shape::threads(3), clients, params, ops, app, warmup, seconds)
 }
 
-/// Runs tara on `workers` workers of one process with closed-loop clients of the given ids.
+/// Runs tara in `shape` (one process) with closed-loop clients of the given ids.
 pub fn run_on<A: Application + 'static>(
-    workers: usize,
+    shape: Shape,
     clients: Vec<u64>,
     params: Params,
     ops: Ops,
@@ -80,9 +97,13 @@ pub fn run_on<A: Application + 'static>(
     warmup: Duration,
     seconds: Duration,
 ) -> Measurement {
+    let workers = shape.workers;
     let placement = Placement::spread(&params, 1, workers).expect("a valid placement");
     // As in the other in-dataflow runs, committers keep no log: this measures the dataflow core.
-    let deployment = Deployment::new(params, placement).durable_records(false);
+    let mut deployment = Deployment::new(params, placement).durable_records(false);
+    if let Some(dir) = shape.state_dir {
+        deployment = deployment.state_dir(dir);
+    }
     let control = deployment.control.clone();
     let stats = Stats::new();
     let stats2 = stats.clone();
