@@ -31,9 +31,9 @@
 //! session ended, it opens a new session and executes again, which is harmless for a keep-alive
 //! and a second execution for a hand-built opener that is not one.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_bytes::ByteBuf;
 
 use crate::app::{FastMap, digest_bytes, digest_extend};
@@ -103,20 +103,87 @@ impl Session {
 ///
 /// Sessions end as the log advances (see the module documentation): the table holds at most
 /// `max_sessions` of them.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct ClientTable {
     window: u64,
     max_sessions: usize,
     timeout: u64,
     sessions: FastMap<u64, Session>,
-    /// `(active, client)` of every session, oldest first: the expiry order.
-    by_activity: BTreeSet<(u64, u64)>,
+    /// `(active, client)` for every slot at which a session became active, in that order
+    /// (slots only grow, so `active` never decreases along it): the expiry order. An entry whose
+    /// session has been active again since, or has ended, is stale: skipped, and dropped when
+    /// the queue is compacted. Appending here is what marking a session active costs, where a
+    /// sorted index cost a removal and an insertion per command.
+    activity: VecDeque<(u64, u64)>,
     /// Sessions ended since the last [`ClientTable::take_ended`], in the order they ended.
-    #[serde(skip)]
     ended: Vec<u64>,
     /// Sessions ended over the table's lifetime.
     ended_total: u64,
 }
+
+/// Stale entries the activity queue may hold beyond one per session before it is compacted.
+const STALE_ACTIVITY_MAX: usize = 64;
+
+/// A client table as checkpoints hold it: the live activity entries sorted, as a sorted set
+/// of them serializes (the format does not depend on how the table keeps them).
+#[derive(Serialize)]
+struct WireRef<'a> {
+    window: u64,
+    max_sessions: usize,
+    timeout: u64,
+    sessions: &'a FastMap<u64, Session>,
+    by_activity: Vec<(u64, u64)>,
+    ended_total: u64,
+}
+
+/// [`WireRef`], decoded.
+#[derive(Deserialize)]
+struct Wire {
+    window: u64,
+    max_sessions: usize,
+    timeout: u64,
+    sessions: FastMap<u64, Session>,
+    by_activity: Vec<(u64, u64)>,
+    ended_total: u64,
+}
+
+impl Serialize for ClientTable {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let (window, max_sessions, timeout) = (self.window, self.max_sessions, self.timeout);
+        let by_activity = self.live_activity();
+        let sessions = &self.sessions;
+        WireRef { window, max_sessions, timeout, sessions, by_activity, ended_total: self.ended_total }
+            .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for ClientTable {
+    /// The entries come sorted from [`ClientTable`]'s serialization; [`ClientTable::validate`]
+    /// checks that they are, and that they match the sessions.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<ClientTable, D::Error> {
+        let wire = Wire::deserialize(deserializer)?;
+        Ok(ClientTable {
+            window: wire.window,
+            max_sessions: wire.max_sessions,
+            timeout: wire.timeout,
+            sessions: wire.sessions,
+            activity: wire.by_activity.into(),
+            ended: Vec::new(),
+            ended_total: wire.ended_total,
+        })
+    }
+}
+
+impl PartialEq for ClientTable {
+    fn eq(&self, other: &ClientTable) -> bool {
+        (self.window, self.max_sessions, self.timeout, self.ended_total)
+            == (other.window, other.max_sessions, other.timeout, other.ended_total)
+            && self.sessions == other.sessions
+            && self.live_activity() == other.live_activity()
+    }
+}
+
+impl Eq for ClientTable {}
 
 /// One client's state, found once per command.
 pub struct ClientEntry<'a> {
@@ -169,7 +236,7 @@ impl ClientTable {
             max_sessions,
             timeout,
             sessions: FastMap::default(),
-            by_activity: BTreeSet::new(),
+            activity: VecDeque::new(),
             ended: Vec::new(),
             ended_total: 0,
         }
@@ -188,11 +255,10 @@ impl ClientTable {
     pub fn session_opened_if(&mut self, client: u64, opens: bool, now: u64) -> Option<ClientEntry<'_>> {
         if let Some(session) = self.sessions.get_mut(&client) {
             // Only a later slot moves the session in the expiry order; the executor asks twice
-            // per command at the same slot, and the index is the costliest part of the lookup.
+            // per command at the same slot.
             if now > session.active {
-                self.by_activity.remove(&(session.active, client));
                 session.active = now;
-                self.by_activity.insert((now, client));
+                self.mark_active(now, client);
             }
         } else {
             if !opens {
@@ -202,25 +268,81 @@ impl ClientTable {
                 self.end_oldest();
             }
             self.sessions.insert(client, Session { active: now, ..Session::default() });
-            self.by_activity.insert((now, client));
+            self.mark_active(now, client);
         }
-        debug_assert_eq!(self.sessions.len(), self.by_activity.len());
+        debug_assert!(self.activity.len() >= self.sessions.len(), "every session has its activity entry");
         let session = self.sessions.get_mut(&client)?;
         Some(ClientEntry { session, window: self.window })
     }
 
-    /// Ends every session whose latest command is `timeout` or more slots before `now` (done
-    /// before executing slot `now`, at every replica alike).
-    pub fn expire(&mut self, now: u64) {
-        while self.by_activity.first().is_some_and(|(active, _)| active.saturating_add(self.timeout) <= now) {
-            self.end_oldest();
+    /// Appends the entry of a session that became active at `now` (kept in slot order should a
+    /// caller ever go back in the log), and drops stale entries once there are too many.
+    fn mark_active(&mut self, now: u64, client: u64) {
+        match self.activity.back() {
+            Some((last, _)) if *last > now => {
+                let at = self.activity.partition_point(|(active, _)| *active <= now);
+                self.activity.insert(at, (now, client));
+            }
+            _ => self.activity.push_back((now, client)),
+        }
+        if self.activity.len() > 2 * self.sessions.len() + STALE_ACTIVITY_MAX {
+            let sessions = &self.sessions;
+            self.activity.retain(|(active, client)| sessions.get(client).is_some_and(|s| s.active == *active));
         }
     }
 
+    /// True if `(active, client)` is the current entry of a held session.
+    fn is_live(&self, active: u64, client: u64) -> bool {
+        self.sessions.get(&client).is_some_and(|s| s.active == active)
+    }
+
+    /// The live entries of the activity queue, sorted by slot, then client.
+    fn live_activity(&self) -> Vec<(u64, u64)> {
+        let mut live: Vec<(u64, u64)> = self.activity.iter().copied().filter(|(a, c)| self.is_live(*a, *c)).collect();
+        live.sort_unstable();
+        live
+    }
+
+    /// Ends every session whose latest command is `timeout` or more slots before `now` (done
+    /// before executing slot `now`, at every replica alike), in the order of slot, then client.
+    pub fn expire(&mut self, now: u64) {
+        let mut due = Vec::new();
+        while let Some(&(active, client)) = self.activity.front() {
+            if active.saturating_add(self.timeout) > now {
+                break;
+            }
+            self.activity.pop_front();
+            if self.is_live(active, client) {
+                due.push((active, client));
+            }
+        }
+        due.sort_unstable();
+        for (_, client) in due {
+            self.end(client);
+        }
+    }
+
+    /// Ends the least recently active session: of those active at the oldest slot, the one with
+    /// the smallest client id, as every replica decides whatever order it marked them in.
     fn end_oldest(&mut self) {
-        let Some((_, client)) = self.by_activity.pop_first() else { return };
+        while let Some(&(active, client)) = self.activity.front() {
+            if self.is_live(active, client) {
+                break;
+            }
+            self.activity.pop_front();
+        }
+        let Some(&(oldest, _)) = self.activity.front() else { return };
+        let candidates = self.activity.iter().enumerate().take_while(|(_, (active, _))| *active == oldest);
+        let live = candidates.filter(|(_, (active, client))| self.is_live(*active, *client));
+        let Some((index, (_, client))) = live.min_by_key(|(_, (_, client))| *client) else { return };
+        let client = *client;
+        self.activity.remove(index);
+        self.end(client);
+    }
+
+    fn end(&mut self, client: u64) {
         let removed = self.sessions.remove(&client);
-        assert!(removed.is_some(), "the activity index names only held sessions");
+        assert!(removed.is_some(), "the activity queue names only held sessions");
         self.ended.push(client);
         self.ended_total += 1;
     }
@@ -251,11 +373,14 @@ impl ClientTable {
         self.sessions.values().map(|s| s.results.len()).sum()
     }
 
-    /// Checks a decoded table (from a checkpoint): the activity index matches the sessions.
+    /// Checks a table (one decoded from a checkpoint above all): the activity entries are in
+    /// slot order, and exactly one names each session at its latest slot.
     pub fn validate(&self) -> Result<(), String> {
-        let indexed =
-            self.by_activity.iter().all(|(active, c)| self.sessions.get(c).is_some_and(|s| s.active == *active));
-        if self.by_activity.len() != self.sessions.len() || !indexed {
+        let in_order = self.activity.iter().zip(self.activity.iter().skip(1)).all(|(a, b)| a.0 <= b.0);
+        let live: Vec<u64> =
+            self.activity.iter().filter(|(active, client)| self.is_live(*active, *client)).map(|(_, c)| *c).collect();
+        let distinct: std::collections::HashSet<&u64> = live.iter().collect();
+        if !in_order || live.len() != self.sessions.len() || distinct.len() != live.len() {
             return Err("client table: the activity index does not match the sessions".into());
         }
         if self.sessions.len() > self.max_sessions || self.window == 0 || self.timeout == 0 {
@@ -469,5 +594,68 @@ mod tests {
         assert_eq!(t.take_ended(), vec![0, 1, 3]);
         assert!(t.has_session(2) && t.has_session(4) && t.has_session(9));
         t.validate().unwrap();
+    }
+
+    /// The activity entries a busy table marks are dropped as they go stale: a session touched
+    /// at every slot costs one live entry, not one per command.
+    #[test]
+    fn stale_activity_entries_stay_bounded() {
+        let mut t = ClientTable::new(4, 100, 1 << 30);
+        for slot in 0..10_000 {
+            t.session(slot % 3, 1, 1, slot).unwrap();
+        }
+        assert!(t.activity.len() <= 2 * 3 + STALE_ACTIVITY_MAX + 1, "{} entries", t.activity.len());
+        t.validate().unwrap();
+        t.expire(9_998 + (1 << 30));
+        assert_eq!(t.take_ended(), vec![9_997 % 3, 9_998 % 3], "the oldest first, the newest stays");
+    }
+
+    /// Checkpoints hold the table as before: the live entries as a sorted set, whatever stale
+    /// entries the live table keeps; a decoded table is equal, valid and expires alike.
+    #[test]
+    fn a_checkpoint_holds_the_sorted_live_entries() {
+        #[derive(Serialize)]
+        struct SortedSetForm<'a> {
+            window: u64,
+            max_sessions: usize,
+            timeout: u64,
+            sessions: &'a FastMap<u64, Session>,
+            by_activity: std::collections::BTreeSet<(u64, u64)>,
+            ended_total: u64,
+        }
+        let mut t = ClientTable::new(4, 100, 50);
+        for slot in 0..40 {
+            t.session(slot % 5, 1, 1, slot / 2).unwrap().record(1, vec![slot as u8]);
+        }
+        let bytes = bincode::serialize(&t).unwrap();
+        let by_activity = t.sessions.iter().map(|(client, s)| (s.active, *client)).collect();
+        let (window, max_sessions, timeout, ended_total) = (t.window, t.max_sessions, t.timeout, t.ended_total);
+        let sessions = &t.sessions;
+        let set = SortedSetForm { window, max_sessions, timeout, sessions, by_activity, ended_total };
+        assert_eq!(bytes, bincode::serialize(&set).unwrap(), "the same bytes as a sorted set");
+        let mut decoded: ClientTable = bincode::deserialize(&bytes).unwrap();
+        decoded.validate().unwrap();
+        assert_eq!(decoded, t);
+        decoded.expire(18 + 50);
+        t.expire(18 + 50);
+        assert_eq!(decoded.take_ended(), t.take_ended());
+        assert_eq!(decoded, t);
+    }
+
+    /// Sessions active at the same slot end in client order, both to make room and by timeout,
+    /// in whatever order they were marked: a table decoded from a checkpoint decides alike.
+    #[test]
+    fn ties_end_in_client_order_whatever_the_marking_order() {
+        let mut t = ClientTable::new(4, 3, 10);
+        for client in [9, 4, 7] {
+            t.session(client, 1, 0, 5).unwrap();
+        }
+        let mut decoded: ClientTable = bincode::deserialize(&bincode::serialize(&t).unwrap()).unwrap();
+        for table in [&mut t, &mut decoded] {
+            table.session(1, 1, 0, 6).unwrap();
+            assert_eq!(table.take_ended(), vec![4], "the smallest id of the oldest slot makes room");
+            table.expire(16);
+            assert_eq!(table.take_ended(), vec![7, 9, 1], "then by slot, ties by client id");
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! The request source stage (Section III-C): wraps client commands into numbered requests and
 //! sees them through to execution.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use super::mutation::{self, Mutation};
@@ -10,6 +11,7 @@ use super::quorum::Announced;
 use super::replica::{Counters, Outbox, Recovered, Repeat, Replica};
 use super::topology::{Partition, Stage, Tuple, leader_of};
 use super::tuple::{Command, Reply, Request, Target, View};
+use crate::app::FastMap;
 
 /// Request numbers carry the source's incarnation in their high bits, so that a restarted
 /// source never reuses a number.
@@ -21,6 +23,15 @@ struct Unanswered {
     request: Request,
     commands_left: usize,
     sent_us: u64,
+}
+
+/// The unanswered requests that hold one command: almost always one (a second only when the
+/// client sent the command again through this source before it was answered), kept without an
+/// allocation for the usual case.
+#[derive(Debug)]
+struct Holders {
+    first: u64,
+    more: Vec<u64>,
 }
 
 /// Request source replica `r`: numbers requests `<REQUEST, r, q, cmds>` and sends them to the
@@ -52,7 +63,7 @@ pub struct RequestSource {
     batch_started_us: u64,
     unanswered: BTreeMap<u64, Unanswered>,
     /// Which unanswered requests hold each command.
-    holding: HashMap<(u64, u64), Vec<u64>>,
+    holding: FastMap<(u64, u64), Holders>,
     unanswered_max: usize,
     resend_us: u64,
     /// Progress reports to the controllers (Section III-E).
@@ -80,7 +91,7 @@ impl RequestSource {
             batch: Vec::with_capacity(params.batch_size),
             batch_started_us: 0,
             unanswered: BTreeMap::new(),
-            holding: HashMap::new(),
+            holding: FastMap::default(),
             unanswered_max: 4 * params.window as usize,
             resend_us: params.view_timeout_us / 2,
             report: Repeat::new(params.report_interval_us()),
@@ -147,8 +158,8 @@ impl RequestSource {
         if reply.source != self.id {
             return;
         }
-        let Some(numbers) = self.holding.remove(&(reply.client, reply.timestamp)) else { return };
-        for number in numbers {
+        let Some(holders) = self.holding.remove(&(reply.client, reply.timestamp)) else { return };
+        for number in std::iter::once(holders.first).chain(holders.more) {
             if let Some(entry) = self.unanswered.get_mut(&number) {
                 entry.commands_left = entry.commands_left.saturating_sub(1);
                 if entry.commands_left == 0 {
@@ -210,7 +221,10 @@ impl RequestSource {
             }
         }
         for command in request.commands.iter() {
-            self.holding.entry((command.client, command.timestamp)).or_default().push(request.number);
+            match self.holding.entry((command.client, command.timestamp)) {
+                Entry::Occupied(mut held) => held.get_mut().more.push(request.number),
+                Entry::Vacant(free) => drop(free.insert(Holders { first: request.number, more: Vec::new() })),
+            }
         }
         let entry = Unanswered { request: request.clone(), commands_left: request.commands.len(), sent_us: now_us };
         self.unanswered.insert(request.number, entry);
