@@ -735,7 +735,7 @@ mod tests {
     }
 
     fn reply(timestamp: u64, outcome: Outcome) -> Replies {
-        vec![Reply { executor: 0, source: 0, client: 7, timestamp, outcome, result: Vec::new() }]
+        vec![Reply { executor: 0, source: 0, request: 1, index: 0, client: 7, timestamp, outcome, result: Vec::new() }]
     }
 
     fn sent(log: &Mutex<Vec<Command>>) -> Vec<(u64, u64, bool)> {

@@ -143,7 +143,16 @@ mod tests {
     use crate::protocol::Outcome;
 
     fn reply(executor: u32, client: u64, timestamp: u64) -> Reply {
-        Reply { executor, source: 0, client, timestamp, outcome: Outcome::Executed, result: vec![executor as u8] }
+        Reply {
+            executor,
+            source: 0,
+            request: 1,
+            index: 0,
+            client,
+            timestamp,
+            outcome: Outcome::Executed,
+            result: vec![],
+        }
     }
 
     /// The three executors' replies to a command become one, and the replies of one

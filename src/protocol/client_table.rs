@@ -189,9 +189,18 @@ impl Eq for ClientTable {}
 pub struct ClientEntry<'a> {
     session: &'a mut Session,
     window: u64,
+    /// The table's sessions ended and not yet taken (those ended to make room for this one).
+    ended: &'a mut Vec<u64>,
 }
 
 impl ClientEntry<'_> {
+    /// The sessions ended to make room for this one (the application hears of them before the
+    /// command executes), in the order they ended: [`ClientTable::take_ended`], while the
+    /// entry is held.
+    pub fn take_ended(&mut self) -> Vec<u64> {
+        std::mem::take(self.ended)
+    }
+
     /// Records the client's acknowledgement that it has every answer below `answered_below`.
     pub fn acknowledge(&mut self, answered_below: u64) {
         if answered_below > self.session.answered_below {
@@ -251,7 +260,8 @@ impl ClientTable {
     }
 
     /// [`ClientTable::session`] with the opening rule decided by the caller: `opens` says whether
-    /// the command may open a session the table does not hold.
+    /// the command may open a session the table does not hold. Sessions ended to make room for
+    /// it can be taken from the entry ([`ClientEntry::take_ended`]).
     pub fn session_opened_if(&mut self, client: u64, opens: bool, now: u64) -> Option<ClientEntry<'_>> {
         if let Some(session) = self.sessions.get_mut(&client) {
             // Only a later slot moves the session in the expiry order; the executor asks twice
@@ -272,7 +282,7 @@ impl ClientTable {
         }
         debug_assert!(self.activity.len() >= self.sessions.len(), "every session has its activity entry");
         let session = self.sessions.get_mut(&client)?;
-        Some(ClientEntry { session, window: self.window })
+        Some(ClientEntry { session, window: self.window, ended: &mut self.ended })
     }
 
     /// Appends the entry of a session that became active at `now` (kept in slot order should a

@@ -525,13 +525,13 @@ impl<A: Application> Executor<A> {
             // Opening a session may end the least recently active one; the application hears
             // of it before this command executes.
             let opens = self.opens_session(command);
-            let opened = self.clients.session_opened_if(client, opens, sequence).is_some();
-            self.end_sessions();
-            let session = if opened { self.clients.session_opened_if(client, opens, sequence) } else { None };
-            let Some(mut entry) = session else {
-                self.reply(request.source, command, Outcome::SessionExpired, Vec::new(), out);
+            let Some(mut entry) = self.clients.session_opened_if(client, opens, sequence) else {
+                self.reply((request, index), command, Outcome::SessionExpired, Vec::new(), out);
                 continue;
             };
+            for ended in entry.take_ended() {
+                self.app.session_expired(ended);
+            }
             // A command cannot acknowledge its own answer: a client that claims so is wrong, and
             // its command must still execute.
             entry.acknowledge(command.answered_below.min(timestamp));
@@ -562,7 +562,7 @@ impl<A: Application> Executor<A> {
                     (Outcome::Executed, result)
                 }
             };
-            self.reply(request.source, command, outcome, result, out);
+            self.reply((request, index), command, outcome, result, out);
         }
     }
 
@@ -576,9 +576,12 @@ impl<A: Application> Executor<A> {
         client_table::may_open(timestamp, answered_below)
     }
 
-    fn reply(&self, source: u32, command: &Command, outcome: Outcome, result: Vec<u8>, out: &mut Outbox) {
-        let (client, timestamp) = (command.client, command.timestamp);
-        let reply = Reply { executor: self.id, source, client, timestamp, outcome, result };
+    /// Answers the command at `index` of `request`.
+    fn reply(&self, at: (&Request, usize), command: &Command, outcome: Outcome, result: Vec<u8>, out: &mut Outbox) {
+        let ((request, index), executor) = (at, self.id);
+        let (client, timestamp, source, number) = (command.client, command.timestamp, request.source, request.number);
+        let reply =
+            Reply { executor, source, request: number, index: index as u32, client, timestamp, outcome, result };
         match command.origin {
             Some(origin) => out.forwarded.push((origin, reply)),
             None => out.replies.push(reply),

@@ -2,7 +2,6 @@
 //! sees them through to execution.
 
 use std::collections::BTreeMap;
-use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use super::mutation::{self, Mutation};
@@ -11,7 +10,6 @@ use super::quorum::Announced;
 use super::replica::{Counters, Outbox, Recovered, Repeat, Replica};
 use super::topology::{Partition, Stage, Tuple, leader_of};
 use super::tuple::{Command, Reply, Request, Target, View};
-use crate::app::FastMap;
 
 /// Request numbers carry the source's incarnation in their high bits, so that a restarted
 /// source never reuses a number.
@@ -22,16 +20,24 @@ pub const INCARNATION_SHIFT: u32 = 40;
 struct Unanswered {
     request: Request,
     commands_left: usize,
+    /// One bit per command: answered.
+    answered: Vec<u64>,
     sent_us: u64,
 }
 
-/// The unanswered requests that hold one command: almost always one (a second only when the
-/// client sent the command again through this source before it was answered), kept without an
-/// allocation for the usual case.
-#[derive(Debug)]
-struct Holders {
-    first: u64,
-    more: Vec<u64>,
+impl Unanswered {
+    /// Marks the command at `index` answered if it is `(client, timestamp)`; true if it was
+    /// not before.
+    fn answer(&mut self, index: usize, client: u64, timestamp: u64) -> bool {
+        let names = self.request.commands.get(index).is_some_and(|c| (c.client, c.timestamp) == (client, timestamp));
+        let (word, bit) = (index / 64, 1u64 << (index % 64));
+        if !names || self.answered[word] & bit != 0 {
+            return false;
+        }
+        self.answered[word] |= bit;
+        self.commands_left -= 1;
+        true
+    }
 }
 
 /// Request source replica `r`: numbers requests `<REQUEST, r, q, cmds>` and sends them to the
@@ -62,8 +68,6 @@ pub struct RequestSource {
     batch: Vec<Command>,
     batch_started_us: u64,
     unanswered: BTreeMap<u64, Unanswered>,
-    /// Which unanswered requests hold each command.
-    holding: FastMap<(u64, u64), Holders>,
     unanswered_max: usize,
     resend_us: u64,
     /// Progress reports to the controllers (Section III-E).
@@ -91,7 +95,6 @@ impl RequestSource {
             batch: Vec::with_capacity(params.batch_size),
             batch_started_us: 0,
             unanswered: BTreeMap::new(),
-            holding: FastMap::default(),
             unanswered_max: 4 * params.window as usize,
             resend_us: params.view_timeout_us / 2,
             report: Repeat::new(params.report_interval_us()),
@@ -153,19 +156,15 @@ impl RequestSource {
     }
 
     /// A reply to one of this source's commands: a request whose commands are all answered
-    /// is done. Duplicate replies (from the other executors) are ignored.
+    /// is done. Duplicate replies (from the other executors) are ignored, and so is a reply
+    /// that does not name the command at its place (from an earlier incarnation, say).
     pub fn on_reply(&mut self, reply: &Reply) {
         if reply.source != self.id {
             return;
         }
-        let Some(holders) = self.holding.remove(&(reply.client, reply.timestamp)) else { return };
-        for number in std::iter::once(holders.first).chain(holders.more) {
-            if let Some(entry) = self.unanswered.get_mut(&number) {
-                entry.commands_left = entry.commands_left.saturating_sub(1);
-                if entry.commands_left == 0 {
-                    self.unanswered.remove(&number);
-                }
-            }
+        let Some(entry) = self.unanswered.get_mut(&reply.request) else { return };
+        if entry.answer(reply.index as usize, reply.client, reply.timestamp) && entry.commands_left == 0 {
+            self.unanswered.remove(&reply.request);
         }
     }
 
@@ -213,20 +212,12 @@ impl RequestSource {
     /// Remembers a request until it is answered; the oldest is forgotten if too many are
     /// unanswered (memory stays bounded; its clients retransmit).
     fn track(&mut self, request: &Request, now_us: u64) {
-        if self.unanswered.len() >= self.unanswered_max
-            && let Some((_, oldest)) = self.unanswered.pop_first()
-        {
-            for command in oldest.request.commands.iter() {
-                self.holding.remove(&(command.client, command.timestamp));
-            }
+        if self.unanswered.len() >= self.unanswered_max {
+            self.unanswered.pop_first();
         }
-        for command in request.commands.iter() {
-            match self.holding.entry((command.client, command.timestamp)) {
-                Entry::Occupied(mut held) => held.get_mut().more.push(request.number),
-                Entry::Vacant(free) => drop(free.insert(Holders { first: request.number, more: Vec::new() })),
-            }
-        }
-        let entry = Unanswered { request: request.clone(), commands_left: request.commands.len(), sent_us: now_us };
+        let commands_left = request.commands.len();
+        let answered = vec![0; commands_left.div_ceil(64)];
+        let entry = Unanswered { request: request.clone(), commands_left, answered, sent_us: now_us };
         self.unanswered.insert(request.number, entry);
     }
 }
@@ -307,8 +298,11 @@ mod tests {
         RequestSource::new(1, &Params { batch_size, batch_timeout_us, view_timeout_us: 1_000, ..Params::default() })
     }
 
+    /// The reply to command `timestamp`, which a source of batch size 1 sent as request
+    /// `timestamp`.
     fn reply(timestamp: u64) -> Reply {
-        Reply { executor: 0, source: 1, client: 1, timestamp, outcome: Outcome::Executed, result: vec![] }
+        let (request, index, outcome) = (timestamp, 0, Outcome::Executed);
+        Reply { executor: 0, source: 1, request, index, client: 1, timestamp, outcome, result: vec![] }
     }
 
     /// Section III-C: requests carry the source id and increasing numbers q.
@@ -371,6 +365,29 @@ mod tests {
         s.on_view(View { controller: 2, view: 1 }, 10, &mut out);
         let resent: Vec<(u32, u64)> = out.requests.iter().map(|(v, r)| (leader_of(*v, 2), r.number)).collect();
         assert_eq!(resent, vec![(1, 1), (1, 3)], "to proposer 1, the two unanswered requests");
+    }
+
+    /// A request is done once every command in it has a reply, however many executors answer
+    /// each; a reply that does not name the command at its place (from an earlier incarnation's
+    /// request of the same number, say) answers nothing.
+    #[test]
+    fn a_request_is_done_when_each_command_has_a_reply() {
+        let mut s = source(3, 0);
+        let mut out = Outbox::default();
+        for t in 1..=3 {
+            s.on_command(command(t), 0, &mut out);
+        }
+        let at = |index: u32, timestamp: u64| Reply { request: 1, index, ..reply(timestamp) };
+        s.on_reply(&at(0, 2));
+        s.on_reply(&Reply { client: 9, ..at(1, 2) });
+        assert_eq!(s.held(), 1, "neither names the command at its place");
+        for executor in 0..3 {
+            s.on_reply(&Reply { executor, ..at(0, 1) });
+            s.on_reply(&Reply { executor, ..at(1, 2) });
+        }
+        assert_eq!(s.held(), 1, "the third command is unanswered");
+        s.on_reply(&at(2, 3));
+        assert_eq!(s.held(), 0);
     }
 
     /// Unanswered requests are resent after half a view timeout, and only then.

@@ -178,6 +178,11 @@ pub struct Reply {
     /// The request source through which the command arrived; the reply sink next to it
     /// hands the reply to the client.
     pub source: u32,
+    /// The number of the source's request that carried the command, and the command's place
+    /// in it: the source marks it answered without looking the command up.
+    pub request: u64,
+    /// The command's index in that request.
+    pub index: u32,
     /// The client that issued the command.
     pub client: u64,
     /// The command's timestamp.

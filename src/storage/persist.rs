@@ -409,8 +409,16 @@ mod tests {
         persist.send(&mut outbox(1), &mut |t| sent.push(t)).unwrap();
         persist.send(&mut outbox(2), &mut |t| sent.push(t)).unwrap();
         let mut reply = Outbox::default();
-        let answer =
-            Reply { executor: 0, source: 0, client: 1, timestamp: 1, outcome: Outcome::Executed, result: vec![] };
+        let answer = Reply {
+            executor: 0,
+            source: 0,
+            request: 1,
+            index: 0,
+            client: 1,
+            timestamp: 1,
+            outcome: Outcome::Executed,
+            result: vec![],
+        };
         reply.replies.push(answer);
         persist.send(&mut reply, &mut |t| sent.push(t)).unwrap();
         assert_eq!(sent.len(), 1, "only the reply passed");
