@@ -51,28 +51,43 @@ fn stopping_front_end() -> FrontEnd {
     frontend::spawn(listener, Ingress::new(2), Mailboxes::new(), control, config).expect("the front end starts")
 }
 
-/// A client given every front end of the local-f1 shape, including process 0's, which hosts no
-/// request source, completes every command without one retransmission: no front end refuses
-/// and every forwarded reply comes back to the front end that took the command.
+/// Commands, one at a time, through a pool of `front_ends`: every one completes without a
+/// retransmission.
+fn two_hundred_without_retransmissions(front_ends: &[String], prefix: &str) {
+    let mut pool = tcp::pool(front_ends, patient()).expect("a pool");
+    let client = pool.add_client();
+    for i in 0..200u64 {
+        let ticket = pool.submit(client, create(&format!("/{prefix}{i}"))).expect("submitted");
+        let done = pool.poll(Duration::from_secs(20)).expect("the cluster answers").expect("an answer in time");
+        assert_eq!((done.timestamp, done.retransmissions), (ticket, 0), "command {i}");
+        let answer = decode_result(&done.result).expect("a coordination result");
+        assert_eq!(answer, Ok(CoordResponse::Created { path: format!("/{prefix}{i}") }));
+    }
+}
+
+/// Commands front end `addr` took so far.
+fn submitted(addr: &str) -> u64 {
+    tcp::counters(addr, Duration::from_secs(5)).expect("the front end answers").submitted
+}
+
+/// Every front end is a way in: process 0's, which hosts no request source, forwards through
+/// the dataflow, and a client given only it completes every command without one
+/// retransmission (every forwarded reply comes back to it). A client given every front end
+/// completes every command without one too, and sends them to the front ends that hand them to
+/// a source of their own process: process 0's takes none of them.
 #[test]
 fn every_front_end_takes_commands_without_retransmissions() {
     within(120, || {
         let cluster = LocalCluster::start("");
         let sourceless = tcp::status(&cluster.every[0], Duration::from_secs(5)).expect("process 0 answers status");
         assert!(!sourceless.iter().any(|r| r.stage == "sources"), "process 0 hosts no request source: {sourceless:?}");
-        let mut pool = tcp::pool(&cluster.every, patient()).expect("a pool");
-        let client = pool.add_client();
-        let mut through_process_0 = 0;
-        for i in 0..200u64 {
-            let ticket = pool.submit(client, create(&format!("/n{i}"))).expect("submitted");
-            // The pool's route of a command: (client + timestamp) mod front ends.
-            through_process_0 += usize::from(client.wrapping_add(ticket).is_multiple_of(3));
-            let done = pool.poll(Duration::from_secs(20)).expect("the cluster answers").expect("an answer in time");
-            assert_eq!((done.timestamp, done.retransmissions), (ticket, 0), "command {i}");
-            let answer = decode_result(&done.result).expect("a coordination result");
-            assert_eq!(answer, Ok(CoordResponse::Created { path: format!("/n{i}") }));
-        }
-        assert!(through_process_0 >= 50, "only {through_process_0} commands went in through process 0");
+        two_hundred_without_retransmissions(&cluster.every[..1], "forwarded");
+        assert!(submitted(&cluster.every[0]) >= 200, "process 0 took the commands and forwarded them");
+        let before: Vec<u64> = cluster.every.iter().map(|a| submitted(a)).collect();
+        two_hundred_without_retransmissions(&cluster.every, "direct");
+        let taken: Vec<u64> = cluster.every.iter().zip(&before).map(|(a, b)| submitted(a) - b).collect();
+        assert_eq!(taken[0], 0, "a client given every front end prefers the direct ones: {taken:?}");
+        assert!(taken[1] > 0 && taken[2] > 0, "spread over the direct front ends: {taken:?}");
         assert!(cluster.remote().executors_agree(3, Duration::from_secs(30)), "the executors disagree");
     });
 }

@@ -54,6 +54,47 @@ pub struct TcpTransport {
     /// Per front end: the frames of the commands submitted for it and not yet written.
     held: Vec<Vec<u8>>,
     held_count: usize,
+    /// What the cluster said of the front ends, once one described it.
+    shape: Option<Shape>,
+    /// When a front end was last asked to describe the cluster.
+    asked: Option<std::time::Instant>,
+}
+
+/// How often a transport that could not learn the cluster's shape asks again.
+const DESCRIBE_AGAIN: Duration = Duration::from_secs(5);
+
+/// The cluster's partitions, and per address of the transport the partitions whose commands
+/// its front end hands to a request source of its own process (the others it forwards).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Shape {
+    partitions: u64,
+    direct: Vec<Vec<u32>>,
+}
+
+impl Shape {
+    /// The shape `info` describes, for the front ends at `addrs` (one the cluster does not list
+    /// takes nothing directly).
+    fn of(info: &ClusterInfo, addrs: &[SocketAddr]) -> Shape {
+        let direct = addrs
+            .iter()
+            .map(|addr| {
+                let listed =
+                    info.front_ends.iter().position(|f| f.to_socket_addrs().is_ok_and(|mut a| a.any(|a| a == *addr)));
+                listed.and_then(|i| info.direct.get(i).cloned()).unwrap_or_default()
+            })
+            .collect();
+        Shape { partitions: info.partitions.max(1) as u64, direct }
+    }
+
+    /// The front ends to try for `client`'s command sent through `route`: those that take its
+    /// partition directly, then the others, each group starting at its `route`-th.
+    fn order(&self, route: usize, client: u64) -> Vec<usize> {
+        let partition = (client % self.partitions) as u32;
+        let (direct, forwarding): (Vec<usize>, Vec<usize>) =
+            (0..self.direct.len()).partition(|i| self.direct[*i].contains(&partition));
+        let rotated = |group: &[usize]| (0..group.len()).map(|k| group[(route + k) % group.len()]).collect::<Vec<_>>();
+        [rotated(&direct), rotated(&forwarding)].concat()
+    }
 }
 
 impl TcpTransport {
@@ -71,7 +112,8 @@ impl TcpTransport {
         let connections = resolved.iter().map(|_| None).collect();
         let held = resolved.iter().map(|_| Vec::new()).collect();
         let refusals = crossbeam_channel::unbounded();
-        Ok(TcpTransport { addrs: resolved, connections, mailbox: None, refusals, held, held_count: 0 })
+        let (shape, asked) = (None, None);
+        Ok(TcpTransport { addrs: resolved, connections, mailbox: None, refusals, held, held_count: 0, shape, asked })
     }
 
     /// The connection to front end `route`, opened if needed.
@@ -168,6 +210,18 @@ fn read_replies(mut stream: TcpStream, mut sinks: Sinks) {
 }
 
 impl TcpTransport {
+    /// The cluster's shape, asked of the front ends the first time (and again every
+    /// [`DESCRIBE_AGAIN`] while none answers).
+    fn shape(&mut self) -> Option<&Shape> {
+        let due = self.asked.is_none_or(|at| self.shape.is_none() && at.elapsed() >= DESCRIBE_AGAIN);
+        if due {
+            self.asked = Some(std::time::Instant::now());
+            let described = self.addrs.iter().find_map(|addr| describe(&addr.to_string(), CONNECT_TIMEOUT).ok());
+            self.shape = described.map(|info| Shape::of(&info, &self.addrs));
+        }
+        self.shape.as_ref()
+    }
+
     /// Writes encoded `frames` to front end `route` in one write; a connection that fails is
     /// closed (and reopened by the next write).
     fn write(&mut self, route: usize, frames: &[u8]) -> io::Result<()> {
@@ -211,11 +265,15 @@ impl Transport for TcpTransport {
     fn unregister(&mut self, _client: u64) {}
 
     /// Holds `command` for the first front end from `route` on that has not refused a command
-    /// on its open connection; fails at once if every one has.
+    /// on its open connection, preferring those that take its partition directly; fails at
+    /// once if every one has refused.
     fn submit(&mut self, route: u32, command: Command) -> Result<(), ClientError> {
         let routes = self.addrs.len();
-        let open =
-            (0..routes).map(|attempt| (route as usize + attempt) % routes).find(|r| self.rejection(*r).is_none());
+        let order: Vec<usize> = match self.shape() {
+            Some(shape) => shape.order(route as usize, command.client),
+            None => (0..routes).map(|attempt| (route as usize + attempt) % routes).collect(),
+        };
+        let open = order.into_iter().find(|r| self.rejection(*r).is_none());
         let Some(route) = open else {
             // Every front end refused: waiting for the retry timeout would not change that.
             let last = self.rejection(route as usize % routes).unwrap_or_default();
@@ -348,5 +406,54 @@ fn ask<T>(
             return Err(ClientError::Unreachable(format!("{addr} closed the connection")));
         }
         reader.extend(&buffer[..n]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(front_ends: &[&str], direct: Vec<Vec<u32>>, partitions: usize) -> ClusterInfo {
+        ClusterInfo {
+            f: 1,
+            partitions,
+            workers: 1,
+            batch_size: 64,
+            window: 1024,
+            checkpoint_interval: 512,
+            client_window: 64,
+            retry_timeout_ms: 500,
+            front_ends: front_ends.iter().map(|f| f.to_string()).collect(),
+            direct,
+        }
+    }
+
+    fn addrs(list: &[&str]) -> Vec<SocketAddr> {
+        list.iter().map(|a| a.parse().unwrap()).collect()
+    }
+
+    /// Commands go to the front ends that hand them to a source of their own process, spread
+    /// over them by route; the forwarding ones come after, for failover.
+    #[test]
+    fn direct_front_ends_come_first() {
+        let all = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"];
+        let shape = Shape::of(&info(&all, vec![vec![], vec![0], vec![0]], 1), &addrs(&all));
+        let orders: Vec<Vec<usize>> = (0..3).map(|route| shape.order(route, 7)).collect();
+        assert_eq!(orders, vec![vec![1, 2, 0], vec![2, 1, 0], vec![1, 2, 0]]);
+    }
+
+    /// With partitions, a client's partition decides which front ends are direct; an address
+    /// the cluster does not list is tried last.
+    #[test]
+    fn the_client_partition_picks_the_direct_front_ends() {
+        let listed = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"];
+        let shape = Shape::of(
+            &info(&listed, vec![vec![0], vec![1], vec![0, 1]], 2),
+            &addrs(&["127.0.0.1:2", "127.0.0.1:9", "127.0.0.1:3"]),
+        );
+        assert_eq!(shape.direct, vec![vec![1], vec![], vec![0, 1]]);
+        assert_eq!(shape.order(0, 4), vec![2, 0, 1], "partition 0: only the third takes it directly");
+        assert_eq!(shape.order(1, 5), vec![2, 0, 1], "partition 1: the first and the third");
+        assert_eq!(shape.order(0, 5), vec![0, 2, 1]);
     }
 }

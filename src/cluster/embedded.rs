@@ -167,7 +167,7 @@ impl Cluster {
         let aborted = Arc::new(AtomicBool::new(false));
         let config = timely::Config {
             communication: CommunicationConfig::Process(description.workers),
-            worker: worker::worker_config(),
+            worker: worker::worker_config(worker::EMBEDDED_IDLE_SPIN_US),
         };
         let setup = Setup {
             deployment,

@@ -15,6 +15,7 @@ use crate::app::Application;
 use crate::dataflow::{Control, Deployment, Ingress, Mailboxes, Placement, Stage};
 use crate::net::frontend::{self, FrontEndConfig};
 use crate::net::wire::ClusterInfo;
+use crate::protocol::topology;
 
 /// How `tara run` exits: every failure has its own code, so that a supervisor can tell a
 /// failure worth a restart from one that a restart would only repeat.
@@ -201,9 +202,12 @@ where
         executed: None,
         aborted: Arc::new(AtomicBool::new(false)),
     };
-    let guards = timely::execute::execute_from(builders, network, worker::worker_config(), move |worker| {
-        worker::run(worker, &setup)
-    })
+    let guards = timely::execute::execute_from(
+        builders,
+        network,
+        worker::worker_config(worker::PROCESS_IDLE_SPIN_US),
+        move |worker| worker::run(worker, &setup),
+    )
     .map_err(|e| RunError::Runtime(format!("cannot start timely: {e}")))?;
     drop(guards.join());
     control.stop();
@@ -224,7 +228,18 @@ fn cluster_info(plan: &Plan) -> ClusterInfo {
         client_window: d.client_window,
         retry_timeout_ms: d.retry_timeout_ms,
         front_ends: plan.processes.iter().map(|p| p.clients.clone()).collect(),
+        direct: (0..plan.processes.len()).map(|process| direct_partitions(plan, process)).collect(),
     }
+}
+
+/// The partitions whose request sources run in `process`.
+fn direct_partitions(plan: &Plan, process: usize) -> Vec<u32> {
+    let params = &plan.deployment.params;
+    let sources = local_replicas(&plan.placement, process).into_iter().filter(|(stage, _)| *stage == Stage::Source);
+    let mut partitions: Vec<u32> = sources.map(|(_, r)| topology::locate(Stage::Source, r, params).0).collect();
+    partitions.sort_unstable();
+    partitions.dedup();
+    partitions
 }
 
 fn log_roles(plan: &Plan, replicas: &[(Stage, u32)]) {

@@ -50,6 +50,10 @@ pub struct ClusterInfo {
     pub retry_timeout_ms: u64,
     /// The client front end of every process, in process order; each one takes commands.
     pub front_ends: Vec<String>,
+    /// Per front end (in the same order), the partitions whose commands it hands to a request
+    /// source of its own process; it forwards the others through the dataflow, which costs them
+    /// a hop each way. Clients prefer a front end that takes their partition directly.
+    pub direct: Vec<Vec<u32>>,
 }
 
 /// The counters of one replica, as reported by [`ClientFrame::Status`].
