@@ -27,8 +27,10 @@ use timely::scheduling::Activator;
 use super::control::Control;
 
 /// The longest an idle operator sleeps (no tuples in or out, no replica deadline): an idle
-/// cluster costs a few activations per second instead of one per epoch per operator.
-pub const IDLE_TICK_MS: u64 = 100;
+/// cluster costs a few activations per second instead of one per epoch per operator. It bounds
+/// how late an injected fault or a stop is noticed by an idle operator; 100 ms cost an idle
+/// process of `dataflows/local-f1.toml` 0.9 to 1.1% of a core, 250 ms 0.7 to 0.9%.
+pub const IDLE_TICK_MS: u64 = 250;
 
 /// The epoch of an idle process (no new client work for this long): its frontier moves once
 /// per idle epoch.
