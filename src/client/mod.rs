@@ -35,6 +35,9 @@ use crate::protocol::{Command, Outcome, Reply};
 /// commands outstanding every few microseconds.
 pub const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(50);
 
+/// Checks for overdue commands per retry timeout.
+pub const RETRANSMIT_CHECKS: u32 = 4;
+
 /// How a client pool reaches the request sources.
 pub trait Transport: Send {
     /// The number of ways in (request sources of an embedded cluster, front ends over TCP).
@@ -160,6 +163,8 @@ struct Completed {
 struct Pending {
     op: Vec<u8>,
     submitted: Instant,
+    /// When it was last sent (it is sent again a retry timeout later).
+    sent: Instant,
     source: u32,
     retransmissions: u32,
     /// Held until the session opens; sent (and timed) from then on.
@@ -213,8 +218,11 @@ pub struct ClientPool {
     sessions: HashMap<u64, Session>,
     /// Commands failed together when their session ended, handed out by `poll` first.
     failed: VecDeque<Completion>,
-    /// (retransmission deadline, client, timestamp), oldest first; stale entries are skipped.
-    deadlines: VecDeque<(Instant, u64, u64)>,
+    /// When the pending commands are next checked for one overdue for retransmission: every
+    /// [`RETRANSMIT_CHECKS`]th of the retry timeout, so a command goes out again between one
+    /// and 1.25 retry timeouts after it was sent, at a cost per check of one look at each
+    /// pending command instead of a timer per command.
+    next_check: Instant,
     outstanding: usize,
     /// Why the transport last failed to send a command (cleared by the next success).
     last_error: Option<ClientError>,
@@ -229,7 +237,7 @@ impl ClientPool {
         mailbox: (Sender<Replies>, Receiver<Replies>),
     ) -> ClientPool {
         let (mailbox_sender, mailbox) = mailbox;
-        let (sessions, deadlines) = (HashMap::new(), VecDeque::new());
+        let (sessions, next_check) = (HashMap::new(), Instant::now() + options.retry_timeout / RETRANSMIT_CHECKS);
         let refusals = transport.refusals().unwrap_or_else(crossbeam_channel::never);
         ClientPool {
             transport,
@@ -240,7 +248,7 @@ impl ClientPool {
             refusals,
             sessions,
             failed: VecDeque::new(),
-            deadlines,
+            next_check,
             outstanding: 0,
             last_error: None,
         }
@@ -302,10 +310,7 @@ impl ClientPool {
         let now = Instant::now();
         let session = self.sessions.get_mut(&client).ok_or(ClientError::UnknownClient(client))?;
         session.next_timestamp = timestamp + 1;
-        session.pending.insert(timestamp, Pending { op, submitted: now, source, retransmissions: 0, held });
-        if !held {
-            self.deadlines.push_back((now + self.options.retry_timeout, client, timestamp));
-        }
+        session.pending.insert(timestamp, Pending { op, submitted: now, sent: now, source, retransmissions: 0, held });
         self.outstanding += 1;
         Ok(timestamp)
     }
@@ -330,9 +335,8 @@ impl ClientPool {
         debug_assert!(session.pending.is_empty(), "a closed session has nothing outstanding");
         session.state = SessionState::Opening;
         session.next_timestamp = FIRST_TIMESTAMP + 1;
-        let opener = Pending { op: Vec::new(), submitted: now, source, retransmissions: 0, held: false };
+        let opener = Pending { op: Vec::new(), submitted: now, sent: now, source, retransmissions: 0, held: false };
         session.pending.insert(FIRST_TIMESTAMP, opener);
-        self.deadlines.push_back((now + self.options.retry_timeout, client, FIRST_TIMESTAMP));
         Ok(())
     }
 
@@ -369,7 +373,7 @@ impl ClientPool {
             // wait.
             self.flush()?;
             let now = Instant::now();
-            let next_deadline = self.deadlines.front().map_or(until, |(d, _, _)| (*d).min(until));
+            let next_deadline = self.next_check.min(until);
             let received = crossbeam_channel::select! {
                 recv(self.mailbox) -> batch => batch.map_err(|_| RecvTimeoutError::Disconnected),
                 recv(self.refusals) -> refusal => {
@@ -434,10 +438,10 @@ impl ClientPool {
         }
     }
 
-    /// Polls the mailbox for up to [`SPIN_BEFORE_SLEEP`] while anything sent may still be
-    /// answered; true if a batch arrived (it is in the inbox).
+    /// Polls the mailbox for up to [`SPIN_BEFORE_SLEEP`] while commands are outstanding; true if
+    /// a batch arrived (it is in the inbox).
     fn spin(&mut self) -> bool {
-        if self.deadlines.is_empty() {
+        if self.outstanding == 0 {
             return false;
         }
         let until = Instant::now() + SPIN_BEFORE_SLEEP;
@@ -521,12 +525,11 @@ impl ClientPool {
         let now = Instant::now();
         let mut commands = Vec::new();
         for (timestamp, pending) in session.pending.iter_mut().filter(|(_, p)| p.held) {
-            pending.held = false;
+            (pending.held, pending.sent) = (false, now);
             commands.push((
                 pending.source,
                 Command { client, timestamp: *timestamp, answered_below, op: pending.op.clone(), origin: None },
             ));
-            self.deadlines.push_back((now + self.options.retry_timeout, client, *timestamp));
         }
         for (source, command) in commands {
             // A refusal or a failure to send is the retry timer's to handle, as for any command.
@@ -547,15 +550,20 @@ impl ClientPool {
         self.retransmit_overdue_at(Instant::now())
     }
 
+    /// Sends again every command sent a retry timeout or more ago, if a check is due.
     fn retransmit_overdue_at(&mut self, now: Instant) -> Result<(), ClientError> {
-        while let Some(&(deadline, client, timestamp)) = self.deadlines.front() {
-            if deadline > now {
-                break;
-            }
-            self.deadlines.pop_front();
-            if self.resend(client, timestamp)? {
-                self.deadlines.push_back((now + self.options.retry_timeout, client, timestamp));
-            }
+        if now < self.next_check {
+            return Ok(());
+        }
+        let retry = self.options.retry_timeout;
+        self.next_check = now + (retry / RETRANSMIT_CHECKS).max(Duration::from_millis(1));
+        let mut overdue = Vec::new();
+        for (client, session) in &self.sessions {
+            let due = session.pending.iter().filter(|(_, p)| !p.held && now.saturating_duration_since(p.sent) >= retry);
+            overdue.extend(due.map(|(timestamp, _)| (*client, *timestamp)));
+        }
+        for (client, timestamp) in overdue {
+            self.resend(client, timestamp)?;
         }
         Ok(())
     }
@@ -574,6 +582,7 @@ impl ClientPool {
         }
         pending.source = (pending.source + 1) % routes;
         pending.retransmissions += 1;
+        pending.sent = Instant::now();
         let command = Command { client, timestamp, answered_below, op: pending.op.clone(), origin: None };
         match self.transport.submit(pending.source, command) {
             Err(e @ (ClientError::Stopped | ClientError::Refused(_))) if opener => {
@@ -791,5 +800,31 @@ mod tests {
         assert_eq!(log.lock().unwrap().len(), before, "nothing is retransmitted after the session ended");
         assert_eq!(pool.submit(client, b"d".to_vec()), Err(ClientError::SessionExpired));
         assert!(ClientError::SessionExpired.to_string().contains("outcome"), "the error says the outcome is unknown");
+    }
+
+    /// A command without an answer goes out again a retry timeout (at most a quarter more)
+    /// after it was sent; an answered one never does.
+    #[test]
+    fn an_unanswered_command_is_retransmitted_after_the_retry_timeout() {
+        let (mut pool, log, replies) = pool(Duration::from_millis(40));
+        let client = pool.add_client();
+        replies.send(reply(1, Outcome::Executed)).unwrap();
+        let (answered, unanswered) =
+            (pool.submit(client, b"a".to_vec()).unwrap(), pool.submit(client, b"b".to_vec()).unwrap());
+        let sent_at = Instant::now();
+        assert_eq!(pool.poll(Duration::from_millis(5)), Ok(None), "the opener's answer releases both");
+        replies.send(reply(answered, Outcome::Executed)).unwrap();
+        assert_eq!(pool.poll(Duration::from_secs(1)).unwrap().map(|c| c.timestamp), Some(answered));
+        let copies =
+            |log: &Mutex<Vec<Command>>, t: u64| log.lock().unwrap().iter().filter(|c| c.timestamp == t).count();
+        while copies(&log, unanswered) < 2 {
+            assert_eq!(pool.poll(Duration::from_millis(5)), Ok(None));
+            assert!(sent_at.elapsed() < Duration::from_secs(5), "never retransmitted");
+        }
+        assert!(sent_at.elapsed() >= Duration::from_millis(40), "retransmitted before its timeout");
+        assert_eq!(copies(&log, answered), 1, "an answered command is not sent again");
+        replies.send(reply(unanswered, Outcome::Executed)).unwrap();
+        let done = pool.poll(Duration::from_secs(1)).unwrap().expect("the answer");
+        assert_eq!((done.timestamp, done.retransmissions), (unanswered, 1));
     }
 }

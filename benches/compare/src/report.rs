@@ -332,7 +332,7 @@ fn plot(path: &Path, settings: &Settings, rows: &[Row], machine: &Machine) -> Re
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
+        .position(SeriesLabelPosition::LowerLeft)
         .label_font(("sans-serif", 15))
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK)
