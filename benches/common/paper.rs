@@ -15,7 +15,7 @@ use super::supervised::{self, KillPlan, Supervised};
 use super::table_one;
 use super::{bare, tara_loop};
 use tara::cluster::Description;
-use tara::cluster::plot::{Series, line_chart};
+use tara::cluster::plot::{Series, line_chart, log_chart};
 use tara::protocol::Params;
 
 /// How a source batches: a fixed size (waiting up to [`FIXED_BATCH_TIMEOUT_US`] for it to fill),
@@ -451,7 +451,7 @@ fn write_figure(out: &Path, stem: &str, title: &str, points: &[Point]) -> Result
         })
         .collect();
     let svg = out.join(format!("{stem}.svg"));
-    line_chart(&svg, title, "throughput (k requests/s)", "median latency (ms)", &series)?;
+    log_chart(&svg, title, "throughput (k requests/s, log scale)", "median latency (ms, log scale)", &series)?;
     Ok(vec![
         write_file(out.join(format!("{stem}.csv")), csv)?,
         write_file(out.join(format!("{stem}.json")), serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?)?,

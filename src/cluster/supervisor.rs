@@ -233,9 +233,11 @@ pub fn supervise(
         if let Some(back) = wait_for_service(&mut probe, &mut cluster, &stop, limit) {
             failed_starts = 0;
             let down_since = last_answer.unwrap_or(detected);
+            // The last answer before the failure is up to a probe interval older than the
+            // failure itself: the service was down for at most that long.
             say(&format!(
                 "restart {restarts}: serving again {} ms after the failure was detected \
-                 (service was down for {} ms)",
+                 (service was down for at most {} ms)",
                 back.duration_since(detected).as_millis(),
                 back.duration_since(down_since).as_millis()
             ));

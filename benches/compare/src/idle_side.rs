@@ -9,15 +9,13 @@
 //! command: the latency of that first command after an idle period is reported beside the
 //! steady median.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tara::app::coordination::{CoordOp, CoordResponse, decode_result};
-use tara::client::{Client, ClientOptions};
-use tara::cluster::Description;
+use tara::client::Client;
 
-use crate::tcp_side::{ready_client, repo, start};
+use crate::tcp_side::{Local, local_cluster};
 
 /// The idle gap before each first command: longer than the one second after which a process
 /// takes its idle epoch and its operators their long idle ticks.
@@ -132,15 +130,7 @@ fn timed_set(client: &mut Client) -> Result<Duration, String> {
 
 /// Measures the idle cluster for `seconds`.
 pub fn run(seconds: Duration) -> Result<Idle, String> {
-    let config = repo().join("dataflows/local-f1.toml");
-    let description = Description::from_file(Path::new(&config)).map_err(|e| e.to_string())?;
-    let addresses = description.client_addresses().map_err(|e| e.to_string())?;
-    let options = ClientOptions {
-        client_window: description.client_window,
-        retry_timeout: Duration::from_millis(description.retry_timeout_ms),
-    };
-    let cluster = start(&config)?;
-    let mut client = ready_client(&addresses, &options, Duration::from_secs(30))?;
+    let Local { cluster, description, mut client, .. } = local_cluster()?;
     let create = CoordOp::Create { path: "/idle".into(), data: Vec::new(), sequential: false };
     client.invoke(create.encode()).map_err(|e| e.to_string())?;
     let mut steady: Vec<u64> = Vec::with_capacity(STEADY_COMMANDS);

@@ -91,8 +91,17 @@ pub(crate) fn ready_client(addresses: &[String], options: &ClientOptions, within
     }
 }
 
-/// Runs `clients` closed-loop clients over TCP against a fresh three-process cluster.
-pub fn run(clients: usize, payload_bytes: usize, warmup: Duration, measured: Duration) -> Result<Measurement, String> {
+/// A fresh three-process cluster of `dataflows/local-f1.toml`, with a client that reached it.
+pub(crate) struct Local {
+    pub(crate) cluster: Running,
+    pub(crate) description: Description,
+    pub(crate) addresses: Vec<String>,
+    pub(crate) options: ClientOptions,
+    pub(crate) client: Client,
+}
+
+/// Starts the cluster of `dataflows/local-f1.toml` and waits until it serves.
+pub(crate) fn local_cluster() -> Result<Local, String> {
     let config = repo().join("dataflows/local-f1.toml");
     let description = Description::from_file(&config).map_err(|e| e.to_string())?;
     let addresses = description.client_addresses().map_err(|e| e.to_string())?;
@@ -100,8 +109,14 @@ pub fn run(clients: usize, payload_bytes: usize, warmup: Duration, measured: Dur
         client_window: description.client_window,
         retry_timeout: Duration::from_millis(description.retry_timeout_ms),
     };
-    let _cluster = start(&config)?;
-    let mut client = ready_client(&addresses, &options, Duration::from_secs(30))?;
+    let cluster = start(&config)?;
+    let client = ready_client(&addresses, &options, Duration::from_secs(30))?;
+    Ok(Local { cluster, description, addresses, options, client })
+}
+
+/// Runs `clients` closed-loop clients over TCP against a fresh three-process cluster.
+pub fn run(clients: usize, payload_bytes: usize, warmup: Duration, measured: Duration) -> Result<Measurement, String> {
+    let Local { cluster: _cluster, description, addresses, options, mut client } = local_cluster()?;
     let pool_znodes = description.pool_znodes.max(1);
     create_pool_znodes(&mut client, pool_znodes, payload_bytes)?;
     drop(client);
