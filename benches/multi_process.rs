@@ -75,7 +75,8 @@ fn main() {
 fn write_throughput(papers: &Path, rows: &[(&str, u64, Summary)]) {
     let mut csv = String::from("system,clients,ops_per_second,p50_us,p99_us\n");
     for (name, n, s) in rows {
-        csv.push_str(&format!("{name},{n},{:.0},{},{}\n", s.throughput_ops, s.p50_us, s.p99_us));
+        // "embedded, 3 threads" holds a comma: quoted, as CSV wants.
+        csv.push_str(&format!("\"{name}\",{n},{:.0},{},{}\n", s.throughput_ops, s.p50_us, s.p99_us));
     }
     let _ = std::fs::write(papers.join("multi-process.csv"), csv);
     let series: Vec<Series> = ["embedded, 3 threads", "3 processes over TCP"]

@@ -425,9 +425,15 @@ fn write_file(path: PathBuf, text: String) -> Result<PathBuf, String> {
 fn write_figure(out: &Path, stem: &str, title: &str, points: &[Point]) -> Result<Vec<PathBuf>, String> {
     let mut csv = String::from("system,clients,round,ops_per_second,p50_us,p99_us\n");
     for p in points {
+        // System names hold commas ("tara pipelined, no batching"): quoted, as CSV wants.
         csv.push_str(&format!(
-            "{},{},{},{:.0},{},{}\n",
-            p.system, p.clients, p.round, p.ops_per_second, p.p50_us, p.p99_us
+            "\"{}\",{},{},{:.0},{},{}\n",
+            p.system.replace('"', "\"\""),
+            p.clients,
+            p.round,
+            p.ops_per_second,
+            p.p50_us,
+            p.p99_us
         ));
     }
     let medians = medians(points);

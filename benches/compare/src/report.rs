@@ -240,8 +240,9 @@ pub fn write(settings: &Settings, runs: &[Run], idle: Option<&Idle>) -> Result<(
     std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     let mut csv = String::from("system,clients,ops_per_s,p50_us,p99_us,rounds\n");
     for r in rows.iter().filter(|r| r.rounds > 0) {
-        let _ =
-            writeln!(csv, "{},{},{:.0},{:.0},{:.0},{}", r.system, r.clients, r.ops_per_s, r.p50_us, r.p99_us, r.rounds);
+        // System names hold commas ("coordination, durable"): quoted, as CSV wants.
+        let (system, clients) = (r.system.replace('"', "\"\""), r.clients);
+        let _ = writeln!(csv, "\"{system}\",{clients},{:.0},{:.0},{:.0},{}", r.ops_per_s, r.p50_us, r.p99_us, r.rounds);
     }
     let written = |path: &Path, e: std::io::Error| format!("cannot write {}: {e}", path.display());
     let csv_path = out.join("compare.csv");
