@@ -274,6 +274,8 @@ impl ClientPool {
     }
 
     /// Submits `op` for `client` without waiting; returns the command's timestamp (its ticket).
+    /// The command goes out with the others submitted before the pool next waits for answers
+    /// (see [`ClientPool::flush`]).
     ///
     /// The client's first submission opens its session first (a keep-alive at timestamp 1,
     /// see the module documentation): commands submitted until that is answered are held and
@@ -424,9 +426,12 @@ impl ClientPool {
         }
     }
 
-    /// Sends the commands the transport holds back; only a stopped cluster fails it (a command
-    /// that cannot be sent now is retransmitted by its timer).
-    fn flush(&mut self) -> Result<(), ClientError> {
+    /// Sends the commands submitted and not yet sent, now: `submit` holds them back until the
+    /// pool next waits for answers ([`ClientPool::poll`]) or 64 are held, so that commands
+    /// submitted together go out together. Only a stopped cluster fails it (a command that
+    /// cannot be sent now is retransmitted by its timer). A program that submits and then does
+    /// other work before it polls calls this to put its commands in flight meanwhile.
+    pub fn flush(&mut self) -> Result<(), ClientError> {
         match self.transport.flush() {
             Err(ClientError::Stopped) => Err(ClientError::Stopped),
             sent => {
@@ -670,9 +675,15 @@ impl Client {
     }
 
     /// Submits `op` without waiting; returns its ticket. Up to `client_window` commands may be
-    /// outstanding at once.
+    /// outstanding at once. The command goes out when the client next waits ([`Client::poll`],
+    /// [`Client::wait`]) or flushes ([`Client::flush`]).
     pub fn submit(&mut self, op: Vec<u8>) -> Result<u64, ClientError> {
         self.pool.submit(self.id, op)
+    }
+
+    /// Sends the submitted commands now instead of at the next wait ([`ClientPool::flush`]).
+    pub fn flush(&mut self) -> Result<(), ClientError> {
+        self.pool.flush()
     }
 
     /// The next answer of any outstanding command, within `timeout`.
@@ -826,5 +837,54 @@ mod tests {
         replies.send(reply(unanswered, Outcome::Executed)).unwrap();
         let done = pool.poll(Duration::from_secs(1)).unwrap().expect("the answer");
         assert_eq!((done.timestamp, done.retransmissions), (unanswered, 1));
+    }
+
+    /// A transport that sends what it holds only when flushed.
+    struct Holding(Vec<Command>, Arc<Mutex<Vec<Command>>>);
+
+    impl Transport for Holding {
+        fn routes(&self) -> u32 {
+            1
+        }
+        fn new_client_id(&mut self) -> u64 {
+            7
+        }
+        fn register(&mut self, _: u64, _: &Sender<Replies>) {}
+        fn unregister(&mut self, _: u64) {}
+        fn submit(&mut self, _: u32, command: Command) -> Result<(), ClientError> {
+            self.0.push(command);
+            Ok(())
+        }
+        fn flush(&mut self) -> Result<(), ClientError> {
+            self.1.lock().unwrap().append(&mut self.0);
+            Ok(())
+        }
+        fn stopped(&self) -> bool {
+            false
+        }
+    }
+
+    /// Submitted commands go out when the pool waits or is flushed, not one by one.
+    #[test]
+    fn submitted_commands_go_out_at_a_wait_or_a_flush() {
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let mailbox = crossbeam_channel::unbounded();
+        let replies = mailbox.0.clone();
+        let options = ClientOptions { client_window: 8, retry_timeout: Duration::from_secs(60) };
+        let mut pool = ClientPool::new(Box::new(Holding(Vec::new(), sent.clone())), options, mailbox);
+        let client = pool.add_client();
+        pool.submit(client, b"a".to_vec()).unwrap();
+        assert!(sent.lock().unwrap().is_empty(), "the opener waits for the flush");
+        assert_eq!(pool.poll(Duration::from_millis(1)), Ok(None));
+        assert_eq!(sent.lock().unwrap().len(), 1, "waiting sent the opener");
+        replies.send(reply(1, Outcome::Executed)).unwrap();
+        assert_eq!(pool.poll(Duration::from_millis(5)), Ok(None));
+        assert_eq!(sent.lock().unwrap().len(), 2, "the opener's answer released the held command");
+        pool.submit(client, b"b".to_vec()).unwrap();
+        pool.submit(client, b"c".to_vec()).unwrap();
+        assert_eq!(sent.lock().unwrap().len(), 2);
+        pool.flush().unwrap();
+        let timestamps: Vec<u64> = sent.lock().unwrap().iter().map(|c| c.timestamp).collect();
+        assert_eq!(timestamps, vec![1, 2, 3, 4], "a flush sends both, in order");
     }
 }
