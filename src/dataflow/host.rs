@@ -142,14 +142,21 @@ impl<S: Replica, M: FnMut(u32) -> S> Replicas<S, M> {
     /// Hands `tuple` to the addressed live replica, or to every live local one (cloned only
     /// when several take it).
     fn deliver(&mut self, replica: u32, tuple: Tuple, now_us: u64, request_path: bool) {
-        let wants = |slot: &Slot<S>| {
-            (replica == ALL_REPLICAS || slot.id == replica)
-                && slot.replica.is_some()
-                && !(request_path && slot.stats.is_deaf())
-        };
-        let mut left = self.slots.iter().filter(|s| wants(s)).count();
+        let listens = |slot: &Slot<S>| slot.replica.is_some() && !(request_path && slot.stats.is_deaf());
+        if replica != ALL_REPLICAS {
+            // Most tuples name one replica (every reply, command and request does): one look,
+            // no count and no clone, which the reply path pays three times per command.
+            let Some(slot) = self.slots.iter_mut().find(|s| s.id == replica) else { return };
+            if listens(slot)
+                && let Some(state) = slot.replica.as_mut()
+            {
+                state.on_tuple(tuple, now_us, &mut slot.out);
+            }
+            return;
+        }
+        let mut left = self.slots.iter().filter(|s| listens(s)).count();
         let mut tuple = Some(tuple);
-        for slot in self.slots.iter_mut().filter(|s| wants(s)) {
+        for slot in self.slots.iter_mut().filter(|s| listens(s)) {
             left -= 1;
             let copy = if left == 0 { tuple.take() } else { tuple.clone() };
             if let (Some(copy), Some(state)) = (copy, slot.replica.as_mut()) {
