@@ -427,8 +427,8 @@ impl ClientPool {
     }
 
     /// Sends the commands submitted and not yet sent, now: `submit` holds them back until the
-    /// pool next waits for answers ([`ClientPool::poll`]) or 64 are held, so that commands
-    /// submitted together go out together. Only a stopped cluster fails it (a command that
+    /// pool next waits for answers ([`ClientPool::poll`]) or the transport holds its most (32
+    /// in a process, 64 over TCP), so that commands submitted together go out together. Only a stopped cluster fails it (a command that
     /// cannot be sent now is retransmitted by its timer). A program that submits and then does
     /// other work before it polls calls this to put its commands in flight meanwhile.
     pub fn flush(&mut self) -> Result<(), ClientError> {

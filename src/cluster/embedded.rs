@@ -28,8 +28,14 @@ struct Shared {
 }
 
 /// Commands a pool may queue at the request sources before it wakes their worker, even without
-/// waiting for an answer: a bound on how long a burst of submissions stays unseen.
-pub const QUEUED_COMMANDS_MAX: usize = 64;
+/// waiting for an answer: a bound on how long a burst of submissions stays unseen. It also keeps
+/// the pool and the worker working side by side: while the pool answers and resubmits a burst
+/// of replies, the worker already orders the first 32 commands of it. Waking the worker only
+/// once per burst let the whole load coalesce into one batch that the two threads passed back
+/// and forth, each idle while the other worked (64 non-durable clients, interleaved: 0.86 to
+/// 0.90 million ops/s with 64, 1.05 to 1.09 million with 32, 16 or 8; 256 clients 1.40 million
+/// with 64, 1.44 to 1.47 with 32).
+pub const QUEUED_COMMANDS_MAX: usize = 32;
 
 /// Clients of an embedded cluster reach the request sources through the in-process ingress.
 /// Commands are queued quietly and the sources' worker woken once per flush (when the pool is
