@@ -148,7 +148,7 @@ pub struct Completion {
     pub outcome: Outcome,
     /// The application's result.
     pub result: Vec<u8>,
-    /// From the first submission to the first reply.
+    /// From the first submission until the pool took the first reply from its mailbox.
     pub latency: Duration,
     /// Retransmissions it took.
     pub retransmissions: u32,
@@ -211,8 +211,11 @@ pub struct ClientPool {
     options: ClientOptions,
     mailbox: Receiver<Replies>,
     mailbox_sender: Sender<Replies>,
-    /// The rest of the last batch taken from the mailbox.
+    /// The rest of the last batch taken from the mailbox, and when it was taken: the replies of
+    /// a batch arrived together, and one clock reading per batch instead of one per reply
+    /// spares a tenth of a busy pool thread's time.
     inbox: std::vec::IntoIter<Reply>,
+    inbox_at: Instant,
     /// The transport's refusals (a channel that never delivers if it has none).
     refusals: Receiver<Refusal>,
     sessions: HashMap<u64, Session>,
@@ -245,6 +248,7 @@ impl ClientPool {
             mailbox,
             mailbox_sender,
             inbox: Vec::new().into_iter(),
+            inbox_at: Instant::now(),
             refusals,
             sessions,
             failed: VecDeque::new(),
@@ -388,8 +392,7 @@ impl ClientPool {
             };
             match received {
                 Ok(batch) => {
-                    debug_assert!(self.inbox.len() == 0, "the inbox is drained before the pool waits");
-                    self.inbox = batch.into_iter();
+                    self.take_batch(batch);
                     if let Some(done) = self.complete_waiting()? {
                         return Ok(Some(done));
                     }
@@ -414,7 +417,7 @@ impl ClientPool {
         loop {
             let Some(reply) = self.inbox.next() else {
                 match self.mailbox.try_recv() {
-                    Ok(batch) => self.inbox = batch.into_iter(),
+                    Ok(batch) => self.take_batch(batch),
                     Err(_) => return Ok(None),
                 }
                 continue;
@@ -454,7 +457,7 @@ impl ClientPool {
             for _ in 0..8 {
                 match self.mailbox.try_recv() {
                     Ok(batch) => {
-                        self.inbox = batch.into_iter();
+                        self.take_batch(batch);
                         return true;
                     }
                     Err(TryRecvError::Disconnected) => return false,
@@ -469,12 +472,18 @@ impl ClientPool {
         }
     }
 
+    /// Makes `batch` the inbox, taken now.
+    fn take_batch(&mut self, batch: Replies) {
+        debug_assert!(self.inbox.len() == 0, "the inbox is drained before the next batch is taken");
+        (self.inbox, self.inbox_at) = (batch.into_iter(), Instant::now());
+    }
+
     fn complete(&mut self, reply: Reply) -> Result<Option<Completed>, ClientError> {
         let Some(session) = self.sessions.get_mut(&reply.client) else { return Ok(None) };
         if !session.pending.contains_key(&reply.timestamp) {
             return Ok(None);
         }
-        let completed_at = Instant::now();
+        let completed_at = self.inbox_at;
         if reply.outcome == Outcome::SessionExpired {
             self.expire(reply.client, completed_at);
             return Ok(self.failed.pop_front().map(|done| Completed { done, completed_at }));
