@@ -219,7 +219,7 @@ fn bench_measures_the_cluster_it_names() {
 
         let (code, out, err) = bench(&["--connect", &cluster.every[0]]);
         assert_eq!(code, Some(0), "{out}\n{err}");
-        assert!(err.contains("f = 1, 1 workers"), "{err}");
+        assert!(err.contains("f = 1, 1 worker,"), "{err}");
         assert!(err.contains(&format!("executors of every process ({})", cluster.every.join(","))), "{err}");
         assert!(out.contains("digests agree true"), "{out}");
     });

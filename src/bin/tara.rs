@@ -230,8 +230,14 @@ fn execute(run: &Run, place: &Where) -> Result<Summary, String> {
             extra.push_str(&format!(", {} faults", run.faults.len()));
         }
         eprintln!(
-            "tara: f = {}, {} workers, batch_size {}, window {}{extra}, {} clients for {} s",
-            d.f, d.workers, d.batch_size, d.window, run.clients, run.seconds,
+            "tara: f = {}, {} worker{}, batch_size {}, window {}{extra}, {} clients for {} s",
+            d.f,
+            d.workers,
+            if d.workers == 1 { "" } else { "s" },
+            d.batch_size,
+            d.window,
+            run.clients,
+            run.seconds,
         );
     }
     match place {
