@@ -459,6 +459,29 @@ fn a_placement_for_another_number_of_workers_is_rejected() {
     });
 }
 
+/// `tara` itself, without `embed`, refuses a placement that puts replicas on workers the job
+/// does not have (its tuples would go to workers that host no such replica).
+#[test]
+fn tara_refuses_replicas_on_workers_the_job_does_not_have() {
+    within(60, || {
+        let params = Params::default();
+        let placement = Placement::spread(&params, 1, 3).unwrap();
+        let deployment = Deployment::new(params, placement).durable_records(false);
+        let errors = timely::execute(timely::Config::process(2), move |worker| {
+            worker.dataflow::<u64, _, _>(|scope| {
+                let (_input, commands) = scope.new_input::<Vec<Submit>>();
+                tara(scope, commands, &deployment, |_| KvStore::default()).err()
+            })
+        })
+        .unwrap()
+        .join();
+        for error in errors {
+            let error = error.unwrap().expect("tara fails");
+            assert!(error.contains("worker 2") && error.contains("has 2 workers"), "{error}");
+        }
+    });
+}
+
 /// Free 127.0.0.1 addresses for `n` timely processes (bound to port 0, then released).
 fn free_addresses(n: usize) -> Vec<String> {
     let listeners: Vec<_> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
