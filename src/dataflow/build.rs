@@ -71,7 +71,7 @@ pub fn tara<'s, A: Application + 'static>(
     app: impl Fn(u32) -> A + 'static,
 ) -> Result<TaraStreams<'s>, String> {
     deployment.validate()?;
-    check_workers(deployment, scope.peers())?;
+    deployment.placement.fits(scope.peers()).map_err(|e| e.0)?;
     let mut wires = Wires { scope, built: BTreeMap::new(), loops: BTreeMap::new() };
     let (reply_loop, replies_back) = scope.feedback::<Vec<Reply>>(1);
     let mut app = Some(app);
@@ -111,21 +111,6 @@ pub fn tara<'s, A: Application + 'static>(
         });
     wires.close_loops();
     Ok(TaraStreams { executed, replies })
-}
-
-/// A replica on a worker the job does not have would never run: timely routes its tuples
-/// modulo the number of workers, to a worker that hosts no such replica, and nothing would
-/// ever execute. Refused, naming the worker and the job's size.
-fn check_workers(deployment: &Deployment, peers: usize) -> Result<(), String> {
-    let hosting = deployment.placement.workers_hosting(&Stage::ALL);
-    match hosting.last() {
-        Some(&last) if last as usize >= peers => Err(format!(
-            "the placement puts replicas on worker {last}, but the job has {peers} worker{}: build the \
-             placement for the job's workers",
-            if peers == 1 { "" } else { "s" }
-        )),
-        _ => Ok(()),
-    }
 }
 
 /// Replies, at the worker of the request source each names (its reply sink), and forwarded

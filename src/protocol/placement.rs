@@ -155,6 +155,29 @@ impl Placement {
         workers
     }
 
+    /// Checks that a job of `peers` workers has every worker this placement puts a replica on.
+    /// A replica on a worker the job lacks would never run: timely routes its tuples modulo the
+    /// number of workers, to a worker that hosts no such replica, and nothing would execute.
+    ///
+    /// ```
+    /// use tara::dataflow::Placement;
+    /// use tara::protocol::Params;
+    ///
+    /// let placement = Placement::spread(&Params::default(), 1, 3).unwrap();
+    /// assert!(placement.fits(3).is_ok());
+    /// assert!(placement.fits(2).unwrap_err().0.contains("worker 2"));
+    /// ```
+    pub fn fits(&self, peers: usize) -> Result<(), PlacementError> {
+        match self.workers_hosting(&Stage::ALL).last() {
+            Some(&last) if last as usize >= peers => Err(PlacementError(format!(
+                "the placement puts replicas on worker {last}, but the job has {peers} worker{}: build the \
+                 placement for the job's workers",
+                if peers == 1 { "" } else { "s" }
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// The workers of `stage`, by replica index.
     pub fn stage(&self, stage: Stage) -> &[u32] {
         &self.workers[stage.index()]
