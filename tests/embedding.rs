@@ -435,25 +435,35 @@ use tara::embed::stop_on;
 use timely::dataflow::operators::Exchange as _;
 use timely::dataflow::operators::vec::Filter;
 
+/// What building TARA says in a job of `workers` workers when its placement spreads over
+/// `processes` processes of `threads` workers: each worker's error, through `embed` or through
+/// `tara` itself.
+fn refusals(processes: usize, threads: usize, workers: usize, through_embed: bool) -> Vec<String> {
+    let params = Params::default();
+    let placement = Placement::spread(&params, processes, threads).unwrap();
+    let deployment = Deployment::new(params, placement).durable_records(false);
+    let errors = timely::execute(timely::Config::process(workers), move |worker| {
+        worker.dataflow::<u64, _, _>(|scope| {
+            let (_input, commands) = scope.new_input::<Vec<Submit>>();
+            let app = |_| KvStore::default();
+            match through_embed {
+                true => embed(scope, commands, &deployment, app).err(),
+                false => tara(scope, commands, &deployment, app).err(),
+            }
+        })
+    })
+    .unwrap()
+    .join();
+    errors.into_iter().map(|error| error.unwrap().expect("building TARA fails")).collect()
+}
+
 /// A deployment whose placement is for another number of workers than the job has would put
 /// replicas on workers that do not exist (their tuples would go to other workers, which host
 /// no such replica, and nothing would ever execute): `embed` refuses it, naming both shapes.
 #[test]
 fn a_placement_for_another_number_of_workers_is_rejected() {
     within(60, || {
-        let params = Params::default();
-        let placement = Placement::spread(&params, 2, 2).unwrap();
-        let deployment = Deployment::new(params, placement).durable_records(false);
-        let errors = timely::execute(timely::Config::process(3), move |worker| {
-            worker.dataflow::<u64, _, _>(|scope| {
-                let (_input, commands) = scope.new_input::<Vec<Submit>>();
-                embed(scope, commands, &deployment, |_| KvStore::default()).err()
-            })
-        })
-        .unwrap()
-        .join();
-        for error in errors {
-            let error = error.unwrap().expect("embed fails");
+        for error in refusals(2, 2, 3, true) {
             assert!(error.contains("4 workers (2 processes of 2)") && error.contains("has 3"), "{error}");
         }
     });
@@ -464,19 +474,7 @@ fn a_placement_for_another_number_of_workers_is_rejected() {
 #[test]
 fn tara_refuses_replicas_on_workers_the_job_does_not_have() {
     within(60, || {
-        let params = Params::default();
-        let placement = Placement::spread(&params, 1, 3).unwrap();
-        let deployment = Deployment::new(params, placement).durable_records(false);
-        let errors = timely::execute(timely::Config::process(2), move |worker| {
-            worker.dataflow::<u64, _, _>(|scope| {
-                let (_input, commands) = scope.new_input::<Vec<Submit>>();
-                tara(scope, commands, &deployment, |_| KvStore::default()).err()
-            })
-        })
-        .unwrap()
-        .join();
-        for error in errors {
-            let error = error.unwrap().expect("tara fails");
+        for error in refusals(1, 3, 2, false) {
             assert!(error.contains("worker 2") && error.contains("has 2 workers"), "{error}");
         }
     });
